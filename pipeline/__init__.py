@@ -1,0 +1,6 @@
+"""medsr.pipeline: data, losses, engines, metrics, evaluation, inference, tracking and the ``medsr`` command.
+
+Kept light on purpose: importing ``medsr.pipeline`` imports no sub-package.
+"""
+
+__version__ = "0.1.0"

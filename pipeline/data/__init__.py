@@ -1,0 +1,1 @@
+"""medsr.pipeline.data: readers, datalists and the embedded demo dataset."""

@@ -1,0 +1,70 @@
+"""medsr: MONAI-based super-resolution for medical images.
+
+The three code folders install as one namespace, ``medsr``:
+``pipeline/`` -> ``medsr.pipeline``, ``transforms/`` -> ``medsr.transforms``,
+``networks/`` -> ``medsr.networks``. ``mlflow/`` and ``bundles/`` are data, not packages.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+FOLDERS = {"pipeline": "medsr.pipeline", "transforms": "medsr.transforms", "networks": "medsr.networks"}
+
+
+def _packages() -> tuple[list[str], dict[str, str]]:
+    packages, package_dir = [], {}
+    for folder, name in FOLDERS.items():
+        packages.append(name)
+        package_dir[name] = folder
+        for sub in find_packages(where=folder):
+            packages.append(f"{name}.{sub}")
+    return packages, package_dir
+
+
+PACKAGES, PACKAGE_DIR = _packages()
+
+# torch is deliberately a range that an installed CPU build (2.13.0) satisfies, so pip keeps it.
+INSTALL_REQUIRES = [
+    "torch>=2.2",
+    "monai>=1.6.1,<1.7",
+    "fire",
+    "pytorch-ignite>=0.4.11",
+    "numpy>=1.24",
+    "scipy>=1.10",
+    "nibabel>=5.0",
+    "pydicom>=3.0",
+    "itk>=5.3",
+    "h5py>=3.8",
+    "pillow>=10.0",
+    "mlflow>=3.17,<4",
+    "tqdm>=4.60",
+    "matplotlib>=3.7",
+    # real demo images ship inside these two packages (nothing is downloaded)
+    "nilearn>=0.10",
+    "scikit-image>=0.22",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.5"],
+    # torchio is only a point of comparison in benchmarks/
+    "bench": ["torchio>=0.20"],
+}
+
+setup(
+    name="medsr",
+    version="0.1.0",
+    description="MONAI-based super-resolution pipeline for medical images (2D and 3D)",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    include_package_data=True,
+    package_data={"medsr.pipeline": ["label_app/*.json", "*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["medsr = medsr.pipeline.cli:main"]},
+    license="Apache-2.0",
+)
