@@ -1,1 +1,49 @@
-"""medsr.pipeline.data: readers, datalists and the embedded demo dataset."""
+"""medsr.pipeline.data: readers, datalists and the embedded demo dataset.
+
+Names are imported lazily, so ``medsr demo`` does not pay for importing MONAI.
+
+* readers (:mod:`medsr.pipeline.data.readers`): :class:`MedicalImageReader`, :class:`NiftiReader`,
+  :class:`DicomReader`, :class:`DicomSeriesReader`, :class:`PhotoReader`, :class:`FigshareMatReader`,
+  :func:`load_image`, :func:`read_figshare_mat`, :class:`ImageReadError`;
+* datalists (:mod:`medsr.pipeline.data.datalist`): :func:`build_datalist`, :func:`load_datalist`;
+* demo data (:mod:`medsr.pipeline.data.demo`): :func:`demo_root`, :func:`ensure_demo_dataset`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "readers": (
+        "ImageReadError",
+        "NiftiReader",
+        "DicomReader",
+        "DicomSeriesReader",
+        "PhotoReader",
+        "FigshareMatReader",
+        "MedicalImageReader",
+        "load_image",
+        "read_figshare_mat",
+        "detect_format",
+        "LUMINANCE_WEIGHTS",
+    ),
+    "datalist": ("build_datalist", "load_datalist", "split_groups", "SECTIONS"),
+    "demo": ("demo_root", "ensure_demo_dataset", "demo_sources", "slab_ranges", "DEMO_VERSION"),
+    "_io": ("write_json_atomic",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medsr.pipeline.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"medsr.pipeline.data.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
