@@ -1,0 +1,374 @@
+"""Internal engine: input checks and a chunked, separable-Gaussian SSIM map.
+
+The SSIM map follows scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False)``: five Gaussian-filtered maps (means, second moments) give the map, and the
+score averages it over the windows that lie fully inside the image (the ``(win_size - 1) // 2`` crop).
+Here only those "valid" windows are ever computed, one slab of the first spatial axis at a time, so the
+extra memory stays a few times the volume's float32 size however large the volume is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+try:  # scipy's C loops are the fastest 1D filters on CPU; torch is the fallback (and the CUDA path)
+    from scipy.ndimage import correlate1d as _correlate1d
+    from scipy.ndimage import minimum_filter1d as _minimum_filter1d
+except ImportError:  # pragma: no cover - scipy is a dependency
+    _correlate1d = _minimum_filter1d = None
+
+__all__ = [
+    "as_plain",
+    "centre_valid",
+    "check_finite",
+    "erode_valid",
+    "slab_indicator",
+    "check_data_range",
+    "check_pair",
+    "gaussian_taps",
+    "iter_ssim_chunks",
+    "resolve_layout",
+]
+
+
+def as_plain(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Return ``x`` as a plain ``torch.Tensor`` (MetaTensor metadata dropped, numpy wrapped without copy)."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor or numpy array, got {type(x).__name__}")
+    if hasattr(x, "as_tensor"):
+        return x.as_tensor()
+    return x
+
+
+def check_data_range(data_range: float | None, name: str = "data_range") -> float:
+    """Validate ``data_range`` (required, finite, > 0) and return it as a float."""
+    if data_range is None:
+        raise ValueError(
+            f"{name} is required (the difference between the largest and smallest possible intensity, "
+            "e.g. 1.0 for images scaled to [0, 1]); it is never inferred from the data"
+        )
+    try:
+        value = float(data_range)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a positive number, got {data_range!r}") from err
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {data_range!r}")
+    return value
+
+
+def _affine(x: object) -> torch.Tensor | None:
+    affine = getattr(x, "affine", None)
+    if isinstance(affine, torch.Tensor):
+        return affine.detach().cpu().to(torch.float64)
+    return None
+
+
+def check_pair(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    pred_name: str = "pred",
+    target_name: str = "target",
+    check_affine: bool = True,
+    check_finite_values: bool = True,
+) -> None:
+    """Raise ``ValueError`` when ``pred`` and ``target`` differ in shape or affine, or hold NaN/inf.
+
+    ``check_finite_values=False`` skips the NaN scan (callers that detect NaN from their result instead).
+    """
+    for name, x in ((pred_name, pred), (target_name, target)):
+        if not isinstance(x, (torch.Tensor, np.ndarray)):
+            raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ValueError(
+            f"{pred_name} shape {tuple(pred.shape)} does not match {target_name} shape {tuple(target.shape)}"
+        )
+    if check_affine:
+        a, b = _affine(pred), _affine(target)
+        if a is not None and b is not None and a.shape == b.shape and not torch.allclose(a, b, atol=1e-4):
+            raise ValueError(
+                f"{pred_name} affine does not match {target_name} affine (different grids):\n{a.numpy()}\nvs\n{b.numpy()}"
+            )
+    if check_finite_values:
+        for name, x in ((pred_name, pred), (target_name, target)):
+            check_finite(x, name)
+
+
+def check_finite(x: torch.Tensor | np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``x`` holds NaN or infinite values."""
+    t = as_plain(x)
+    if t.is_floating_point() or t.is_complex():
+        n_bad = int((~torch.isfinite(t)).sum())
+        if n_bad:
+            n_nan = int(torch.isnan(t).sum())
+            raise ValueError(
+                f"{name} holds {n_nan} NaN and {n_bad - n_nan} infinite value(s); metrics need finite images"
+            )
+
+
+def resolve_layout(x: torch.Tensor, spatial_dims: int | None, name: str = "pred") -> tuple[int, bool]:
+    """Return ``(spatial_dims, batched)`` for ``x``.
+
+    With ``spatial_dims`` given, ``x.ndim == spatial_dims + 2`` is batched ``(B, C, *S)`` and
+    ``spatial_dims + 1`` is unbatched ``(C, *S)``. Without it a MetaTensor's ``is_batch`` flag decides;
+    otherwise 4D/5D tensors are batched 2D/3D and a 3D tensor is an unbatched 2D image ``(C, H, W)``
+    (pass ``spatial_dims=3`` for an unbatched ``(C, D, H, W)`` volume).
+    """
+    ndim = x.ndim
+    if spatial_dims is not None:
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
+        if ndim == spatial_dims + 2:
+            return spatial_dims, True
+        if ndim == spatial_dims + 1:
+            return spatial_dims, False
+        raise ValueError(
+            f"{name} has {ndim} dims {tuple(x.shape)}; with spatial_dims={spatial_dims} expected "
+            f"{spatial_dims + 2} (B, C, *S) or {spatial_dims + 1} (C, *S)"
+        )
+    is_batch = getattr(x, "is_batch", None)
+    if is_batch is True and ndim in (4, 5):
+        return ndim - 2, True
+    if is_batch is False and hasattr(x, "affine") and ndim in (3, 4):
+        return ndim - 1, False
+    if ndim in (4, 5):
+        return ndim - 2, True
+    if ndim == 3:
+        return 2, False
+    raise ValueError(
+        f"{name} has shape {tuple(x.shape)}: expected (B, C, H, W), (B, C, D, H, W) or (C, H, W); "
+        "pass spatial_dims for other layouts"
+    )
+
+
+def gaussian_taps(win_size: int = 11, sigma: float = 1.5) -> list[float]:
+    """Normalised 1D Gaussian weights of length ``win_size`` (scipy.ndimage's kernel for that radius)."""
+    if win_size < 1 or win_size % 2 != 1:
+        raise ValueError(f"win_size must be a positive odd integer, got {win_size}")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    r = win_size // 2
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return (w / w.sum()).tolist()
+
+
+def _filter_valid(t: torch.Tensor, dim: int, taps: Sequence[float]) -> torch.Tensor:
+    """Correlate ``t`` with ``taps`` along ``dim``, keeping only outputs whose window lies inside ``t``."""
+    r = len(taps) // 2
+    n = t.shape[dim] - 2 * r
+    out = t.narrow(dim, r, n) * taps[r]
+    for k, w in enumerate(taps):
+        if k != r:
+            out.add_(t.narrow(dim, k, n), alpha=w)
+    return out
+
+
+def default_chunk(shape: Sequence[int], radius: int) -> int:
+    """Planes of the first spatial axis per slab: two slab buffers of 5 maps stay near 2.5x the image size."""
+    depth = int(shape[0])
+    return max(2 * radius, min(depth, (depth - 8 * radius) // 4))
+
+
+def _ssim_from_maps(m: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
+    """SSIM from the five filtered maps ``(ux, uy, uxx, uyy, uxy)`` along dim 0, mostly in place."""
+    ux, uy, uxx, uyy, uxy = m.unbind(0)
+    uxuy = ux * uy
+    ux.square_()
+    uy.square_()
+    uxx.sub_(ux)
+    uyy.sub_(uy)
+    uxy.sub_(uxuy)
+    uxuy.mul_(2).add_(c1)
+    uxy.mul_(2).add_(c2)
+    uxuy.mul_(uxy)
+    ux.add_(uy).add_(c1)
+    uxx.add_(uyy).add_(c2)
+    ux.mul_(uxx)
+    return uxuy.div_(ux)
+
+
+def _iter_torch(x, y, scale, taps, c1, c2, step) -> Iterator[tuple[int, torch.Tensor]]:
+    """Portable path (any device): torch narrow-and-add filters, a carry of ``2r`` in-plane-filtered planes."""
+    r = len(taps) // 2
+    inplane = list(range(2, x.ndim + 1))
+    carry: torch.Tensor | None = None
+    out_row = 0
+    for i0 in range(0, x.shape[0], step):
+        i1 = min(x.shape[0], i0 + step)
+        xs = x[i0:i1].to(torch.float32) * scale
+        ys = y[i0:i1].to(torch.float32) * scale
+        maps = torch.stack([xs, ys, xs * xs, ys * ys, xs * ys])
+        del xs, ys
+        for d in inplane:
+            maps = _filter_valid(maps, d, taps)
+        buf = maps if carry is None else torch.cat([carry, maps], dim=1)
+        del maps
+        if buf.shape[1] < 2 * r + 1:
+            carry = buf
+            continue
+        carry = buf[:, buf.shape[1] - 2 * r :].clone()
+        s = _ssim_from_maps(_filter_valid(buf, 1, taps), c1, c2)
+        yield out_row, s
+        out_row += s.shape[0]
+
+
+def _ssim_from_maps_np(m: np.ndarray, c1: float, c2: float, tmp: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`_ssim_from_maps`; the result lives in ``tmp``."""
+    ux, uy, uxx, uyy, uxy = m
+    uxuy = np.multiply(ux, uy, out=tmp)
+    np.square(ux, out=ux)
+    np.square(uy, out=uy)
+    np.subtract(uxx, ux, out=uxx)
+    np.subtract(uyy, uy, out=uyy)
+    np.subtract(uxy, uxuy, out=uxy)
+    np.multiply(uxuy, 2, out=uxuy)
+    np.add(uxuy, c1, out=uxuy)
+    np.multiply(uxy, 2, out=uxy)
+    np.add(uxy, c2, out=uxy)
+    np.multiply(uxuy, uxy, out=uxuy)
+    np.add(ux, uy, out=ux)
+    np.add(ux, c1, out=ux)
+    np.add(uxx, uyy, out=uxx)
+    np.add(uxx, c2, out=uxx)
+    np.multiply(ux, uxx, out=ux)
+    return np.divide(uxuy, ux, out=uxuy)
+
+
+def _iter_scipy(x, y, scale, taps, c1, c2, step) -> Iterator[tuple[int, np.ndarray]]:
+    """CPU path, single-threaded numpy/scipy on three preallocated buffers (robust on busy shared cores).
+
+    The slab buffer holds ``2r`` carried planes plus ``step`` new ones of the five maps, filtered in place
+    along the in-plane axes; the first-axis filter writes to a second buffer; SSIM goes to a third.
+    """
+    r = len(taps) // 2
+    w = np.asarray(taps, dtype=np.float64)
+    xn, yn = x.numpy(), y.numpy()
+    depth = xn.shape[0]
+    plane = tuple(xn.shape[1:])
+    crop = tuple(slice(r, s - r) for s in plane)
+    step = max(step, 2 * r)  # the carry copy then never overlaps
+    buf = np.empty((5, step + 2 * r, *plane), dtype=np.float32)
+    out = np.empty_like(buf)
+    tmp = np.empty((step + 2 * r, *(s - 2 * r for s in plane)), dtype=np.float32)
+    filled, out_row, i0 = 0, 0, 0
+    while i0 < depth:
+        i1 = min(depth, i0 + (step + 2 * r if filled == 0 else step))
+        n_new = i1 - i0
+        d = buf[:, filled : filled + n_new]
+        np.multiply(xn[i0:i1], scale, out=d[0], casting="unsafe")
+        np.multiply(yn[i0:i1], scale, out=d[1], casting="unsafe")
+        np.multiply(d[0], d[0], out=d[2])
+        np.multiply(d[1], d[1], out=d[3])
+        np.multiply(d[0], d[1], out=d[4])
+        for axis in range(2, buf.ndim):
+            _correlate1d(d, w, axis=axis, output=d, mode="constant")
+        filled += n_new
+        i0 = i1
+        n_out = filled - 2 * r
+        if n_out < 1:
+            continue
+        _correlate1d(buf[:, :filled], w, axis=1, output=out[:, :filled], mode="constant")
+        s = _ssim_from_maps_np(out[(slice(None), slice(r, r + n_out), *crop)], c1, c2, tmp[:n_out])
+        yield out_row, s
+        out_row += n_out
+        buf[:, : 2 * r] = buf[:, filled - 2 * r : filled]
+        filled = 2 * r
+
+
+def iter_ssim_chunks(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float,
+    taps: Sequence[float],
+    k1: float = 0.01,
+    k2: float = 0.03,
+    chunk: int | None = None,
+    backend: str | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(first_row, ssim_slab)`` over the valid SSIM map of two single-channel images.
+
+    ``x`` and ``y`` are spatial-only tensors ``(*S)``. The valid map has shape ``S - 2r`` (``r`` the window
+    radius); each slab covers consecutive rows of its first axis, starting at ``first_row``, and is only
+    valid until the next slab is produced. The slab is a numpy array on the scipy backend (CPU) and a
+    tensor on the torch backend. Images are scaled by ``1 / data_range`` in float32 (SSIM is
+    invariant to that with ``C = (K * R)^2``), which keeps the variance differences accurate.
+
+    Args:
+        x: first image.
+        y: second image.
+        data_range: intensity range.
+        taps: 1D Gaussian weights.
+        k1: luminance constant.
+        k2: contrast constant.
+        chunk: new planes per slab (``None``: about a quarter of the first axis).
+        backend: ``"scipy"`` (CPU default) or ``"torch"`` (any device).
+    """
+    r = len(taps) // 2
+    if any(s < 2 * r + 1 for s in x.shape):
+        raise ValueError(
+            f"image shape {tuple(x.shape)} is smaller than the {2 * r + 1}-voxel SSIM window along some axis"
+        )
+    c1, c2 = k1**2, k2**2
+    step = chunk or default_chunk(x.shape, r)
+    if backend is None:
+        backend = "scipy" if x.device.type == "cpu" and _correlate1d is not None else "torch"
+    if backend == "scipy" and (x.device.type != "cpu" or x.requires_grad or x.is_complex()):
+        backend = "torch"
+    if backend == "scipy":
+        yield from _iter_scipy(x, y, 1.0 / data_range, taps, c1, c2, step)
+    elif backend == "torch":
+        yield from _iter_torch(x, y, 1.0 / data_range, taps, c1, c2, step)
+    else:
+        raise ValueError(f"backend must be 'scipy' or 'torch', got {backend!r}")
+
+
+def slab_indicator(region, row: int, n: int, radius: int, rule: str):
+    """Boolean indicator over valid window centres for output rows ``[row, row + n)``.
+
+    ``rule="inside"``: the whole window lies in ``region`` (min-filter of the region over the window);
+    ``rule="centre"``: the window's centre voxel lies in it. ``region`` is a bool numpy array (CPU path,
+    returns numpy) or a bool tensor (returns a tensor).
+    """
+    crop = tuple(slice(radius, s - radius) for s in region.shape[1:])
+    if rule == "centre":
+        return region[(slice(row + radius, row + radius + n), *crop)]
+    sub = region[row : row + n + 2 * radius]
+    if isinstance(sub, np.ndarray):
+        a = sub.view(np.uint8)
+        tmp = np.empty_like(a)
+        size = 2 * radius + 1
+        _minimum_filter1d(a, size, axis=0, output=tmp, mode="constant", cval=0)
+        for d in range(1, a.ndim):
+            _minimum_filter1d(tmp, size, axis=d, output=tmp, mode="constant", cval=0)
+        return tmp.view(bool)[(slice(radius, radius + n), *crop)]
+    return erode_valid(sub, radius)
+
+
+def erode_valid(region: torch.Tensor, radius: int) -> torch.Tensor:
+    """Boolean map over the valid window centres: True where the whole ``(2r+1)^d`` cube lies in ``region``.
+
+    The result has shape ``region.shape - 2r`` (the same grid as the valid SSIM map), so windows that would
+    cross the image border are excluded too.
+    """
+    out = region.to(torch.bool)
+    for d in range(out.ndim):
+        n = out.shape[d] - 2 * radius
+        if n < 1:
+            return torch.zeros([max(0, s - 2 * radius) for s in region.shape], dtype=torch.bool)
+        acc = out.narrow(d, 0, n).clone()
+        for k in range(1, 2 * radius + 1):
+            acc &= out.narrow(d, k, n)
+        out = acc
+    return out
+
+
+def centre_valid(region: torch.Tensor, radius: int) -> torch.Tensor:
+    """Boolean map over the valid window centres: True where the window's centre voxel lies in ``region``."""
+    sl = tuple(slice(radius, s - radius) for s in region.shape)
+    return region.to(torch.bool)[sl]
