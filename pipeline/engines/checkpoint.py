@@ -1,0 +1,265 @@
+"""One-file checkpoints of the whole training state, written atomically, and resuming from them.
+
+A checkpoint is a ``dict`` saved with ``torch.save``::
+
+    {"format": "medsr-checkpoint", "version": 1,
+     "objects": {"generator": ..., "discriminator": ..., "g_optimizer": ..., "ema": ..., "data": ..., ...},
+     "engine": {"iteration", "epoch", "epoch_length", "max_epochs"},
+     "rng": {"python", "numpy", "torch", "cuda"}}
+
+``objects`` holds the ``state_dict()`` of everything the trainer lists in ``checkpoint_objects()``
+(models unwrapped from DDP, optimizers, schedulers, grad scalers, EMA, the loss's trainable adapters and
+the :class:`~medsr.pipeline.engines.ResumableLoader` position).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from medsr.pipeline.engines.common import get_rng_state, set_rng_state, unwrap_model
+
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "resume",
+    "CheckpointHandler",
+    "load_generator_weights",
+    "FORMAT",
+]
+
+FORMAT = "medsr-checkpoint"
+logger = logging.getLogger(__name__)
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict:
+    """Load a checkpoint file written by :func:`save_checkpoint` (errors name the path)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"checkpoint '{path}' could not be read: {e}") from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint '{path}' holds a {type(ckpt).__name__}, not a dict")
+    return ckpt
+
+
+_ITER_RE = re.compile(r"_(\d+)\.pt$")
+
+
+def latest_checkpoint(folder: str | os.PathLike, prefix: str = "checkpoint") -> Path | None:
+    """The checkpoint in ``folder`` with the highest iteration (``{prefix}_{iteration:08d}.pt``), or ``None``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = []
+    for p in folder.glob(f"{prefix}_*.pt"):
+        m = _ITER_RE.search(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return max(found)[1] if found else None
+
+
+def resume(trainer, path: str | os.PathLike, restore_rng: bool = True) -> int:
+    """Restore ``trainer`` (one of the medsr trainers) from a checkpoint file, or the latest one in a folder.
+
+    Models, optimizers, schedulers, scalers, EMA, data position and the engine's iteration/epoch are
+    restored now; the RNG states when the run starts (``Events.STARTED``), so nothing built in between
+    disturbs them. Returns the restored iteration (0 when ``path`` is a folder without checkpoints).
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            logger.info(f"resume: no checkpoint in '{path}', starting from scratch")
+            return 0
+        path = found
+    ckpt = load_checkpoint(path, map_location=trainer.state.device)
+    if ckpt.get("format") != FORMAT:
+        raise ValueError(f"checkpoint '{path}' is not a medsr training checkpoint (format {ckpt.get('format')!r})")
+    objects = trainer.checkpoint_objects()
+    missing = [k for k in objects if k not in ckpt["objects"]]
+    if missing:
+        raise KeyError(f"checkpoint '{path}' has no state for {missing} (it holds {sorted(ckpt['objects'])})")
+    for name, obj in objects.items():
+        obj.load_state_dict(ckpt["objects"][name])
+    eng = ckpt["engine"]
+    if trainer.state.epoch_length is not None and eng.get("epoch_length") not in (None, trainer.state.epoch_length):
+        raise ValueError(
+            f"checkpoint '{path}': epoch_length {eng['epoch_length']} differs from this run's {trainer.state.epoch_length}"
+        )
+    trainer.state.iteration = int(eng["iteration"])
+    # ignite counts completed epochs before a run and increments at EPOCH_STARTED: a mid-epoch checkpoint
+    # (saved while epoch e was running) resumes with e - 1 completed epochs
+    length = eng.get("epoch_length") or trainer.state.epoch_length
+    trainer.state.epoch = trainer.state.iteration // length if length else int(eng["epoch"])
+    if restore_rng and "rng" in ckpt:
+        trainer._pending_rng_state = ckpt["rng"]
+    logger.info(f"resumed from '{path}' at iteration {trainer.state.iteration}, epoch {trainer.state.epoch}")
+    return trainer.state.iteration
+
+
+def checkpoint_payload(trainer) -> dict:
+    """The dict :class:`CheckpointHandler` saves for ``trainer``."""
+    objects = {name: obj.state_dict() for name, obj in trainer.checkpoint_objects().items()}
+    s = trainer.state
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "objects": objects,
+        "engine": {
+            "iteration": s.iteration,
+            "epoch": s.epoch,
+            "epoch_length": s.epoch_length,
+            "max_epochs": s.max_epochs,
+        },
+        "rng": get_rng_state(),
+    }
+
+
+def restore_pending_rng(engine) -> None:
+    """``Events.STARTED`` hook: restore RNG states stashed by :func:`resume`."""
+    state = getattr(engine, "_pending_rng_state", None)
+    if state is not None:
+        set_rng_state(state)
+        engine._pending_rng_state = None
+
+
+class CheckpointHandler:
+    """Save the whole training state every ``every_n_iterations`` / ``every_n_epochs`` and at the end (rank 0).
+
+    Files are ``{save_dir}/{prefix}_{iteration:08d}.pt``, written atomically; only the newest ``keep_last``
+    are kept. Resume with ``resume(trainer, save_dir)`` or the trainers' ``resume_from=save_dir``.
+
+    Args:
+        save_dir: output folder.
+        every_n_iterations: save period in iterations (``None``: off).
+        every_n_epochs: save period in epochs (``None``: off).
+        keep_last: how many checkpoints to keep (``None`` or 0 keeps all).
+        prefix: file name prefix.
+        save_final: also save when the run completes.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        every_n_iterations: int | None = None,
+        every_n_epochs: int | None = 1,
+        keep_last: int | None = 2,
+        prefix: str = "checkpoint",
+        save_final: bool = True,
+    ) -> None:
+        for name, v in (("every_n_iterations", every_n_iterations), ("every_n_epochs", every_n_epochs)):
+            if v is not None and int(v) < 1:
+                raise ValueError(f"CheckpointHandler: {name} must be >= 1 or None, got {v}")
+        self.save_dir = Path(save_dir)
+        self.every_n_iterations = every_n_iterations
+        self.every_n_epochs = every_n_epochs
+        self.keep_last = keep_last
+        self.prefix = prefix
+        self.save_final = save_final
+        self.saved: list[Path] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        if not hasattr(engine, "checkpoint_objects"):
+            raise TypeError(
+                f"CheckpointHandler needs a medsr trainer (with checkpoint_objects()), got {type(engine).__name__}"
+            )
+        if self.every_n_iterations:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=int(self.every_n_iterations)), self)
+        if self.every_n_epochs:
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=int(self.every_n_epochs)), self)
+        if self.save_final:
+            engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        path = self.save_dir / f"{self.prefix}_{engine.state.iteration:08d}.pt"
+        if self.saved and self.saved[-1] == path:
+            return  # e.g. the last iteration is also an epoch end
+        save_checkpoint(checkpoint_payload(engine), path)
+        self.saved.append(path)
+        if self.keep_last:
+            existing = sorted(self.save_dir.glob(f"{self.prefix}_*.pt"))
+            for old in existing[: max(0, len(existing) - int(self.keep_last))]:
+                old.unlink(missing_ok=True)
+
+
+_MODEL_KEYS = ("generator", "network", "student", "net", "model", "state_dict")
+
+
+def load_generator_weights(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    key: str | None = None,
+    use_ema: bool = False,
+    strict: bool = True,
+) -> torch.nn.Module:
+    """Warm-start ``model`` from a file: a medsr checkpoint, a MONAI ``CheckpointSaver`` file or a plain state dict.
+
+    Args:
+        model: the generator (DDP wrappers are unwrapped).
+        path: the weights file (e.g. the PSNR-oriented pretraining of the ESRGAN two-stage recipe).
+        key: which entry holds the weights; default: the first of ``generator``, ``network``, ``student``,
+            ``net``, ``model``, ``state_dict`` that exists, else the file itself.
+        use_ema: with a medsr checkpoint, take the EMA weights when present.
+        strict: as in ``load_state_dict``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"generator weights '{path}' do not exist (set g_pretrained=None to train from scratch)"
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        objects = ckpt["objects"]
+        if use_ema and "ema" in objects:
+            sd = {k[len("module.") :]: v for k, v in objects["ema"].items() if k.startswith("module.")}
+        else:
+            name = key or next((k for k in _MODEL_KEYS if k in objects), None)
+            if name is None or name not in objects:
+                raise KeyError(f"generator weights '{path}': no entry {key or _MODEL_KEYS} among {sorted(objects)}")
+            sd = objects[name]
+    elif isinstance(ckpt, dict):
+        name = key or next((k for k in _MODEL_KEYS if k in ckpt and isinstance(ckpt[k], dict)), None)
+        if key is not None and key not in ckpt:
+            raise KeyError(f"generator weights '{path}': no entry '{key}' (entries: {sorted(map(str, ckpt))})")
+        sd = ckpt[name] if name is not None else ckpt
+    else:
+        raise ValueError(f"generator weights '{path}' hold a {type(ckpt).__name__}, not a state dict")
+    sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
+    try:
+        unwrap_model(model).load_state_dict(sd, strict=strict)
+    except RuntimeError as e:
+        raise RuntimeError(f"generator weights '{path}' do not fit {type(unwrap_model(model)).__name__}: {e}") from e
+    return model

@@ -1,0 +1,133 @@
+"""torch.distributed glue for ``torchrun``: process group, DDP wrapping, distributed loaders, reductions.
+
+Launch: ``torchrun --nproc_per_node N script.py`` (gloo on CPU, nccl on CUDA). In a bundle:
+``"$medsr.pipeline.engines.init_distributed()"`` in ``initialize``, the networks wrapped with
+``wrap_ddp``, the loader built with ``distributed_loader``; checkpoints (``CheckpointHandler``) are
+written on rank 0 only and the trainers all-reduce their logged loss terms; MONAI metric handlers
+gather across ranks themselves. Put logging handlers behind ``is_main_process()``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset, DistributedSampler
+
+__all__ = [
+    "init_distributed",
+    "cleanup_distributed",
+    "is_distributed",
+    "get_rank",
+    "get_world_size",
+    "is_main_process",
+    "distributed_device",
+    "wrap_ddp",
+    "distributed_loader",
+    "all_reduce_mean",
+]
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and when not distributed): log and save only there."""
+    return get_rank() == 0
+
+
+def init_distributed(backend: str | None = None) -> bool:
+    """Initialise the process group from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` ...).
+
+    Args:
+        backend: ``"gloo"``/``"nccl"``; default nccl when CUDA is available, else gloo.
+
+    Returns:
+        True when running distributed (``WORLD_SIZE`` > 1 or already initialised), False for a single process.
+    """
+    if is_distributed():
+        return True
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return False
+    for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        if var not in os.environ:
+            raise RuntimeError(f"init_distributed: WORLD_SIZE={world} but {var} is not set; launch with torchrun")
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def cleanup_distributed() -> None:
+    """Destroy the process group if one exists."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def distributed_device() -> torch.device:
+    """``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    return torch.device("cpu")
+
+
+def wrap_ddp(
+    model: nn.Module, device: torch.device | str | None = None, sync_batchnorm: bool = False, **kwargs
+) -> nn.Module:
+    """Move ``model`` to ``device`` and wrap it in ``DistributedDataParallel`` (unchanged when not distributed).
+
+    Args:
+        model: the network.
+        device: default :func:`distributed_device`.
+        sync_batchnorm: convert BatchNorm layers to SyncBatchNorm (CUDA only in torch).
+        kwargs: passed to ``DistributedDataParallel``.
+    """
+    device = torch.device(device) if device is not None else distributed_device()
+    model = model.to(device)
+    if not is_distributed():
+        return model
+    if sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if not any(p.requires_grad for p in model.parameters()):
+        return model  # frozen (e.g. a distillation teacher): nothing to synchronise
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, **kwargs)
+
+
+def distributed_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = True, **kwargs
+):
+    """A MONAI ``DataLoader`` over this rank's shard (``DistributedSampler``; a plain loader when not distributed)."""
+    from monai.data import DataLoader
+
+    if not is_distributed():
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **kwargs)
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **kwargs)
+
+
+def all_reduce_mean(values: Mapping[str, float]) -> dict[str, float]:
+    """Average a dict of floats over ranks in one collective (identity when not distributed)."""
+    if not is_distributed() or not values:
+        return dict(values)
+    keys = sorted(values)
+    device = distributed_device() if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
