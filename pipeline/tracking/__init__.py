@@ -1,0 +1,36 @@
+"""MLflow tracking for medsr: handlers, a server-down fallback, offline sync and a static comparison report.
+
+Use it from a bundle with ``--tracking mlflow/tracking.json`` (see ``mlflow/README.md``), or attach
+:class:`MLflowSRHandler` to any MONAI/ignite engine.
+"""
+
+from medsr.pipeline.tracking.handlers import (
+    MLflowSRHandler,
+    bundle_name,
+    default_experiment_name,
+    default_run_name,
+)
+from medsr.pipeline.tracking.params import code_version, datalist_digest, flatten_config, to_mlflow_params
+from medsr.pipeline.tracking.session import (
+    TrackingSession,
+    default_tracking_uri,
+    get_session,
+    resolve_tracking_uri,
+    server_alive,
+)
+
+__all__ = [
+    "MLflowSRHandler",
+    "TrackingSession",
+    "bundle_name",
+    "code_version",
+    "datalist_digest",
+    "default_experiment_name",
+    "default_run_name",
+    "default_tracking_uri",
+    "flatten_config",
+    "get_session",
+    "resolve_tracking_uri",
+    "server_alive",
+    "to_mlflow_params",
+]

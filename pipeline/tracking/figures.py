@@ -1,0 +1,90 @@
+"""Comparison figures (LR input, SR output, HR target, error) for tracked validations."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _to_2d(image: Any) -> np.ndarray:
+    """Return a 2D float array: channel 0 of a channel-first image; the middle slice of the last axis in 3D."""
+    array = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, dtype=float)
+    if array.ndim not in (3, 4):
+        raise ValueError(f"figure: expected a channel-first 2D or 3D image (C, H, W[, D]), got shape {array.shape}")
+    array = array[0]
+    if array.ndim == 3:
+        array = array[..., array.shape[-1] // 2]
+    return array
+
+
+def comparison_figure(
+    sr: Any, hr: Any | None = None, lr: Any | None = None, path: str | os.PathLike | None = None, title: str = ""
+) -> Path:
+    """Write a PNG with the LR input, SR output, HR target and ``|SR - HR|`` side by side; returns its path.
+
+    Images are channel-first and unbatched (``C, H, W`` or ``C, H, W, D``; 3D shows the middle slice of the
+    last axis). LR is drawn over the same extent as HR so the panels line up. The PSNR of the shown image
+    (``data_range`` from the HR image) goes into the error panel's title.
+
+    Args:
+        sr: the network output.
+        hr: the target (optional).
+        lr: the input (optional).
+        path: where to write; a temporary file when ``None``.
+        title: the figure title.
+    """
+    from matplotlib.figure import Figure
+
+    panels = []
+    if lr is not None:
+        panels.append(("LR input", _to_2d(lr)))
+    sr2 = _to_2d(sr)
+    panels.append(("SR output", sr2))
+    if hr is not None:
+        hr2 = _to_2d(hr)
+        if hr2.shape != sr2.shape:
+            raise ValueError(f"figure: SR slice {sr2.shape} and HR slice {hr2.shape} differ in shape")
+        panels.append(("HR target", hr2))
+        err = np.abs(sr2 - hr2)
+        data_range = float(hr2.max() - hr2.min()) or 1.0
+        mse = float(np.mean((sr2 - hr2) ** 2))
+        psnr = 10 * np.log10(data_range**2 / mse) if mse > 0 else float("inf")
+        panels.append((f"|SR - HR| (PSNR {psnr:.2f} dB)", err))
+    vmin = min(float(p[1].min()) for p in panels if not p[0].startswith("|"))
+    vmax = max(float(p[1].max()) for p in panels if not p[0].startswith("|"))
+    fig = Figure(figsize=(3.2 * len(panels), 3.4), dpi=80)
+    height, width = sr2.shape
+    for i, (name, image) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        kwargs = {"cmap": "magma"} if name.startswith("|") else {"cmap": "gray", "vmin": vmin, "vmax": vmax}
+        ax.imshow(image.T, origin="lower", extent=(0, height, 0, width), interpolation="nearest", **kwargs)
+        ax.set_title(name, fontsize=9)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is None:
+        handle, name = tempfile.mkstemp(suffix=".png", prefix="medsr_fig_")
+        os.close(handle)
+        path = name
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def first_item(output: Any) -> Mapping[str, Any] | None:
+    """Return the first sample of an engine output (a decollated list of dicts or one batched dict)."""
+    if isinstance(output, (list, tuple)):
+        return output[0] if output and isinstance(output[0], Mapping) else None
+    if isinstance(output, Mapping):
+        return {k: v[0] if isinstance(v, torch.Tensor) and v.ndim >= 4 else v for k, v in output.items()}
+    return None
