@@ -18,9 +18,10 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from medsr.transforms import SimulateLowResolution
 from monai.data import MetaTensor
 from monai.transforms import Resize
+
+from medsr.transforms import SimulateLowResolution
 
 
 def median_time(fn, repeats: int) -> float:

@@ -16,12 +16,13 @@ import time
 import torch
 import torch.nn.functional as F
 from ignite.engine import Events
+from monai.data import DataLoader, Dataset
+from monai.transforms import RandFlipd
+
 from medsr.networks.discriminators import VGGDiscriminator
 from medsr.networks.generators import RRDBNet
 from medsr.pipeline.engines import GANTrainer
 from medsr.pipeline.losses import FusionLoss
-from monai.data import DataLoader, Dataset
-from monai.transforms import RandFlipd
 
 
 def bench(dims: int, iters: int, size: int, workers: int) -> dict:

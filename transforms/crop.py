@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from medsr.transforms._utils import check_mask, ensure_tuple_dims, to_metatensor
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, SpatialCrop
+
+from medsr.transforms._utils import check_mask, ensure_tuple_dims, to_metatensor
 
 __all__ = ["MaskAwareCropd", "MaskAwareCropD", "MaskAwareCropDict", "patch_size_for_scale"]
 

@@ -16,6 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Randomizable, RandomizableTransform, Transform
+
 from medsr.transforms._utils import (
     SPACING_RTOL,
     affine_of,
@@ -27,9 +31,6 @@ from medsr.transforms._utils import (
     to_metatensor,
     wrap,
 )
-from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform, Randomizable, RandomizableTransform, Transform
 
 __all__ = [
     "PROFILES",

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from medsr.transforms._utils import check_mask, to_metatensor, wrap
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.transforms.utils_pytorch_numpy_unification import percentile
+
+from medsr.transforms._utils import check_mask, to_metatensor, wrap
 
 __all__ = [
     "NORM_KEY",

@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from medsr.transforms._utils import affine_of, check_mask, ensure_tuple_dims, lr_affine, spacing_of, to_metatensor, wrap
-from medsr.transforms.degradation import NOISE_KINDS, SimulateLowResolution
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, SpatialCrop
+
+from medsr.transforms._utils import affine_of, check_mask, ensure_tuple_dims, lr_affine, spacing_of, to_metatensor, wrap
+from medsr.transforms.degradation import NOISE_KINDS, SimulateLowResolution
 
 __all__ = [
     "MASK_MODES",

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from medsr.pipeline.data._io import write_json_atomic
 
 __all__ = [

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+
 from medsr.pipeline.engines.common import get_rng_state, set_rng_state, unwrap_model
 
 __all__ = [

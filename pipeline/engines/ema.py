@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from medsr.pipeline.engines.common import unwrap_model
 from torch import nn
+
+from medsr.pipeline.engines.common import unwrap_model
 
 __all__ = ["ModelEMA"]
 

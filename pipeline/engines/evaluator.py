@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import torch
-from medsr.pipeline.engines.common import SRPrepareBatch, memory_format_for, plain, resolve_amp, resolve_channels_last
-from medsr.pipeline.engines.ema import ModelEMA
 from monai.data import MetaTensor
 from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from monai.utils import CommonKeys as Keys
 from torch import nn
+
+from medsr.pipeline.engines.common import SRPrepareBatch, memory_format_for, plain, resolve_amp, resolve_channels_last
+from medsr.pipeline.engines.ema import ModelEMA
 
 __all__ = ["SREvaluator"]
 

@@ -21,6 +21,12 @@ from typing import Any
 
 import torch
 from ignite.engine import Events
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+from torch import nn
+from torch.optim import Optimizer
+
 from medsr.pipeline.engines.checkpoint import load_generator_weights, restore_pending_rng, resume
 from medsr.pipeline.engines.common import (
     SRPrepareBatch,
@@ -36,11 +42,6 @@ from medsr.pipeline.engines.distributed import all_reduce_mean, is_distributed
 from medsr.pipeline.engines.ema import ModelEMA
 from medsr.pipeline.losses import GANLoss
 from medsr.pipeline.losses.pixel import get_pixel_loss
-from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents
-from monai.utils import CommonKeys as Keys
-from torch import nn
-from torch.optim import Optimizer
 
 __all__ = ["SRTrainer", "GANTrainer", "DistillationTrainer", "SRTrainerBase", "set_requires_grad"]
 

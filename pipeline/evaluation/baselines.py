@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from medsr.pipeline.metrics._core import as_plain, check_finite
 from scipy import ndimage
+
+from medsr.pipeline.metrics._core import as_plain, check_finite
 
 __all__ = ["BASELINE_MODES", "resolve_scale", "upsample"]
 

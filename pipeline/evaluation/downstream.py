@@ -11,9 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
+
 from medsr.pipeline.evaluation.baselines import upsample
 from medsr.pipeline.metrics._core import as_plain, check_finite
-from torch import nn
 
 __all__ = ["downstream_accuracy", "load_classifier"]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+
 from medsr.pipeline.evaluation.report import evaluate_cases
 
 __all__ = ["EvaluationReportHandler"]

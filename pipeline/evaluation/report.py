@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from medsr.pipeline.evaluation.baselines import resolve_scale, upsample
 from medsr.pipeline.metrics._core import as_plain, check_data_range, check_finite, check_pair
 from medsr.pipeline.metrics.functional import region_mse, region_ssim

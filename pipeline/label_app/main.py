@@ -29,11 +29,12 @@ import os
 from typing import Any
 
 from fastapi import HTTPException
-from medsr.pipeline.label_app.models import BUNDLES_DIR, RUNS_DIR, discover_models
-from medsr.pipeline.label_app.sr_task import InputError, SRInferTask
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelException
 from monailabel.utils.others.generic import strtobool
+
+from medsr.pipeline.label_app.models import BUNDLES_DIR, RUNS_DIR, discover_models
+from medsr.pipeline.label_app.sr_task import InputError, SRInferTask
 
 logger = logging.getLogger(__name__)
 

@@ -156,8 +156,9 @@ def load_model_spec(
     Raises:
         ValueError: naming the bundle when its config is missing or declares no usable SR network.
     """
-    from medsr.pipeline.bundle import find_checkpoint
     from monai.bundle import ConfigParser
+
+    from medsr.pipeline.bundle import find_checkpoint
 
     bundle = Path(bundle).resolve()
     cfg_file = bundle / "inference.json"

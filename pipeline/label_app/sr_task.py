@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from medsr.pipeline.inference import SRSlidingWindowInferer, invert_intensity, save_nifti, sr_affine
-from medsr.pipeline.label_app.models import SRModelSpec
 from monai.data import MetaTensor
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from medsr.pipeline.inference import SRSlidingWindowInferer, invert_intensity, save_nifti, sr_affine
+from medsr.pipeline.label_app.models import SRModelSpec
 
 __all__ = ["SRInferTask", "InputError"]
 
@@ -112,8 +113,9 @@ class SRInferTask(BasicInferTask):
             if self._preprocessing is None:
                 pre = self.spec.build_preprocessing() if self.spec.build_preprocessing else None
                 if pre is None:
-                    from medsr.transforms import PercentileNormalized
                     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+                    from medsr.transforms import PercentileNormalized
 
                     pre = Compose(
                         [

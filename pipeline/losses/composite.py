@@ -13,10 +13,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from medsr.pipeline.losses.gan import GANLoss
 from medsr.pipeline.losses.perceptual import PerceptualLoss
 from medsr.pipeline.losses.pixel import TVLoss, check_same_shape
-from torch import nn
 
 __all__ = ["CompositeLoss", "FusionLoss", "SRGANLoss", "ESRGANLoss"]
 

@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from medsr.pipeline.losses.pixel import check_same_shape, get_pixel_loss
 from monai.networks.layers import Conv
 from torch import nn
+
+from medsr.pipeline.losses.pixel import check_same_shape, get_pixel_loss
 
 __all__ = ["DistillationLoss", "default_feature_pairs"]
 

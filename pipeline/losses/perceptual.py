@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from medsr.pipeline.losses.pixel import check_same_shape
 from torch import nn
+
+from medsr.pipeline.losses.pixel import check_same_shape
 
 __all__ = ["PerceptualLoss", "build_feature_extractor", "missing_weights_error"]
 

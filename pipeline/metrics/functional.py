@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from medsr.pipeline.metrics._core import (
     as_plain,
     check_data_range,

@@ -20,9 +20,10 @@ from typing import Any, Literal
 
 import torch
 from ignite.engine import Engine
+from monai.handlers import IgniteMetricHandler
+
 from medsr.pipeline.metrics.monai_metrics import PSNRMetric, RegionPSNRMetric, RegionSSIMMetric, SSIMMetric
 from medsr.pipeline.metrics.regions import DEFAULT_REGIONS
-from monai.handlers import IgniteMetricHandler
 
 __all__ = ["PSNRHandler", "RegionPSNRHandler", "RegionSSIMHandler", "SSIMHandler"]
 

@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
+from monai.metrics import CumulativeIterationMetric
+
 from medsr.pipeline.metrics._core import check_data_range
 from medsr.pipeline.metrics.functional import RegionScore, psnr, region_psnr, region_ssim, ssim
 from medsr.pipeline.metrics.regions import DEFAULT_REGIONS, make_regions
-from monai.metrics import CumulativeIterationMetric
 
 __all__ = ["PSNRMetric", "RegionPSNRMetric", "RegionSSIMMetric", "SSIMMetric"]
 

@@ -12,8 +12,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from medsr.pipeline.metrics._core import as_plain, check_finite
 from scipy import ndimage
+
+from medsr.pipeline.metrics._core import as_plain, check_finite
 
 __all__ = ["DEFAULT_REGIONS", "make_regions", "spacing_of"]
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
+
 from medsr.pipeline.cli import main
 from medsr.pipeline.data import build_datalist, load_datalist, split_groups
-from PIL import Image
 
 
 def _png(path: Path, value: int) -> None:

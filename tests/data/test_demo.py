@@ -7,9 +7,10 @@ import time
 
 import numpy as np
 import pytest
+from monai.transforms import LoadImaged
+
 from medsr.pipeline.data import MedicalImageReader, ensure_demo_dataset, load_datalist, slab_ranges
 from medsr.pipeline.data import demo as demo_module
-from monai.transforms import LoadImaged
 
 
 @pytest.fixture(scope="session")

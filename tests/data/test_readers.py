@@ -10,6 +10,11 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from monai.transforms import LoadImaged
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage, generate_uid
+
 from medsr.pipeline.data import (
     DicomReader,
     DicomSeriesReader,
@@ -21,10 +26,6 @@ from medsr.pipeline.data import (
     load_image,
     read_figshare_mat,
 )
-from monai.transforms import LoadImaged
-from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage, generate_uid
 
 
 # ------------------------------------------------------------------------------------------ file makers

@@ -14,6 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from ignite.engine import Events
+from monai.data import Dataset
+from monai.transforms import RandFlipd
+
 from medsr.networks.discriminators import VGGDiscriminator
 from medsr.networks.generators import RRDBNet
 from medsr.pipeline.engines import (
@@ -26,8 +29,6 @@ from medsr.pipeline.engines import (
     wrap_ddp,
 )
 from medsr.pipeline.losses import FusionLoss
-from monai.data import Dataset
-from monai.transforms import RandFlipd
 
 
 def main() -> None:

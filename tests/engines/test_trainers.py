@@ -14,6 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ignite.engine import Events
+from monai.data import DataLoader, Dataset, MetaTensor
+from monai.handlers import from_engine
+
 from medsr.networks.discriminators import VGGDiscriminator
 from medsr.networks.generators import EDSR, RRDBNet
 from medsr.pipeline.engines import (
@@ -27,8 +30,6 @@ from medsr.pipeline.engines import (
     resume,
 )
 from medsr.pipeline.losses import DistillationLoss, FusionLoss
-from monai.data import DataLoader, Dataset, MetaTensor
-from monai.handlers import from_engine
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "_train_script.py"

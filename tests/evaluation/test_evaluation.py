@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
+from PIL import Image
+
 from medsr.pipeline.evaluation import (
     EvaluationReportHandler,
     downstream_accuracy,
@@ -16,8 +19,6 @@ from medsr.pipeline.evaluation import (
     resolve_scale,
     upsample,
 )
-from monai.data import MetaTensor
-from PIL import Image
 
 
 def _degrade(scale):

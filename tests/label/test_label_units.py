@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from medsr.pipeline.label_app import env as label_env
 from medsr.pipeline.label_app.models import discover_models, parse_models_arg
 from medsr.pipeline.label_app.server import server_command

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from monai.networks.layers import Conv
+from torch import nn
+
 from medsr.pipeline.losses import (
     CharbonnierLoss,
     DistillationLoss,
@@ -16,8 +19,6 @@ from medsr.pipeline.losses import (
     TVLoss,
     get_pixel_loss,
 )
-from monai.networks.layers import Conv
-from torch import nn
 
 DIMS = [2, 3]
 

@@ -7,6 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
+from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
+
 from medsr.pipeline.metrics import (
     PSNRMetric,
     RegionSSIMHandler,
@@ -23,8 +26,6 @@ from medsr.pipeline.metrics import (
     ssim_map,
 )
 from medsr.pipeline.metrics._core import gaussian_taps, iter_ssim_chunks
-from monai.data import MetaTensor
-from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
 SHAPES = {2: (48, 56), 3: (24, 28, 26)}
 

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
+
 from medsr.transforms import (
     AcquisitionNoise,
     KSpaceTruncation,
@@ -18,7 +20,6 @@ from medsr.transforms import (
     SimulateLowResolutiond,
     ThickSlice,
 )
-from monai.data import MetaTensor
 
 
 def oblique_affine(spacing, sd, origin=(-12.5, 30.0, 7.25)):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from monai.data import DataLoader, MetaTensor, list_data_collate
+
 from medsr.transforms import (
     CTWindow,
     CTWindowd,
@@ -15,7 +17,6 @@ from medsr.transforms import (
     ZScoreNormalize,
     invert_normalization,
 )
-from monai.data import DataLoader, MetaTensor, list_data_collate
 
 
 def affine(sd):

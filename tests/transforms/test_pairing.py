@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from medsr.transforms import MakeSRPaird, MaskAwareCropd, PercentileNormalized, RandMakeSRPaird
 from monai.data import DataLoader, MetaTensor, list_data_collate
 from monai.transforms import Compose
+
+from medsr.transforms import MakeSRPaird, MaskAwareCropd, PercentileNormalized, RandMakeSRPaird
 
 
 def oblique(spacing):
