@@ -1,0 +1,200 @@
+"""Dimension-agnostic building blocks: N-D pixel shuffle with per-axis factors, SE and improved SE.
+
+Every block takes ``spatial_dims`` first and works for 1D, 2D and 3D inputs ``(B, C, *S)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from monai.networks.layers import Conv, Pool
+from torch import nn
+
+__all__ = [
+    "PixelShuffle",
+    "SEBlock",
+    "ImprovedSEBlock",
+    "ensure_scale",
+    "upsample_stages",
+    "make_attention",
+    "conv_nd",
+]
+
+
+def ensure_scale(scale_factor: int | Sequence[int], spatial_dims: int, name: str = "scale_factor") -> tuple[int, ...]:
+    """Return ``scale_factor`` as a tuple of positive ints, one per spatial axis.
+
+    Args:
+        scale_factor: one int for every axis, or one int per axis (e.g. ``(2, 2, 1)`` or ``(1, 1, 4)``).
+        spatial_dims: number of spatial dimensions.
+        name: argument name used in error messages.
+
+    Raises:
+        ValueError: when the length does not match ``spatial_dims`` or a factor is not a positive integer.
+    """
+    if isinstance(scale_factor, int | float) and not isinstance(scale_factor, bool):
+        factors = (scale_factor,) * spatial_dims
+    elif isinstance(scale_factor, Sequence) and not isinstance(scale_factor, str):
+        factors = tuple(scale_factor)
+    else:
+        raise ValueError(f"{name}: expected an int or a sequence of {spatial_dims} ints, got {scale_factor!r}")
+    if len(factors) != spatial_dims:
+        raise ValueError(f"{name}: got {len(factors)} factors {factors} for spatial_dims={spatial_dims}")
+    out = []
+    for f in factors:
+        if isinstance(f, bool) or float(f) != int(f) or int(f) < 1:
+            raise ValueError(f"{name}: every factor must be a positive integer, got {factors}")
+        out.append(int(f))
+    return tuple(out)
+
+
+def _is_pow2(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+def upsample_stages(scale: Sequence[int]) -> list[tuple[int, ...]]:
+    """Split a per-axis scale into upsampling stages.
+
+    When every factor is a power of two, the scale is reached in ``log2(max(scale))`` stages of factor 2 on
+    the axes that still need it (``(4, 4, 1)`` -> ``[(2, 2, 1), (2, 2, 1)]``, ``(1, 1, 4)`` ->
+    ``[(1, 1, 2), (1, 1, 2)]``, ``(4, 2)`` -> ``[(2, 2), (2, 1)]``), as EDSR/ESRGAN do for x4. Otherwise
+    (a factor of 3, 6, ...) a single stage with the full per-axis factor is used (``(3, 3)`` -> ``[(3, 3)]``).
+    A scale of all ones gives no stage.
+    """
+    scale = tuple(int(s) for s in scale)
+    if all(_is_pow2(s) for s in scale):
+        n = max(int(math.log2(s)) for s in scale)
+        return [tuple(2 if int(math.log2(s)) > i else 1 for s in scale) for i in range(n)]
+    return [scale]
+
+
+def conv_nd(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 3,
+    stride: int = 1,
+    bias: bool = True,
+    padding: int | None = None,
+    groups: int = 1,
+) -> nn.Module:
+    """A ``Conv[Conv.CONV, spatial_dims]`` layer with "same" padding (``kernel_size // 2``) by default."""
+    conv_type = Conv[Conv.CONV, spatial_dims]
+    pad = kernel_size // 2 if padding is None else padding
+    return conv_type(in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=bias, groups=groups)
+
+
+class PixelShuffle(nn.Module):
+    """N-D pixel shuffle (sub-pixel convolution rearrangement) with per-axis factors.
+
+    Rearranges ``(B, C * prod(r), *S)`` into ``(B, C, *(S * r))``. The channel order matches
+    :func:`torch.nn.functional.pixel_shuffle` in 2D (channel ``c * r1 * r2 + i * r2 + j`` goes to
+    ``(c, h * r1 + i, w * r2 + j)``) and MONAI's ``pixelshuffle`` for isotropic factors, generalised to
+    any number of axes and to a different factor per axis (MONAI's ``UpSample(mode="pixelshuffle")`` uses
+    only the first factor). Reference: Shi et al., "Real-Time Single Image and Video Super-Resolution Using
+    an Efficient Sub-Pixel Convolutional Neural Network", CVPR 2016.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        scale_factor: int or per-axis tuple, e.g. ``(2, 2, 1)``.
+    """
+
+    def __init__(self, spatial_dims: int, scale_factor: int | Sequence[int]) -> None:
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self.factor = math.prod(self.scale_factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.spatial_dims
+        if not torch.jit.is_tracing() and x.ndim != d + 2:
+            raise ValueError(f"PixelShuffle: expected a (B, C, *S) tensor with {d} spatial dims, got {tuple(x.shape)}")
+        b, c = x.shape[0], x.shape[1]
+        if not torch.jit.is_tracing() and c % self.factor != 0:
+            raise ValueError(
+                f"PixelShuffle: channels {c} are not divisible by the product of scale_factor {self.scale_factor}"
+            )
+        spatial = list(x.shape[2:])
+        out_c = c // self.factor
+        x = x.reshape([b, out_c] + list(self.scale_factor) + spatial)
+        # (B, C, r1..rd, s1..sd) -> (B, C, s1, r1, s2, r2, ...)
+        perm = [0, 1]
+        for i in range(d):
+            perm += [2 + d + i, 2 + i]
+        x = x.permute(perm)
+        return x.reshape([b, out_c] + [s * r for s, r in zip(spatial, self.scale_factor)])
+
+    def extra_repr(self) -> str:
+        return f"spatial_dims={self.spatial_dims}, scale_factor={self.scale_factor}"
+
+
+class SEBlock(nn.Module):
+    """Squeeze-and-excitation channel attention for any ``spatial_dims`` (Hu et al., CVPR 2018).
+
+    ``y = mean_S(x)``; ``s = sigmoid(W2 relu(W1 y))``; returns ``x * s``. Shape ``(B, C, *S)`` in and out.
+    ``W1``/``W2`` are 1x1 convolutions named ``fc1``/``fc2``.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        channels: number of channels ``C``.
+        reduction: channel reduction ratio of the bottleneck (hidden width ``max(1, C // reduction)``).
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        if channels < 1 or reduction < 1:
+            raise ValueError(f"SEBlock: channels ({channels}) and reduction ({reduction}) must be positive")
+        hidden = max(1, channels // reduction)
+        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.fc1 = conv_nd(spatial_dims, channels, hidden, 1)
+        self.fc2 = conv_nd(spatial_dims, hidden, channels, 1)
+        self.act = nn.ReLU(inplace=True)
+
+    def gate(self, y: torch.Tensor) -> torch.Tensor:
+        """The per-channel scale in (0, 1) for pooled features ``y`` of shape ``(B, C, 1, ...)``."""
+        return torch.sigmoid(self.fc2(self.act(self.fc1(y))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.pool(x))
+
+
+class ImprovedSEBlock(SEBlock):
+    """Improved SE block of Bing et al. (IEEE Access 2019): per-channel scale in (0, 2).
+
+    ``s = 2 * [k1 * sigmoid(W2 relu(W1 y)) + k2 * sigmoid(y)]`` with ``y`` the channel means,
+    ``k1 = 0.8``, ``k2 = 0.2``; returns ``x * s``. The ``k2 * sigmoid(y)`` term is a residual path that
+    keeps channels alive when many blocks are stacked. Shape ``(B, C, *S)`` in and out.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        channels: number of channels ``C``.
+        reduction: channel reduction ratio of the bottleneck.
+        k1: weight of the excitation path.
+        k2: weight of the residual ``sigmoid(y)`` path.
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, reduction: int = 16, k1: float = 0.8, k2: float = 0.2) -> None:
+        super().__init__(spatial_dims, channels, reduction)
+        self.k1 = float(k1)
+        self.k2 = float(k2)
+
+    def gate(self, y: torch.Tensor) -> torch.Tensor:
+        """The per-channel scale in (0, 2) for pooled features ``y``."""
+        return 2.0 * (self.k1 * torch.sigmoid(self.fc2(self.act(self.fc1(y)))) + self.k2 * torch.sigmoid(y))
+
+
+def make_attention(attention: str | None, spatial_dims: int, channels: int, reduction: int = 16) -> nn.Module | None:
+    """Build ``SEBlock`` (``"se"``), ``ImprovedSEBlock`` (``"ise"``) or nothing (``None``).
+
+    Raises:
+        ValueError: for any other value, naming the ``attention`` argument.
+    """
+    if attention is None or attention == "none":
+        return None
+    if attention == "se":
+        return SEBlock(spatial_dims, channels, reduction)
+    if attention == "ise":
+        return ImprovedSEBlock(spatial_dims, channels, reduction)
+    raise ValueError(f"attention: expected 'se', 'ise' or None, got {attention!r}")

@@ -1,0 +1,686 @@
+"""SR generators for 2D and 3D: LR ``(B, C, *S)`` in, HR ``(B, C_out, *(S * scale))`` out.
+
+Every generator takes ``spatial_dims``, ``in_channels``, ``out_channels`` and ``scale_factor`` (an int or a
+per-axis tuple such as ``(2, 2, 1)`` or ``(1, 1, 4)``) first; width and depth are arguments, so a
+distillation student is the same class made smaller.
+
+Intermediate features (for distillation): every generator has
+``forward_features(x) -> (out, features)`` where ``features`` is a list of feature maps at LR resolution,
+one per body block (documented per class), and ``forward(x, return_features=True)`` returns the same pair.
+``forward(x)`` returns only the HR tensor.
+
+Upsampling with per-axis factors follows :func:`medsr.networks.blocks.upsample_stages`: powers of two are
+reached in factor-2 stages on the axes that need them; any other factor uses one stage with the full
+per-axis factor (e.g. x3 or ``(1, 1, 3)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers import Norm
+from torch import nn
+
+from medsr.networks.blocks import PixelShuffle, conv_nd, ensure_scale, make_attention, upsample_stages
+
+__all__ = ["SRCNN", "VDSR", "ESPCN", "SRResNet", "EDSR", "RDN", "SRDenseNet", "RRDBNet", "SRGenerator"]
+
+
+def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int, name: str) -> None:
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
+        raise ValueError(
+            f"{name}: expected input (B, {in_channels}, *S) with {spatial_dims} spatial dims, got {tuple(x.shape)}"
+        )
+
+
+class SRGenerator(nn.Module):
+    """Base class: ``forward(x, return_features=False)`` on top of ``forward_features``."""
+
+    spatial_dims: int
+    in_channels: int
+    scale_factor: tuple[int, ...]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return the HR output and the list of intermediate feature maps."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """Map LR ``(B, C_in, *S)`` to HR ``(B, C_out, *(S * scale))``; with ``return_features`` also the features."""
+        _check_input(x, self.spatial_dims, self.in_channels, type(self).__name__)
+        out, feats = self.forward_features(x)
+        if return_features:
+            return out, feats
+        return out
+
+    def hr_shape(self, lr_shape: Sequence[int]) -> tuple[int, ...]:
+        """Spatial HR shape for a spatial LR shape."""
+        return tuple(int(s) * f for s, f in zip(lr_shape, self.scale_factor))
+
+
+def _interp_mode(spatial_dims: int, mode: str | None) -> str:
+    if mode is None:
+        return {1: "linear", 2: "bicubic", 3: "trilinear"}.get(spatial_dims, "nearest")
+    allowed = {1: {"linear"}, 2: {"bilinear", "bicubic"}, 3: {"trilinear"}}.get(spatial_dims, set()) | {
+        "nearest",
+        "nearest-exact",
+        "area",
+    }
+    if mode not in allowed:
+        raise ValueError(
+            f"interp_mode: {mode!r} does not work with spatial_dims={spatial_dims}; use one of {sorted(allowed)}"
+        )
+    return mode
+
+
+class _InterpolatingGenerator(SRGenerator):
+    """Generators that work on the interpolated HR grid (SRCNN, VDSR)."""
+
+    interp_mode: str
+
+    def upsample_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Interpolate the LR input to the HR grid (``interp_mode``)."""
+        if all(f == 1 for f in self.scale_factor):
+            return x
+        scale = [float(f) for f in self.scale_factor]
+        if self.interp_mode in ("nearest", "nearest-exact", "area"):
+            return F.interpolate(x, scale_factor=scale, mode=self.interp_mode)
+        return F.interpolate(x, scale_factor=scale, mode=self.interp_mode, align_corners=False)
+
+
+class SRCNN(_InterpolatingGenerator):
+    """SRCNN (Dong et al., "Image Super-Resolution Using Deep Convolutional Networks", TPAMI 2016).
+
+    Interpolates the LR input to the HR grid (``interp_mode``, default bicubic in 2D, trilinear in 3D),
+    then patch extraction (9), non-linear mapping (5 in the 9-5-5 setting; ``kernel_sizes``) and
+    reconstruction. Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``.
+    Features: the outputs of ``conv1`` and ``conv2`` (HR grid).
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        in_channels: input channels.
+        out_channels: output channels.
+        scale_factor: int or per-axis tuple.
+        num_features: widths of the first two layers (default ``(64, 32)``).
+        kernel_sizes: kernel sizes of the three layers (default ``(9, 5, 5)``).
+        interp_mode: interpolation mode of the input, ``None`` for bicubic (2D) / trilinear (3D).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 2,
+        num_features: Sequence[int] = (64, 32),
+        kernel_sizes: Sequence[int] = (9, 5, 5),
+        interp_mode: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self.interp_mode = _interp_mode(spatial_dims, interp_mode)
+        if len(num_features) != 2 or len(kernel_sizes) != 3:
+            raise ValueError(
+                f"SRCNN: num_features needs 2 values and kernel_sizes 3, got {num_features}, {kernel_sizes}"
+            )
+        f1, f2 = num_features
+        k1, k2, k3 = kernel_sizes
+        self.conv1 = conv_nd(spatial_dims, in_channels, f1, k1)
+        self.conv2 = conv_nd(spatial_dims, f1, f2, k2)
+        self.conv3 = conv_nd(spatial_dims, f2, out_channels, k3)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = self.upsample_input(x)
+        f1 = self.act(self.conv1(x))
+        f2 = self.act(self.conv2(f1))
+        return self.conv3(f2), [f1, f2]
+
+
+class VDSR(_InterpolatingGenerator):
+    """VDSR (Kim et al., "Accurate Image Super-Resolution Using Very Deep Convolutional Networks", CVPR 2016).
+
+    Interpolates to the HR grid, then ``num_layers`` 3x3 convolutions (ReLU between) predict a residual
+    added to the interpolated input. Published configuration: 20 layers, 64 features, 1 channel
+    (0.665 M parameters). Requires ``in_channels == out_channels``. Features: the output of every hidden layer.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        in_channels: input channels.
+        out_channels: output channels (must equal ``in_channels``: global residual).
+        scale_factor: int or per-axis tuple.
+        num_features: hidden width.
+        num_layers: total number of convolutions (>= 2).
+        interp_mode: interpolation mode of the input.
+        bias: use biases in the convolutions.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 2,
+        num_features: int = 64,
+        num_layers: int = 20,
+        interp_mode: str | None = None,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if in_channels != out_channels:
+            raise ValueError(
+                f"VDSR: out_channels ({out_channels}) must equal in_channels ({in_channels}) for the residual"
+            )
+        if num_layers < 2:
+            raise ValueError(f"VDSR: num_layers must be >= 2, got {num_layers}")
+        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self.interp_mode = _interp_mode(spatial_dims, interp_mode)
+        self.conv_first = conv_nd(spatial_dims, in_channels, num_features, 3, bias=bias)
+        self.body = nn.ModuleList(
+            [conv_nd(spatial_dims, num_features, num_features, 3, bias=bias) for _ in range(num_layers - 2)]
+        )
+        self.conv_last = conv_nd(spatial_dims, num_features, out_channels, 3, bias=bias)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = self.upsample_input(x)
+        feat = self.act(self.conv_first(x))
+        feats = [feat]
+        for conv in self.body:
+            feat = self.act(conv(feat))
+            feats.append(feat)
+        return x + self.conv_last(feat), feats
+
+
+class ESPCN(SRGenerator):
+    """ESPCN (Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel
+    Convolutional Neural Network", CVPR 2016).
+
+    conv 5 (64) - tanh - conv 3 (32) - tanh - conv 3 (``C_out * prod(scale)``) - one pixel shuffle with the
+    full per-axis factor. Features: the two hidden activations (LR grid).
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        in_channels: input channels.
+        out_channels: output channels.
+        scale_factor: int or per-axis tuple.
+        num_features: widths of the two hidden layers.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 2,
+        num_features: Sequence[int] = (64, 32),
+    ) -> None:
+        super().__init__()
+        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        f1, f2 = num_features
+        self.conv1 = conv_nd(spatial_dims, in_channels, f1, 5)
+        self.conv2 = conv_nd(spatial_dims, f1, f2, 3)
+        self.conv3 = conv_nd(spatial_dims, f2, out_channels * math.prod(self.scale_factor), 3)
+        self.pixel_shuffle = PixelShuffle(spatial_dims, self.scale_factor)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        f1 = torch.tanh(self.conv1(x))
+        f2 = torch.tanh(self.conv2(f1))
+        return self.pixel_shuffle(self.conv3(f2)), [f1, f2]
+
+
+def _norm(norm: str | None, spatial_dims: int, channels: int) -> nn.Module:
+    if norm is None:
+        return nn.Identity()
+    if norm == "batch":
+        return Norm[Norm.BATCH, spatial_dims](channels)
+    if norm == "instance":
+        return Norm[Norm.INSTANCE, spatial_dims](channels, affine=True)
+    raise ValueError(f"norm: expected 'batch', 'instance' or None, got {norm!r}")
+
+
+class _SRResBlock(nn.Module):
+    def __init__(self, spatial_dims: int, nf: int, norm: str | None) -> None:
+        super().__init__()
+        self.conv1 = conv_nd(spatial_dims, nf, nf, 3, bias=norm is None)
+        self.bn1 = _norm(norm, spatial_dims, nf)
+        self.prelu = nn.PReLU(nf)
+        self.conv2 = conv_nd(spatial_dims, nf, nf, 3, bias=norm is None)
+        self.bn2 = _norm(norm, spatial_dims, nf)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(x)))))
+
+
+class SRResNet(SRGenerator):
+    """SRResNet, the SRGAN generator (Ledig et al., "Photo-Realistic Single Image Super-Resolution Using a
+    Generative Adversarial Network", CVPR 2017).
+
+    conv 9 + PReLU; ``num_blocks`` residual blocks (conv-BN-PReLU-conv-BN); conv-BN and a global skip;
+    upsampling stages (conv to ``nf * prod(stage)``, pixel shuffle, PReLU); conv 9. ``norm=None`` drops BN
+    (as in SwiftSRGAN/ESRGAN practice). Features: the output of every residual block.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        in_channels: input channels.
+        out_channels: output channels.
+        scale_factor: int or per-axis tuple.
+        num_features: width (64 in the paper).
+        num_blocks: residual blocks (16 in the paper).
+        norm: ``"batch"`` (paper), ``"instance"`` or ``None``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 4,
+        num_features: int = 64,
+        num_blocks: int = 16,
+        norm: str | None = "batch",
+    ) -> None:
+        super().__init__()
+        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        nf = num_features
+        self.conv_first = conv_nd(spatial_dims, in_channels, nf, 9)
+        self.prelu_first = nn.PReLU(nf)
+        self.body = nn.ModuleList([_SRResBlock(spatial_dims, nf, norm) for _ in range(num_blocks)])
+        self.conv_body = conv_nd(spatial_dims, nf, nf, 3, bias=norm is None)
+        self.bn_body = _norm(norm, spatial_dims, nf)
+        ups: list[nn.Module] = []
+        for stage in upsample_stages(self.scale_factor):
+            ups += [
+                conv_nd(spatial_dims, nf, nf * math.prod(stage), 3),
+                PixelShuffle(spatial_dims, stage),
+                nn.PReLU(nf),
+            ]
+        self.upsample = nn.Sequential(*ups)
+        self.conv_last = conv_nd(spatial_dims, nf, out_channels, 9)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        first = self.prelu_first(self.conv_first(x))
+        feat = first
+        feats = []
+        for block in self.body:
+            feat = block(feat)
+            feats.append(feat)
+        feat = first + self.bn_body(self.conv_body(feat))
+        return self.conv_last(self.upsample(feat)), feats
+
+
+class _EDSRResBlock(nn.Module):
+    """Conv-ReLU-Conv[-attention] with residual scaling; ``body.0``/``body.2`` as in the EDSR code."""
+
+    def __init__(self, spatial_dims: int, nf: int, res_scale: float, attention: str | None, reduction: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            conv_nd(spatial_dims, nf, nf, 3),
+            nn.ReLU(inplace=True),
+            conv_nd(spatial_dims, nf, nf, 3),
+        ]
+        att = make_attention(attention, spatial_dims, nf, reduction)
+        if att is not None:
+            layers.append(att)
+        self.body = nn.Sequential(*layers)
+        self.res_scale = float(res_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) * self.res_scale
+
+
+class EDSR(SRGenerator):
+    """EDSR (Lim et al., "Enhanced Deep Residual Networks for Single Image Super-Resolution", CVPRW 2017),
+    and EDSR-ISE with ``attention="ise"`` (Bing et al., "Medical Image Super-Resolution Using Improved
+    Generative Adversarial Networks", IEEE Access 2019).
+
+    ``head``: conv (+ attention); ``body``: ``num_blocks`` blocks Conv-ReLU-Conv(-attention) with residual
+    scaling, then a conv, plus the global residual from the head; ``tail.0``: upsampling stages
+    (conv to ``nf * prod(stage)``, pixel shuffle, + attention); ``tail.1``: conv to ``out_channels``.
+    Parameter names follow the official EDSR code (``head.0``, ``body.N.body.0``, ``body.N.body.2``,
+    ``body.{num_blocks}``, ``tail.0.*``, ``tail.1``; no MeanShift layers: medical intensities are normalised
+    by the transforms). Baseline: 64 features, 16 blocks, ``res_scale=1`` (x2: 1.37 M parameters);
+    large: 256 features, 32 blocks, ``res_scale=0.1`` (x2: 40.7 M). EDSR-ISE: ``attention="ise"``
+    (improved SE after the head conv, in every block and after every pixel-shuffle stage).
+    Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``. Features: every residual block's output.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        in_channels: input channels.
+        out_channels: output channels.
+        scale_factor: int or per-axis tuple.
+        num_features: width.
+        num_blocks: residual blocks.
+        res_scale: residual scaling in the blocks.
+        attention: ``None``, ``"se"`` or ``"ise"``.
+        reduction: SE reduction ratio.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 2,
+        num_features: int = 64,
+        num_blocks: int = 16,
+        res_scale: float = 1.0,
+        attention: str | None = None,
+        reduction: int = 16,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self.attention = attention
+        nf = num_features
+        head: list[nn.Module] = [conv_nd(spatial_dims, in_channels, nf, 3)]
+        att = make_attention(attention, spatial_dims, nf, reduction)
+        if att is not None:
+            head.append(att)
+        self.head = nn.Sequential(*head)
+        blocks: list[nn.Module] = [
+            _EDSRResBlock(spatial_dims, nf, res_scale, attention, reduction) for _ in range(num_blocks)
+        ]
+        blocks.append(conv_nd(spatial_dims, nf, nf, 3))
+        self.body = nn.Sequential(*blocks)
+        ups: list[nn.Module] = []
+        for stage in upsample_stages(self.scale_factor):
+            ups += [conv_nd(spatial_dims, nf, nf * math.prod(stage), 3), PixelShuffle(spatial_dims, stage)]
+            att = make_attention(attention, spatial_dims, nf, reduction)
+            if att is not None:
+                ups.append(att)
+        self.tail = nn.Sequential(nn.Sequential(*ups), conv_nd(spatial_dims, nf, out_channels, 3))
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        head = self.head(x)
+        feat = head
+        feats = []
+        for i, block in enumerate(self.body):
+            feat = block(feat)
+            if i < len(self.body) - 1:
+                feats.append(feat)
+        return self.tail(feat + head), feats
+
+
+class _RDBConv(nn.Module):
+    def __init__(self, spatial_dims: int, cin: int, growth: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(conv_nd(spatial_dims, cin, growth, 3), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((x, self.conv(x)), 1)
+
+
+class _RDB(nn.Module):
+    def __init__(self, spatial_dims: int, nf: int, growth: int, num_layers: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(*[_RDBConv(spatial_dims, nf + c * growth, growth) for c in range(num_layers)])
+        self.LFF = conv_nd(spatial_dims, nf + num_layers * growth, nf, 1)  # noqa: N815 (official name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LFF(self.convs(x)) + x
+
+
+class RDN(SRGenerator):
+    """RDN (Zhang et al., "Residual Dense Network for Image Super-Resolution", CVPR 2018).
+
+    Shallow features (``SFENet1``, ``SFENet2``), ``num_blocks`` residual dense blocks of ``num_layers``
+    conv-ReLU layers with growth ``growth_channels`` and 1x1 local fusion (``RDBs.N.convs.c.conv.0``,
+    ``RDBs.N.LFF``), global feature fusion (``GFF.0`` 1x1, ``GFF.1`` 3x3) with a global residual, and
+    ``UPNet`` (conv to ``G * prod(stage)`` + pixel shuffle per stage, final conv) as in the official code.
+    Published configuration: G0 = 64, D = 16, C = 8, G = 64 (22.1 M parameters at x2, RGB).
+    Features: every RDB output.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        in_channels: input channels.
+        out_channels: output channels.
+        scale_factor: int or per-axis tuple.
+        num_features: G0.
+        num_blocks: D.
+        num_layers: C.
+        growth_channels: G.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 2,
+        num_features: int = 64,
+        num_blocks: int = 16,
+        num_layers: int = 8,
+        growth_channels: int = 64,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        g0, g = num_features, growth_channels
+        self.SFENet1 = conv_nd(spatial_dims, in_channels, g0, 3)  # noqa: N815
+        self.SFENet2 = conv_nd(spatial_dims, g0, g0, 3)  # noqa: N815
+        self.RDBs = nn.ModuleList([_RDB(spatial_dims, g0, g, num_layers) for _ in range(num_blocks)])  # noqa: N815
+        self.GFF = nn.Sequential(conv_nd(spatial_dims, num_blocks * g0, g0, 1), conv_nd(spatial_dims, g0, g0, 3))  # noqa: N815
+        ups: list[nn.Module] = []
+        cin = g0
+        for stage in upsample_stages(self.scale_factor):
+            ups += [conv_nd(spatial_dims, cin, g * math.prod(stage), 3), PixelShuffle(spatial_dims, stage)]
+            cin = g
+        ups.append(conv_nd(spatial_dims, cin, out_channels, 3))
+        self.UPNet = nn.Sequential(*ups)  # noqa: N815
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        f1 = self.SFENet1(x)
+        feat = self.SFENet2(f1)
+        feats = []
+        for rdb in self.RDBs:
+            feat = rdb(feat)
+            feats.append(feat)
+        feat = self.GFF(torch.cat(feats, 1)) + f1
+        return self.UPNet(feat), feats
+
+
+class _DenseBlock(nn.Module):
+    """``num_layers`` conv-ReLU layers, each fed the concatenation of the block input and all previous
+    outputs; the block outputs the concatenation of its layers' outputs (``num_layers * growth``)."""
+
+    def __init__(self, spatial_dims: int, cin: int, growth: int, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [
+                nn.Sequential(conv_nd(spatial_dims, cin + i * growth, growth, 3), nn.ReLU(inplace=True))
+                for i in range(num_layers)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs: list[torch.Tensor] = []
+        for layer in self.layers:
+            outs.append(layer(torch.cat([x] + outs, 1)))
+        return torch.cat(outs, 1)
+
+
+class SRDenseNet(SRGenerator):
+    """SRDenseNet (Tong et al., "Image Super-Resolution Using Dense Skip Connections", ICCV 2017), the
+    dense SR net of the chest X-ray study (variant "All": dense skips from every block).
+
+    Low-level conv 3x3 + ReLU (``num_features``); ``num_blocks`` dense blocks of ``num_layers`` layers with
+    growth ``growth_channels``; the low-level features and every block output are concatenated, reduced by
+    a 1x1 bottleneck to ``bottleneck_channels``; upsampling stages (conv, pixel shuffle, ReLU; the paper uses
+    deconvolutions, pixel shuffle supports per-axis factors); reconstruction conv 3x3.
+    Paper: 128 low-level features (= 8 x 16), 8 blocks x 8 layers, growth 16, bottleneck 256.
+    Features: every dense block output.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        in_channels: input channels.
+        out_channels: output channels.
+        scale_factor: int or per-axis tuple.
+        num_features: low-level feature width.
+        num_blocks: dense blocks.
+        num_layers: layers per dense block.
+        growth_channels: growth rate.
+        bottleneck_channels: width after the bottleneck and in the upsampling stages.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 4,
+        num_features: int = 128,
+        num_blocks: int = 8,
+        num_layers: int = 8,
+        growth_channels: int = 16,
+        bottleneck_channels: int = 256,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self.conv_first = conv_nd(spatial_dims, in_channels, num_features, 3)
+        self.act = nn.ReLU(inplace=True)
+        blocks = []
+        cin = num_features
+        for _ in range(num_blocks):
+            blocks.append(_DenseBlock(spatial_dims, cin, growth_channels, num_layers))
+            cin = num_layers * growth_channels
+        self.blocks = nn.ModuleList(blocks)
+        total = num_features + num_blocks * num_layers * growth_channels
+        self.bottleneck = nn.Sequential(conv_nd(spatial_dims, total, bottleneck_channels, 1), nn.ReLU(inplace=True))
+        ups: list[nn.Module] = []
+        for stage in upsample_stages(self.scale_factor):
+            ups += [
+                conv_nd(spatial_dims, bottleneck_channels, bottleneck_channels * math.prod(stage), 3),
+                PixelShuffle(spatial_dims, stage),
+                nn.ReLU(inplace=True),
+            ]
+        self.upsample = nn.Sequential(*ups)
+        self.conv_last = conv_nd(spatial_dims, bottleneck_channels, out_channels, 3)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feat = self.act(self.conv_first(x))
+        skips = [feat]
+        feats: list[torch.Tensor] = []
+        for block in self.blocks:
+            feat = block(feat)
+            feats.append(feat)
+            skips.append(feat)
+        feat = self.bottleneck(torch.cat(skips, 1))
+        return self.conv_last(self.upsample(feat)), feats
+
+
+class ResidualDenseBlock(nn.Module):
+    """ESRGAN residual dense block: five 3x3 convs (``conv1``..``conv5``) with dense connections,
+    LeakyReLU(0.2), residual scaled by 0.2. ``(B, nf, *S)`` in and out."""
+
+    def __init__(self, spatial_dims: int, num_features: int = 64, growth_channels: int = 32) -> None:
+        super().__init__()
+        nf, gc = num_features, growth_channels
+        self.conv1 = conv_nd(spatial_dims, nf, gc, 3)
+        self.conv2 = conv_nd(spatial_dims, nf + gc, gc, 3)
+        self.conv3 = conv_nd(spatial_dims, nf + 2 * gc, gc, 3)
+        self.conv4 = conv_nd(spatial_dims, nf + 3 * gc, gc, 3)
+        self.conv5 = conv_nd(spatial_dims, nf + 4 * gc, nf, 3)
+        self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.lrelu(self.conv1(x))
+        x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
+        x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
+        x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
+        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+        return x5 * 0.2 + x
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block: three :class:`ResidualDenseBlock` (``rdb1``..``rdb3``), residual 0.2."""
+
+    def __init__(self, spatial_dims: int, num_features: int = 64, growth_channels: int = 32) -> None:
+        super().__init__()
+        self.rdb1 = ResidualDenseBlock(spatial_dims, num_features, growth_channels)
+        self.rdb2 = ResidualDenseBlock(spatial_dims, num_features, growth_channels)
+        self.rdb3 = ResidualDenseBlock(spatial_dims, num_features, growth_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+
+
+class RRDBNet(SRGenerator):
+    """RRDBNet, the ESRGAN generator (Wang et al., "ESRGAN: Enhanced Super-Resolution Generative
+    Adversarial Networks", ECCVW 2018), and ESRGAN-SE with ``attention="se"`` (USenhance 2023 ultrasound
+    study: an SE block in place of the convolution after the upsampling layers, i.e. ``conv_hr``).
+
+    ``conv_first``; ``body``: ``num_blocks`` RRDBs (no batch norm); ``conv_body`` + trunk residual;
+    per upsampling stage nearest-neighbour interpolation (per-axis factor) + ``conv_upK`` + LeakyReLU;
+    ``conv_hr`` (or ``se_hr``, an :class:`~medsr.networks.blocks.SEBlock`, when ``attention="se"``;
+    ``"ise"`` uses the improved SE block) + LeakyReLU; ``conv_last``. Names match BasicSR's RRDBNet for x4
+    (``conv_up1``, ``conv_up2``), so official weights load with
+    :func:`medsr.networks.load_esrgan_state_dict`. Published configuration (64 features, 23 blocks,
+    growth 32, x4, RGB): 16.70 M parameters. Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``.
+    Features: every RRDB output.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        in_channels: input channels.
+        out_channels: output channels.
+        scale_factor: int or per-axis tuple.
+        num_features: width.
+        num_blocks: number of RRDBs.
+        growth_channels: growth channels of the dense blocks.
+        attention: ``None`` (ESRGAN), ``"se"`` (ESRGAN-SE) or ``"ise"``.
+        reduction: SE reduction ratio.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        scale_factor: int | Sequence[int] = 4,
+        num_features: int = 64,
+        num_blocks: int = 23,
+        growth_channels: int = 32,
+        attention: str | None = None,
+        reduction: int = 16,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self.attention = attention
+        nf = num_features
+        self.conv_first = conv_nd(spatial_dims, in_channels, nf, 3)
+        self.body = nn.Sequential(*[RRDB(spatial_dims, nf, growth_channels) for _ in range(num_blocks)])
+        self.conv_body = conv_nd(spatial_dims, nf, nf, 3)
+        self.stages = upsample_stages(self.scale_factor)
+        for i in range(len(self.stages)):
+            self.add_module(f"conv_up{i + 1}", conv_nd(spatial_dims, nf, nf, 3))
+        att = make_attention(attention, spatial_dims, nf, reduction)
+        if att is None:
+            self.conv_hr = conv_nd(spatial_dims, nf, nf, 3)
+        else:
+            self.se_hr = att
+        self.conv_last = conv_nd(spatial_dims, nf, out_channels, 3)
+        self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feat = self.conv_first(x)
+        body = feat
+        feats = []
+        for block in self.body:
+            body = block(body)
+            feats.append(body)
+        feat = feat + self.conv_body(body)
+        for i, stage in enumerate(self.stages):
+            up = F.interpolate(feat, scale_factor=[float(f) for f in stage], mode="nearest")
+            feat = self.lrelu(self.get_submodule(f"conv_up{i + 1}")(up))
+        hr = self.se_hr(feat) if self.attention is not None else self.conv_hr(feat)
+        return self.conv_last(self.lrelu(hr)), feats
