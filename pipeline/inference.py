@@ -1,0 +1,446 @@
+"""Super-resolution inference on files: sliding windows, HR geometry, NIfTI and DICOM writers.
+
+The generator maps an LR image to an HR one ``scale`` times larger per axis. Large 2D/3D inputs go through
+MONAI's :func:`~monai.inferers.sliding_window_inference` (which supports outputs on a scaled grid) with
+Gaussian overlap blending; windows run on ``sw_device`` (the GPU when there is one) while the full volume
+and the blended output stay on ``device`` (the CPU by default), so the whole volume never sits on the GPU.
+
+Geometry convention (the same as the pairing transform's): LR voxel ``i`` covers ``[i - 1/2, i + 1/2]`` in LR
+index units and the ``s`` HR voxels inside it have centres at ``i - 1/2 + (j + 1/2)/s``. The HR affine is the
+LR affine times ``diag(1/s)`` with the shift ``(1/s - 1)/2``, so the physical extent (field of view) is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import Inferer, sliding_window_inference
+
+__all__ = [
+    "sr_affine",
+    "SRSlidingWindowInferer",
+    "save_nifti",
+    "save_dicom",
+    "is_dicom",
+    "SRFileInference",
+    "output_path_for",
+]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def sr_affine(affine: Any, scale: Sequence[int] | int, spatial_dims: int | None = None) -> torch.Tensor:
+    """Return the HR affine for an LR ``affine`` upscaled by ``scale``, keeping the physical extent.
+
+    Args:
+        affine: ``(4, 4)`` or batched ``(B, 4, 4)`` LR affine (tensor or array).
+        scale: int or one integer factor per spatial axis.
+        spatial_dims: number of spatial axes (default: ``len(scale)``, or 3 for an int).
+
+    Returns:
+        a float64 tensor of the same shape as ``affine``.
+    """
+    aff = torch.as_tensor(np.asarray(affine), dtype=torch.float64)
+    if aff.shape[-2:] != (4, 4):
+        raise ValueError(f"affine: expected a (4, 4) matrix, got shape {tuple(aff.shape)}")
+    if isinstance(scale, int):
+        scale = (scale,) * (spatial_dims or 3)
+    factors = [float(s) for s in scale]
+    if any(f <= 0 for f in factors) or len(factors) > 3:
+        raise ValueError(f"scale: expected up to 3 positive factors, got {scale!r}")
+    m = torch.eye(4, dtype=torch.float64)
+    for ax, f in enumerate(factors):
+        m[ax, ax] = 1.0 / f
+        m[ax, 3] = (1.0 / f - 1.0) / 2.0
+    return aff @ m
+
+
+class SRSlidingWindowInferer(Inferer):
+    """Sliding-window SR inference with overlap blending; the output grid is ``scale`` times the input.
+
+    Args:
+        roi_size: window size in LR voxels per spatial axis.
+        scale: int or per-axis factor (to set the output's affine; the blending infers it from the output).
+        sw_batch_size: windows per forward pass.
+        overlap: fraction of overlap between windows.
+        mode: ``"gaussian"`` (default) or ``"constant"`` blending.
+        sw_device: where each window runs (default: the network's device).
+        device: where the whole output is assembled (default: CPU, so a large volume never fills the GPU).
+        progress: show a progress bar over windows.
+    """
+
+    def __init__(
+        self,
+        roi_size: Sequence[int] | int,
+        scale: Sequence[int] | int,
+        sw_batch_size: int = 1,
+        overlap: float = 0.25,
+        mode: str = "gaussian",
+        sw_device: str | torch.device | None = None,
+        device: str | torch.device | None = "cpu",
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= float(overlap) < 1.0:
+            raise ValueError(f"overlap: expected a value in [0, 1), got {overlap}")
+        self.roi_size = roi_size
+        self.scale = scale
+        self.sw_batch_size = int(sw_batch_size)
+        self.overlap = float(overlap)
+        self.mode = mode
+        self.sw_device = sw_device
+        self.device = device
+        self.progress = progress
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        """Run ``network`` over ``inputs`` (``B, C, *S``); returns ``B, C_out, *(S * scale)`` on ``device``."""
+        spatial_dims = inputs.ndim - 2
+        roi = (self.roi_size,) * spatial_dims if isinstance(self.roi_size, int) else tuple(self.roi_size)
+        if len(roi) != spatial_dims:
+            raise ValueError(
+                f"roi_size: expected {spatial_dims} values for a {spatial_dims}D input, got {self.roi_size!r}"
+            )
+        roi = tuple(min(r, s) for r, s in zip(roi, inputs.shape[2:]))  # never pad a small image up to the window
+        sw_device = self.sw_device
+        if sw_device is None and isinstance(network, torch.nn.Module):
+            param = next(network.parameters(), None)
+            sw_device = param.device if param is not None else None
+        device = self.device if self.device is not None else inputs.device
+        out = sliding_window_inference(
+            inputs,
+            roi,
+            self.sw_batch_size,
+            network,
+            overlap=self.overlap,
+            mode=self.mode,
+            padding_mode="replicate",
+            sw_device=sw_device,
+            device=device,
+            progress=self.progress,
+        )
+        scale = tuple(o // i for o, i in zip(out.shape[2:], inputs.shape[2:]))
+        if isinstance(out, MetaTensor) and isinstance(inputs, MetaTensor):
+            out.affine = sr_affine(inputs.affine, scale).to(torch.float64)
+        return out
+
+
+def _atomic_target(path: Path) -> Path:
+    """A temporary path in ``path``'s folder with the same suffixes (writers pick the format from them)."""
+    suffix = "".join(path.suffixes) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def save_nifti(image: torch.Tensor | np.ndarray, path: str | os.PathLike, affine: Any | None = None) -> str:
+    """Write a channel-first image (``C, *S``) as NIfTI, atomically (temp file + ``os.replace``).
+
+    One channel is written as a plain 2D/3D image; several channels go to the 5th NIfTI axis
+    (``X, Y, Z, 1, C``). The affine is ``affine`` or the MetaTensor's own; 2D images get a 3D affine with
+    their in-plane geometry.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise ValueError(f"output '{path}': NIfTI output needs a .nii or .nii.gz name")
+    if affine is None:
+        affine = image.affine if isinstance(image, MetaTensor) else np.eye(4)
+    aff = np.asarray(torch.as_tensor(np.asarray(affine)).double())
+    data = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    data = data.astype(np.float32, copy=False)
+    if data.ndim not in (3, 4):
+        raise ValueError(f"output '{path}': expected a channel-first 2D or 3D image, got shape {data.shape}")
+    if data.shape[0] == 1:
+        data = data[0]
+    else:
+        data = np.moveaxis(data, 0, -1)
+        data = data[:, :, None, None, :] if data.ndim == 3 else data[:, :, :, None, :]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _atomic_target(path)
+    try:
+        img = nib.Nifti1Image(data, aff)
+        img.set_qform(aff, code=1)
+        img.set_sform(aff, code=1)
+        nib.save(img, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return str(path)
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """True for a DICOM file or a folder whose files are DICOM (checks the ``DICM`` preamble)."""
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file())[:3] if p.is_dir() else []
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                fh.seek(128)
+                if fh.read(4) == b"DICM":
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _dicom_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(f for f in path.iterdir() if f.is_file() and is_dicom(f))
+
+
+def save_dicom(
+    image: torch.Tensor,
+    path: str | os.PathLike,
+    reference: str | os.PathLike,
+    affine: Any | None = None,
+    description: str = "medsr super-resolution",
+) -> list[str]:
+    """Write an SR result as DICOM next to the geometry of the ``reference`` DICOM input, atomically.
+
+    ``image`` is channel-first (one channel), on MONAI's RAS grid as read by ``LoadImage`` (axis 0 = DICOM
+    column, axis 1 = row, axis 2 = slice). A 2D image (or a 3D one with one slice) is written as the single
+    file ``path``; a 3D image as a series ``path/IM00001.dcm …`` (written to a temporary folder first, then
+    moved into place). Intensities go back to stored values through the reference's rescale slope/intercept;
+    geometry tags (``PixelSpacing``, ``ImagePositionPatient``, ``ImageOrientationPatient``,
+    ``SliceThickness``) come from the HR affine; new Series/SOP instance UIDs are generated.
+    """
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ref_files = _dicom_files(Path(reference))
+    if not ref_files:
+        raise ValueError(f"reference '{reference}': no DICOM file found")
+    ref = pydicom.dcmread(str(ref_files[0]))
+    if affine is None:
+        affine = image.affine if isinstance(image, MetaTensor) else None
+    if affine is None:
+        raise ValueError(f"output '{path}': an affine is needed to write DICOM geometry")
+    aff = np.asarray(torch.as_tensor(np.asarray(affine)).double()).copy()
+    aff[:2] *= -1.0  # RAS (MONAI) -> LPS (DICOM)
+    data = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if data.shape[0] != 1:
+        raise ValueError(f"output '{path}': DICOM output needs a single-channel image, got shape {data.shape}")
+    data = data[0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    slope = float(getattr(ref, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ref, "RescaleIntercept", 0.0) or 0.0)
+    signed = int(getattr(ref, "PixelRepresentation", 0)) == 1
+    bits = 16
+    dtype = np.int16 if signed else np.uint16
+    info = np.iinfo(dtype)
+    stored = np.clip(np.rint((data - intercept) / slope), info.min, info.max).astype(dtype)
+    col_dir = aff[:3, 0] / np.linalg.norm(aff[:3, 0])
+    row_dir = aff[:3, 1] / np.linalg.norm(aff[:3, 1])
+    spacing = np.linalg.norm(aff[:3, :3], axis=0)
+    series_uid = generate_uid()
+    n_slices = stored.shape[2]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    single = n_slices == 1
+    target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    written = []
+    try:
+        for k in range(n_slices):
+            ds = copy.deepcopy(ref)
+            ds.file_meta = copy.deepcopy(ref.file_meta)
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            sop_uid = generate_uid()
+            ds.SOPInstanceUID = sop_uid
+            ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+            ds.SeriesInstanceUID = series_uid
+            ds.SeriesDescription = description
+            ds.InstanceNumber = k + 1
+            pixels = np.ascontiguousarray(stored[:, :, k].T)  # rows = axis 1, columns = axis 0
+            ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+            ds.PixelSpacing = [f"{spacing[1]:.6g}", f"{spacing[0]:.6g}"]
+            ds.ImageOrientationPatient = [f"{v:.6g}" for v in (*col_dir, *row_dir)]
+            ds.ImagePositionPatient = [f"{v:.6g}" for v in (aff[:3, :3] @ np.array([0.0, 0.0, k]) + aff[:3, 3])]
+            ds.SliceThickness = f"{spacing[2]:.6g}"
+            if not single:
+                ds.SpacingBetweenSlices = f"{spacing[2]:.6g}"
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.BitsAllocated = bits
+            ds.BitsStored = bits
+            ds.HighBit = bits - 1
+            ds.PixelRepresentation = 1 if signed else 0
+            ds.RescaleSlope = f"{slope:.6g}"
+            ds.RescaleIntercept = f"{intercept:.6g}"
+            for tag in ("WindowCenter", "WindowWidth", "SmallestImagePixelValue", "LargestImagePixelValue"):
+                if tag in ds:
+                    del ds[tag]
+            ds.PixelData = pixels.tobytes()
+            ds["PixelData"].VR = "OW"
+            name = target_dir / f"IM{k + 1:05d}.dcm"
+            ds.save_as(str(name), enforce_file_format=True)
+            written.append(name)
+        if single:
+            os.replace(written[0], out)
+            return [str(out)]
+        if out.exists():
+            raise FileExistsError(f"output '{out}': already exists; remove it or pick another name")
+        os.replace(target_dir, out)
+        return [str(out / f.name) for f in written]
+    finally:
+        if target_dir.exists():
+            for f in target_dir.iterdir():
+                f.unlink()
+            target_dir.rmdir()
+
+
+def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike, postfix: str = "sr") -> Path:
+    """Default output name: ``<output_dir>/<input stem>_<postfix>.nii.gz`` (a DICOM input keeps DICOM)."""
+    p = Path(input_path)
+    name = p.name
+    for suf in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mha", ".nrrd", ".mat", ".h5"):
+        if name.lower().endswith(suf):
+            name = name[: -len(suf)]
+            break
+    if is_dicom(p):
+        return Path(output_dir) / (f"{name}_{postfix}.dcm" if p.is_file() else f"{name}_{postfix}")
+    return Path(output_dir) / f"{name}_{postfix}.nii.gz"
+
+
+class SRFileInference:
+    """Upscale image files with a trained generator: read, normalize, sliding windows, map back, write.
+
+    Args:
+        network: the generator (LR in, HR out), already holding its weights.
+        files: input paths (a file, a DICOM folder) or datalist items with an ``image`` key.
+        output_dir: where outputs go when ``outputs`` does not name them.
+        preprocessing: dictionary transform turning ``{"image": path}`` into a channel-first normalized
+            MetaTensor under ``image`` (LoadImage + channel-first + intensity normalization).
+        postprocessing: callable mapping ``(output, preprocessed_item)`` back to the input's intensity
+            units (the inverse of the normalization); ``None`` keeps network units.
+        inferer: an :class:`SRSlidingWindowInferer`.
+        device: where the network runs.
+        outputs: explicit output paths, one per input (``.nii``/``.nii.gz`` or, for DICOM inputs, ``.dcm``
+            or a folder name); default ``output_path_for(input, output_dir)``.
+        spatial_dims: 2 or 3; a 3D read of a 2D image with one slice is squeezed to 2D.
+        progress: a tqdm bar over files.
+
+    ``run()`` returns one dict per input: ``input``, ``output`` (path), ``shape``, ``spacing``, ``seconds``.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        files: Sequence[str | os.PathLike | dict] | str,
+        output_dir: str | os.PathLike,
+        preprocessing: Callable[[dict], dict],
+        inferer: SRSlidingWindowInferer,
+        postprocessing: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
+        device: str | torch.device = "cpu",
+        outputs: Sequence[str | os.PathLike] | None = None,
+        spatial_dims: int = 2,
+        progress: bool = True,
+    ) -> None:
+        if isinstance(files, (str, os.PathLike)):
+            files = [files]
+        self.files = [str(f["image"]) if isinstance(f, dict) else str(f) for f in files]
+        if not self.files:
+            raise ValueError("files: no input images given")
+        for f in self.files:
+            if not Path(f).exists():
+                raise ValueError(f"input '{f}': no such file or folder")
+        if outputs is not None and len(outputs) != len(self.files):
+            raise ValueError(f"outputs: {len(outputs)} names for {len(self.files)} inputs")
+        self.outputs = [Path(o) for o in outputs] if outputs is not None else None
+        self.network = network
+        self.output_dir = Path(output_dir)
+        self.preprocessing = preprocessing
+        self.postprocessing = postprocessing
+        self.inferer = inferer
+        self.device = torch.device(device)
+        self.spatial_dims = int(spatial_dims)
+        self.progress = progress
+
+    def _prepare(self, path: str) -> tuple[MetaTensor, dict]:
+        item = self.preprocessing({"image": path})
+        img = item["image"]
+        if not isinstance(img, MetaTensor):
+            img = MetaTensor(img)
+        while img.ndim - 1 > self.spatial_dims and img.shape[-1] == 1:
+            img = img[..., 0]
+        if img.ndim - 1 != self.spatial_dims:
+            raise ValueError(
+                f"input '{path}': read as shape {tuple(img.shape)} (channel first), which is not a "
+                f"{self.spatial_dims}D image; set spatial_dims to match the bundle"
+            )
+        item["image"] = img
+        return img, item
+
+    @torch.no_grad()
+    def upscale(self, path: str) -> tuple[MetaTensor, dict]:
+        """Return the SR image (channel first, input units, HR affine) for one input and its prepared item."""
+        img, item = self._prepare(path)
+        self.network.eval()
+        batch = img.unsqueeze(0)
+        if hasattr(batch, "is_batch"):
+            batch.is_batch = True
+        out = self.inferer(batch, self.network)[0]
+        if not isinstance(out, MetaTensor):
+            out = MetaTensor(out)
+        out.affine = sr_affine(img.affine, tuple(o // i for o, i in zip(out.shape[1:], img.shape[1:])))
+        if self.postprocessing is not None:
+            mapped = self.postprocessing(out, item)
+            out = mapped if isinstance(mapped, MetaTensor) else MetaTensor(mapped, affine=out.affine)
+        return out, item
+
+    def run(self) -> list[dict[str, Any]]:
+        """Upscale every input and write it; returns one record per input."""
+        from tqdm import tqdm
+
+        records = []
+        for i, path in enumerate(tqdm(self.files, desc="upscale", disable=not self.progress)):
+            start = time.perf_counter()
+            out, _ = self.upscale(path)
+            target = self.outputs[i] if self.outputs is not None else output_path_for(path, self.output_dir)
+            if is_dicom(path) and not target.name.endswith(NIFTI_SUFFIXES):
+                save_dicom(out, target, path)
+            else:
+                save_nifti(out, target)
+            spacing = torch.linalg.norm(torch.as_tensor(out.affine)[:3, : self.spatial_dims], dim=0)
+            records.append(
+                {
+                    "input": path,
+                    "output": str(target),
+                    "shape": tuple(int(s) for s in out.shape[1:]),
+                    "spacing": tuple(float(s) for s in spacing),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+        return records
+
+
+def invert_intensity(output: torch.Tensor, item: dict, key: str = "image") -> torch.Tensor:
+    """Map a network output back to the input's units with the normalization stored on ``item[key]``.
+
+    The normalization transforms (:mod:`medsr.transforms.intensity`) store ``meta["medsr_norm"]``; without
+    it the output is returned unchanged.
+    """
+    from medsr.transforms import NORM_KEY, invert_normalization
+
+    src = item.get(key)
+    params = getattr(src, "meta", {}).get(NORM_KEY) if src is not None else None
+    if params is None:
+        return output
+    out = invert_normalization(output, params)
+    if isinstance(output, MetaTensor) and not isinstance(out, MetaTensor):
+        out = MetaTensor(out, affine=output.affine)
+    elif isinstance(out, MetaTensor) and isinstance(output, MetaTensor):
+        out.affine = output.affine
+    return out
