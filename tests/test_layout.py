@@ -14,7 +14,11 @@ def test_namespace_imports_from_installed_package():
     import medsr.pipeline
     import medsr.transforms
 
-    for module, folder in ((medsr.pipeline, "pipeline"), (medsr.transforms, "transforms"), (medsr.networks, "networks")):
+    for module, folder in (
+        (medsr.pipeline, "pipeline"),
+        (medsr.transforms, "transforms"),
+        (medsr.networks, "networks"),
+    ):
         assert Path(module.__file__).resolve().parent == ROOT / folder
 
 
@@ -35,11 +39,16 @@ def test_no_bare_imports_of_code_folders():
     """Code and bundle configs import medsr.…; a bare ``import networks`` gives a second copy of every class."""
     import re
 
-    pattern = re.compile(r"^\s*(from|import) (networks|transforms|pipeline)(\.|\s|$)|\"_target_\": *\"(networks|transforms|pipeline)\.")
+    pattern = re.compile(
+        r"^\s*(from|import) (networks|transforms|pipeline)(\.|\s|$)|\"_target_\": *\"(networks|transforms|pipeline)\."
+    )
     offenders = []
-    for path in list(ROOT.glob("pipeline/**/*.py")) + list(ROOT.glob("transforms/**/*.py")) + list(
-        ROOT.glob("networks/**/*.py")
-    ) + list(ROOT.glob("bundles/**/*.json")):
+    for path in (
+        list(ROOT.glob("pipeline/**/*.py"))
+        + list(ROOT.glob("transforms/**/*.py"))
+        + list(ROOT.glob("networks/**/*.py"))
+        + list(ROOT.glob("bundles/**/*.json"))
+    ):
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
