@@ -25,6 +25,8 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, sliding_window_inference
 
+from medsr.pipeline.io import atomic_path
+
 __all__ = [
     "sr_affine",
     "SRSlidingWindowInferer",
@@ -133,14 +135,6 @@ class SRSlidingWindowInferer(Inferer):
         return out
 
 
-def _atomic_target(path: Path) -> Path:
-    """A temporary path in ``path``'s folder with the same suffixes (writers pick the format from them)."""
-    suffix = "".join(path.suffixes) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def save_nifti(image: torch.Tensor | np.ndarray, path: str | os.PathLike, affine: Any | None = None) -> str:
     """Write a channel-first image (``C, *S``) as NIfTI, atomically (temp file + ``os.replace``).
 
@@ -165,17 +159,11 @@ def save_nifti(image: torch.Tensor | np.ndarray, path: str | os.PathLike, affine
     else:
         data = np.moveaxis(data, 0, -1)
         data = data[:, :, None, None, :] if data.ndim == 3 else data[:, :, :, None, :]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_target(path)
-    try:
-        img = nib.Nifti1Image(data, aff)
-        img.set_qform(aff, code=1)
-        img.set_sform(aff, code=1)
+    img = nib.Nifti1Image(data, aff)
+    img.set_qform(aff, code=1)
+    img.set_sform(aff, code=1)
+    with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return str(path)
 
 

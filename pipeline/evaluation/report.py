@@ -19,7 +19,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from medsr.pipeline.evaluation.baselines import resolve_scale, upsample
+from medsr.pipeline.io import write_bytes_atomic
 from medsr.pipeline.metrics._core import as_plain, check_data_range, check_finite, check_pair
 from medsr.pipeline.metrics.functional import region_mse, region_ssim
 from medsr.pipeline.metrics.regions import make_regions
@@ -53,20 +53,7 @@ CSV_COLUMNS = (
 METRICS = ("psnr", "ssim", "mse", "nrmse", "mae")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+atomic_write_bytes = write_bytes_atomic  # kept name for callers in this package
 
 
 def _json_safe(x: Any) -> Any:

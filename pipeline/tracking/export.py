@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from medsr.pipeline.io import atomic_path
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,10 +40,8 @@ def export_torchscript(network: torch.nn.Module, example: torch.Tensor | None, p
             expected, got = net(x), module(x)
         if not torch.allclose(torch.as_tensor(expected), torch.as_tensor(got), atol=1e-4, rtol=1e-4):
             raise ValueError(f"torchscript '{path}': exported module disagrees with the network on the example")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.jit.save(module, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.jit.save(module, str(tmp))
     return path
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from medsr.pipeline.io import atomic_path
+
 
 def _to_2d(image: Any) -> np.ndarray:
     """Return a 2D float array: channel 0 of a channel-first image; the middle slice of the last axis in 3D."""
@@ -74,10 +76,8 @@ def comparison_figure(
         os.close(handle)
         path = name
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 

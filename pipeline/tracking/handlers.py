@@ -31,6 +31,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 
+from medsr.pipeline.io import atomic_open
 from medsr.pipeline.tracking.export import export_torchscript, save_pytorch_flavour
 from medsr.pipeline.tracking.figures import comparison_figure, first_item
 from medsr.pipeline.tracking.params import code_version, datalist_digest, flatten_config, to_mlflow_params
@@ -372,10 +373,8 @@ class MLflowSRHandler(MLFlowHandler):
             if net is None:
                 return
             path = self.output_dir / "tracking" / "final_checkpoint.pt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            torch.save({"network": net.state_dict(), "epoch": engine.state.epoch}, tmp)
-            os.replace(tmp, path)
+            with atomic_open(path, "wb") as fh:
+                torch.save({"network": net.state_dict(), "epoch": engine.state.epoch}, fh)
         session.log_artifact(path, "checkpoints")
         session.set_tags({"medsr.checkpoint": str(path)})
 

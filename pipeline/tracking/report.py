@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Run
 
+from medsr.pipeline.io import write_text_atomic
 from medsr.pipeline.tracking.session import resolve_tracking_uri
 
 #: metrics drawn first when present (the ones a person compares); the rest follow alphabetically
@@ -208,9 +209,4 @@ def render_report(
     parts.append(f"<details><summary>All params ({len(all_params)})</summary>{table(all_params, '')}</details>")
     parts.append("</body></html>")
 
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, output)
-    return output
+    return write_text_atomic(output, "\n".join(parts))
