@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -389,10 +389,156 @@ def inference_inputs(
     return limit([item["image"] for item in lists["validation"]], limit_n)
 
 
+STAGE_ATTR = "medsr_stage"
+OFFSET_ATTR = "medsr_epoch_offset"
+
+
+class TrainingStage:
+    """Mark a shared validator with the stage of the trainer that runs it (``pretrain``, ``gan``, ...).
+
+    Attach to each stage's trainer (an item of ``pretrain#handlers`` / ``train#handlers``). When the trainer
+    starts, it sets ``validator.state.medsr_stage = name`` and ``validator.state.medsr_epoch_offset =
+    epoch_offset``; :class:`ValidationLog` then writes ``stage`` and ``global_epoch`` columns and
+    :class:`ComparisonImages` prefixes its PNGs with the stage, so a GAN stage does not overwrite the
+    pre-training stage's images or repeat its epoch numbers.
+
+    Args:
+        validator: the evaluator shared by the stages (``@validate#evaluator``).
+        name: the stage name (letters, digits, ``_`` and ``-``).
+        epoch_offset: epochs run by earlier stages (``global_epoch = epoch_offset + epoch``).
+    """
+
+    def __init__(self, validator: Any, name: str, epoch_offset: int = 0) -> None:
+        import re
+
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ValueError(f"TrainingStage name: expected letters, digits, '_' or '-', got {name!r}")
+        if int(epoch_offset) < 0:
+            raise ValueError(f"TrainingStage epoch_offset: expected >= 0, got {epoch_offset}")
+        self.validator, self.name, self.epoch_offset = validator, name, int(epoch_offset)
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine=None) -> None:
+        state = self.validator.state
+        setattr(state, STAGE_ATTR, self.name)
+        setattr(state, OFFSET_ATTR, self.epoch_offset)
+
+
+class PairDegradation:
+    """The training pairs' HR->LR degradation as an image callable, for the evaluation report's ``degrade=``.
+
+    It applies :class:`medsr.transforms.SimulateLowResolution` with the settings of a
+    :class:`medsr.transforms.MakeSRPaird` (its scale factor, profile, k-space and window; noise off, so the
+    data-consistency check is deterministic) on a unit-spacing grid, i.e. in voxel units: the factor per axis
+    is the pair's ``scale_factor`` whatever affine the image carries (an SR output's affine may be the LR
+    one). ``degrade(hr)`` therefore reproduces the pair's LR exactly, on the same grid (LR voxel ``j`` at the
+    centre of HR block ``j``, ``floor(n / f)`` voxels).
+
+    Args:
+        pair: the bundle's ``MakeSRPaird`` (``@data#pair``); or ``None`` with ``scale_factor``/``mode``.
+        scale_factor: per-axis integer factor when no ``pair`` is given.
+        mode: ``"physical"`` or ``"bicubic"`` when no ``pair`` is given.
+    """
+
+    def __init__(self, pair: Any = None, scale_factor: Any = None, mode: str = "physical") -> None:
+        if pair is not None:
+            if getattr(pair, "scale_factor", None) is None:
+                raise ValueError("PairDegradation: the pair must be built with scale_factor (not target_spacing)")
+            kwargs = dict(pair.degrade_kwargs)
+            scale_factor = pair.scale_factor
+        else:
+            if scale_factor is None:
+                raise ValueError("PairDegradation: give pair (a MakeSRPaird) or scale_factor")
+            if mode not in ("physical", "bicubic"):
+                raise ValueError(f"PairDegradation mode: expected 'physical' or 'bicubic', got {mode!r}")
+            kwargs = {"profile": "bicubic" if mode == "bicubic" else "gaussian"}
+        if kwargs.get("thickness") is not None or any(float(g) != 0 for g in _as_list(kwargs.get("gap", 0.0))):
+            raise ValueError("PairDegradation: slice thickness/gap are in mm; evaluate with the default thickness")
+        kwargs.pop("thickness", None)
+        kwargs.pop("gap", None)
+        kwargs.update(noise=None, noise_std=0.0, photons=None)
+        self.scale_factor, self.kwargs = scale_factor, kwargs
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        from monai.data import MetaTensor
+
+        from medsr.transforms import SimulateLowResolution
+
+        x = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"PairDegradation: expected a channel-first 2D/3D image, got shape {tuple(x.shape)}")
+        factors = parse_scale(self.scale_factor, x.ndim - 1)
+        target = tuple(float(f) if f > 1 else None for f in factors)
+        lr = SimulateLowResolution(target, **self.kwargs)(MetaTensor(x.float(), affine=torch.eye(4)))
+        return lr.as_tensor()
+
+
+def _as_list(v: Any) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def key_if_present(items: Sequence[Mapping], key: str) -> str | None:
+    """``key`` when every item of a datalist has it, else ``None`` (e.g. a region metric's ``mask_key``)."""
+    items = list(items)
+    return key if items and all(isinstance(i, Mapping) and i.get(key) for i in items) else None
+
+
+def label_names(
+    names: Any = None, datalist: str | os.PathLike | None = None, dataset_dir: str | os.PathLike | None = None
+) -> dict[int, str] | None:
+    """Names of label-map values for the evaluation report (``{1: "tumour", 2: "healthy"}``).
+
+    Order of precedence: ``names`` (a dict, or its JSON text; keys are label values); else a ``label_names``
+    (or ``label_classes``) mapping in the datalist JSON; else, for the embedded demo dataset (no datalist
+    and no dataset_dir), its tissue classes; else ``None`` (regions are named ``label_<v>``).
+
+    Raises:
+        ValueError: naming the value when a key is not an integer label.
+    """
+    import json
+
+    source = "label_names"
+    if names is None and datalist is not None:
+        try:
+            content = json.loads(Path(datalist).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"datalist '{datalist}': cannot read it as JSON ({err})") from err
+        if isinstance(content, Mapping):
+            names = content.get("label_names", content.get("label_classes"))
+            source = f"datalist '{datalist}' label_names"
+    elif names is None and dataset_dir is None:
+        from medsr.pipeline.data.demo import ensure_demo_dataset
+
+        names = ensure_demo_dataset(progress=False)["summary"].get("label_classes")
+        source = "demo dataset label_classes"
+    if names is None:
+        return None
+    if isinstance(names, str):
+        try:
+            names = json.loads(names)
+        except json.JSONDecodeError as err:
+            raise ValueError(f'{source}: expected a JSON object such as \'{{"1": "tumour"}}\', got {names!r}') from err
+    if not isinstance(names, Mapping):
+        raise ValueError(f"{source}: expected a mapping of label value to name, got {type(names).__name__}")
+    out = {}
+    for k, v in names.items():
+        try:
+            out[int(k)] = str(v)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: key {k!r} is not an integer label value") from err
+    return out
+
+
 class ValidationLog:
     """Append one row per validation to a CSV (``epoch``, ``iteration`` and every metric), rewriting atomically.
 
     Attach to the evaluator (``validate#handlers``); the trainer's epoch comes from ``ValidationHandler``.
+    When a :class:`TrainingStage` marks the validator (two-stage training), each row also gets ``stage`` and
+    ``global_epoch`` (epochs of earlier stages plus this one), so the stages' epoch numbers do not collide.
 
     Args:
         path: the CSV file, e.g. ``runs/esrgan_se/metrics.csv``.
@@ -419,6 +565,10 @@ class ValidationLog:
                 row[k] = float(v)
             except (TypeError, ValueError):
                 continue
+        stage = getattr(engine.state, STAGE_ATTR, None)
+        if stage is not None:  # multi-stage training (e.g. ESRGAN pretrain then GAN): say which stage and where
+            row["stage"] = str(stage)
+            row["global_epoch"] = int(getattr(engine.state, OFFSET_ATTR, 0) or 0) + int(engine.state.epoch)
         self.rows.append(row)
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
         buf = io.StringIO()
@@ -432,7 +582,8 @@ class ComparisonImages:
     """After each validation, write a PNG of the first validation case: LR, SR, HR and the error.
 
     Uses :func:`medsr.pipeline.tracking.figures.comparison_figure`; files are
-    ``<output_dir>/epoch_<NNNN>.png`` (3D: the middle slice of the last axis).
+    ``<output_dir>/epoch_<NNNN>.png`` (3D: the middle slice of the last axis), or
+    ``<output_dir>/<stage>_epoch_<NNNN>.png`` when a :class:`TrainingStage` marks the validator.
 
     Args:
         output_dir: folder for the PNGs.
@@ -469,11 +620,12 @@ class ComparisonImages:
 
         if self.first is None or not is_main_process():
             return
-        path = self.output_dir / f"epoch_{int(engine.state.epoch):04d}.png"
+        stage = getattr(engine.state, STAGE_ATTR, None)
+        prefix = f"{stage}_" if stage else ""
+        path = self.output_dir / f"{prefix}epoch_{int(engine.state.epoch):04d}.png"
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        comparison_figure(
-            self.first["pred"], self.first["label"], self.first["image"], path=path, title=f"epoch {engine.state.epoch}"
-        )
+        title = f"{stage + ' ' if stage else ''}epoch {engine.state.epoch}"
+        comparison_figure(self.first["pred"], self.first["label"], self.first["image"], path=path, title=title)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

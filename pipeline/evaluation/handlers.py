@@ -14,6 +14,7 @@ It reads ``hr``, ``lr`` and optional ``mask``/``label`` from ``engine.state.batc
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,21 @@ def _items(obj: Any) -> list[Mapping[str, Any]]:
     raise TypeError(f"expected a dict or a list of dicts, got {type(obj).__name__}")
 
 
+def _file_id(image: Any, n: int) -> str:
+    """``<n>_<file stem>`` from a MetaTensor's ``filename_or_obj`` (unique per case), else ``case_<n>``."""
+    name = getattr(image, "meta", {}).get("filename_or_obj") if hasattr(image, "meta") else None
+    if isinstance(name, (list, tuple)):
+        name = name[0] if len(name) == 1 else None
+    if not isinstance(name, str) or not name:
+        return f"case_{n}"
+    stem = Path(name).name
+    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mha", ".nrrd"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return f"{n}_{stem}"
+
+
 class EvaluationReportHandler:
     """Collect ``(hr, lr, sr, mask, label)`` per sample during an evaluation; write the report at the end.
 
@@ -49,7 +65,8 @@ class EvaluationReportHandler:
         lr_key: key of the LR image in the batch.
         mask_key: key of the binary mask in the batch (skipped when absent).
         label_key: key of a label map in the batch (skipped when absent).
-        id_key: key of a case id (e.g. a file name in ``<hr_key>_meta_dict``); default ``case_<n>``.
+        id_key: key of a case id in the batch; default ``<n>_<file stem>`` from the HR MetaTensor's
+            ``filename_or_obj`` (``case_<n>`` without one).
         max_cases: stop collecting after this many cases (memory bound for 3D).
         report_kwargs: passed to :func:`evaluate_cases` (``scale_factor``, ``regions``, ``border``, ``degrade``,
             ``baselines``, ``normalization``, ``figures``, ``boundary_width``, ``label_names``, ``rule``).
@@ -111,7 +128,9 @@ class EvaluationReportHandler:
             if self.mask_key and b.get(f"{self.mask_key}_lr") is not None:
                 case["mask_lr"] = b[f"{self.mask_key}_lr"].detach().cpu()
             case["id"] = (
-                str(b.get(self.id_key)) if self.id_key and b.get(self.id_key) is not None else f"case_{len(self.cases)}"
+                str(b.get(self.id_key))
+                if self.id_key and b.get(self.id_key) is not None
+                else _file_id(b[self.hr_key], len(self.cases))
             )
             self.cases.append(case)
 

@@ -312,6 +312,18 @@ class MLflowSRHandler(MLFlowHandler):
                 }
 
     def _default_epoch_log(self, engine: Engine) -> None:
+        # two-stage training (medsr.pipeline.bundle.TrainingStage): a validator shared by the pretrain and GAN
+        # trainers logs at the global epoch (earlier stages' epochs + this one), so steps do not repeat
+        offset = int(getattr(engine.state, "medsr_epoch_offset", 0) or 0)
+        transform = self.global_epoch_transform
+        if offset:
+            self.global_epoch_transform = lambda e: transform(e) + offset
+        try:
+            self._epoch_log_at(engine)
+        finally:
+            self.global_epoch_transform = transform
+
+    def _epoch_log_at(self, engine: Engine) -> None:
         epoch = self.global_epoch_transform(engine.state.epoch)
         super()._default_epoch_log(engine)
         if self.role == "trainer" and self._epoch_start is not None:
@@ -406,6 +418,8 @@ class MLflowSRHandler(MLFlowHandler):
         for path in sorted(summary.parent.iterdir()):
             if path.is_file() and path.suffix in (".json", ".png", ".csv"):
                 session.log_artifact(path, "evaluation")
+        for path in sorted((summary.parent / "figures").glob("*.png"))[:50]:  # the report's comparison figures
+            session.log_artifact(path, "evaluation/figures")
         try:
             content = json.loads(summary.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -143,7 +143,7 @@ def test_bundle_trains_and_infers_2d_and_3d(name, datalists, tmp_path, monkeypat
     lines = (out / "metrics.csv").read_text().strip().splitlines()
     assert lines[0].startswith("epoch,iteration,val_psnr,val_ssim") and len(lines) >= 2
     assert np.isfinite(float(lines[-1].split(",")[2]))
-    assert list((out / "images").glob("epoch_*.png"))
+    assert list((out / "images").glob("*epoch_*.png"))  # two-stage bundles: pretrain_epoch_*.png, gan_epoch_*.png
 
     # evaluation of the trained run: per-case CSV, summary, comparison PNG
     eval_overrides = {
@@ -155,6 +155,7 @@ def test_bundle_trains_and_infers_2d_and_3d(name, datalists, tmp_path, monkeypat
     raw = (out / "eval" / "psnr_raw.csv").read_text().splitlines()
     assert raw[1].startswith(str(datalists[2].parent / "case2d_2.nii.gz"))
     assert (out / "eval" / "ssim_summary.csv").is_file() and list((out / "eval" / "images").glob("*.png"))
+    assert (out / "eval" / "summary.json").is_file() and list((out / "eval" / "figures").glob("*.png"))
 
     # 2D inference with the checkpoint just trained (the bundle's run folder, best checkpoint)
     lr2 = datalists[2].parent / "case2d_2.nii.gz"
