@@ -31,7 +31,7 @@ from medsr.pipeline.metrics._core import (
     gaussian_taps,
     iter_ssim_chunks,
     resolve_layout,
-    slab_indicator,
+    valid_indicator,
 )
 
 __all__ = [
@@ -218,33 +218,27 @@ def _region_ssim_sums(
     rad = len(taps) // 2
     sums = [0.0] * len(regions)
     counts = [0] * len(regions)
-    np_regions = None
+    regs = [None if reg is None else torch.as_tensor(reg) for reg in regions]
     for row, s in iter_ssim_chunks(x, y, data_range, taps, k1, k2, chunk):
         n = s.shape[0]
-        if isinstance(s, np.ndarray):
-            if np_regions is None:
-                np_regions = [None if reg is None else reg.cpu().numpy() for reg in regions]
-            for i, reg in enumerate(np_regions):
-                if reg is None:
-                    sums[i] += float(s.sum(dtype=np.float64))
-                    counts[i] += s.size
-                    continue
-                ind = slab_indicator(reg, row, n, rad, rule)
-                c = int(np.count_nonzero(ind))
-                if c:
-                    sums[i] += float(np.sum(s, where=ind, dtype=np.float64))
-                    counts[i] += c
-            continue
-        for i, reg in enumerate(regions):
+        numpy_slab = isinstance(s, np.ndarray)
+        for i, reg in enumerate(regs):
             if reg is None:
-                sums[i] += float(s.sum(dtype=torch.float64))
-                counts[i] += s.numel()
+                sums[i] += float(s.sum(dtype=np.float64 if numpy_slab else torch.float64))
+                counts[i] += s.size if numpy_slab else s.numel()
                 continue
-            ind = slab_indicator(reg.to(s.device), row, n, rad, rule)
-            c = int(ind.sum())
-            if c:
-                sums[i] += float(torch.mul(s, ind).sum(dtype=torch.float64))
-                counts[i] += c
+            # the windows of this slab's output rows see region rows [row, row + n + 2r)
+            sl = valid_indicator(reg[row : row + n + 2 * rad], rad, rule)
+            if numpy_slab:
+                sl = sl.numpy()
+                c = int(np.count_nonzero(sl))
+                if c:
+                    sums[i] += float(np.sum(s, where=sl, dtype=np.float64))
+            else:
+                c = int(sl.sum())
+                if c:
+                    sums[i] += float(s[sl.to(s.device)].sum(dtype=torch.float64))
+            counts[i] += c
     if not all(math.isfinite(v) for v in sums):
         # NaN/inf in the inputs propagate into the sums: find which input and say so
         check_finite(x, names[0])

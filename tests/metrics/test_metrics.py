@@ -59,13 +59,14 @@ def test_ssim_matches_skimage(nd, data_range):
         < 1e-4
     )
     taps = gaussian_taps()
-    vals = [
-        s
-        for _, s in iter_ssim_chunks(
-            torch.from_numpy(b), torch.from_numpy(a), data_range, taps, backend="torch", chunk=3
-        )
-    ]
-    assert abs(float(torch.cat([v.flatten() for v in vals]).double().mean()) - ref) < 1e-4
+    for backend in ("torch", "scipy"):  # a slab is only valid until the next one: copy it
+        vals = [
+            torch.as_tensor(s).clone()
+            for _, s in iter_ssim_chunks(
+                torch.from_numpy(b), torch.from_numpy(a), data_range, taps, backend=backend, chunk=3
+            )
+        ]
+        assert abs(float(torch.cat([v.flatten() for v in vals]).double().mean()) - ref) < 1e-4, backend
     # the full map matches skimage's full=True map (reflect border)
     m = ssim_map(torch.from_numpy(b)[None], torch.from_numpy(a)[None], data_range, spatial_dims=nd)[0].numpy()
     assert np.abs(m - full).max() < 1e-4
@@ -228,3 +229,21 @@ def test_monai_metrics_and_ignite_handler():
     RegionSSIMHandler(1.0, "inside", output_transform=lambda o: (o["pred"], o["label"])).attach(engine2, "ssim_inside")
     state2 = engine2.run([empty], max_epochs=1)
     assert "ssim_inside" not in state2.metrics  # absent everywhere: no number, never NaN
+
+
+@pytest.mark.parametrize("shape", [(23, 19), (17, 15, 19)], ids=["2d", "3d"])
+def test_window_indicator_matches_a_direct_erosion(shape):
+    """The cumulative-sum window count equals checking every window voxel by voxel."""
+    import itertools
+
+    from medsr.pipeline.metrics._core import valid_indicator
+
+    region = torch.rand(shape) > 0.15
+    region[tuple(slice(2, 12) for _ in shape)] = True
+    r = 2
+    got = valid_indicator(region, r)
+    want = torch.ones([s - 2 * r for s in shape], dtype=torch.bool)
+    for offset in itertools.product(range(2 * r + 1), repeat=len(shape)):
+        want &= region[tuple(slice(o, o + s - 2 * r) for o, s in zip(offset, shape))]
+    assert torch.equal(got, want) and bool(got.any())
+    assert torch.equal(valid_indicator(region, r, rule="centre"), region[tuple(slice(r, s - r) for s in shape)])
