@@ -210,6 +210,18 @@ class SRTrainerBase(SupervisedTrainer):
             if sched is not None:
                 sched.step()
 
+    def _generator_update(self, lr, hr, sr, total: torch.Tensor, terms: Mapping[str, torch.Tensor | float]) -> dict:
+        """The one-network step after the loss: events, backward and optimizer step, schedulers, EMA, output."""
+        self.state.output = {Keys.IMAGE: lr, Keys.LABEL: hr, Keys.PRED: sr, Keys.LOSS: total}
+        self.fire_event(IterationEvents.FORWARD_COMPLETED)
+        self.fire_event(IterationEvents.LOSS_COMPLETED)
+        self._backward_step(total, self.optimizer, self.network, "g", self.grad_clip_norm)
+        if self.scheduler_step == "iteration":
+            self._step_schedulers()
+        if self.ema is not None:
+            self.ema.update(self.network)
+        return self._finish(lr, hr, sr, total, terms)
+
     def _finish(self, lr, hr, sr, total: torch.Tensor, terms: Mapping[str, torch.Tensor | float]) -> dict:
         values = {"loss": float(total.detach())}
         values.update(
@@ -281,15 +293,7 @@ class SRTrainer(SRTrainerBase):
         with self._autocast():
             sr = self.network(lr)
             total, terms = _terms(self.loss_function(sr, hr), "SRTrainer")
-        self.state.output = {Keys.IMAGE: lr, Keys.LABEL: hr, Keys.PRED: sr, Keys.LOSS: total}
-        self.fire_event(IterationEvents.FORWARD_COMPLETED)
-        self.fire_event(IterationEvents.LOSS_COMPLETED)
-        self._backward_step(total, self.optimizer, self.network, "g", self.grad_clip_norm)
-        if self.scheduler_step == "iteration":
-            self._step_schedulers()
-        if self.ema is not None:
-            self.ema.update(self.network)
-        return self._finish(lr, hr, sr, total, terms)
+        return self._generator_update(lr, hr, sr, total, terms)
 
 
 class GANTrainer(SRTrainerBase):
@@ -549,12 +553,4 @@ class DistillationTrainer(SRTrainerBase):
             else:
                 sr, s_feats = self.network(lr), []
             total, terms = _terms(self.loss_function(sr, t_out, hr, s_feats, t_feats), "DistillationTrainer")
-        self.state.output = {Keys.IMAGE: lr, Keys.LABEL: hr, Keys.PRED: sr, Keys.LOSS: total}
-        self.fire_event(IterationEvents.FORWARD_COMPLETED)
-        self.fire_event(IterationEvents.LOSS_COMPLETED)
-        self._backward_step(total, self.optimizer, self.network, "g", self.grad_clip_norm)
-        if self.scheduler_step == "iteration":
-            self._step_schedulers()
-        if self.ema is not None:
-            self.ema.update(self.network)
-        return self._finish(lr, hr, sr, total, terms)
+        return self._generator_update(lr, hr, sr, total, terms)
