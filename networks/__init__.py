@@ -24,6 +24,7 @@ from medsr.networks.generators import (
     SRGenerator,
     SRResNet,
 )
+from medsr.networks.optimize import channels_last_format, optimize_for_inference, reuse_freed_memory
 from medsr.networks.registry import KINDS, get_network, list_networks, register_network
 from medsr.networks.weights import convert_esrgan_state_dict, esrgan_key_map, load_esrgan_state_dict
 
@@ -49,6 +50,7 @@ __all__ = [
     "SRResNet",
     "VGG19Features",
     "VGGDiscriminator",
+    "channels_last_format",
     "conv_nd",
     "convert_esrgan_state_dict",
     "ensure_scale",
@@ -58,6 +60,8 @@ __all__ = [
     "load_esrgan_state_dict",
     "load_torch_weights",
     "make_attention",
+    "optimize_for_inference",
     "register_network",
+    "reuse_freed_memory",
     "upsample_stages",
 ]

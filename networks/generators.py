@@ -24,7 +24,17 @@ import torch.nn.functional as F
 from monai.networks.layers import Norm
 from torch import nn
 
-from medsr.networks.blocks import PixelShuffle, conv_nd, ensure_scale, make_attention, upsample_stages
+from medsr.networks.blocks import (
+    PixelShuffle,
+    SEBlock,
+    conv_nd,
+    conv_pixel_shuffle,
+    ensure_scale,
+    follow_format,
+    make_attention,
+    scaled_conv,
+    upsample_stages,
+)
 
 __all__ = ["SRCNN", "VDSR", "ESPCN", "SRResNet", "EDSR", "RDN", "SRDenseNet", "RRDBNet", "SRGenerator"]
 
@@ -332,9 +342,16 @@ class _EDSRResBlock(nn.Module):
             layers.append(att)
         self.body = nn.Sequential(*layers)
         self.res_scale = float(res_scale)
+        self.has_attention = att is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x) * self.res_scale
+        # one fused pass for scale, attention and residual: x + res_scale * h * gate (addcmul), or
+        # x + res_scale * h (add with alpha); three separate element-wise passes cost a tenth of the block
+        if not self.has_attention:
+            return torch.add(x, self.body(x), alpha=self.res_scale)
+        h = self.body[2](self.body[1](self.body[0](x)))
+        att = self.body[3]
+        return torch.addcmul(x, h, att.gate(att.pool(h)), value=self.res_scale)
 
 
 class EDSR(SRGenerator):
@@ -400,14 +417,36 @@ class EDSR(SRGenerator):
         self.tail = nn.Sequential(nn.Sequential(*ups), conv_nd(spatial_dims, nf, out_channels, 3))
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        head = self.head(x)
+        head = follow_format(self.head[0](x), self.body[-1].weight)
+        if len(self.head) > 1:
+            head = self.head[1](head)
         feat = head
         feats = []
         for i, block in enumerate(self.body):
             feat = block(feat)
             if i < len(self.body) - 1:
                 feats.append(feat)
-        return self.tail(feat + head), feats
+        # tail: an attention gate is folded into the convolution after it (scaled_conv), which saves a
+        # multiplication pass over the HR feature map
+        # a conv + pixel shuffle pair runs as one conv_pixel_shuffle (a cheaper shuffle on channels-last maps)
+        h = feat + head
+        gate: torch.Tensor | None = None
+        layers = list(self.tail[0]) + [self.tail[1]]
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, SEBlock):
+                gate = layer.gate(layer.pool(h))
+            elif isinstance(layer, nn.modules.conv._ConvNd) and isinstance(nxt, PixelShuffle):
+                h, gate = conv_pixel_shuffle(layer, nxt, h, gate), None
+                i += 1
+            elif gate is not None and isinstance(layer, nn.modules.conv._ConvNd):
+                h, gate = scaled_conv(layer, h, gate), None
+            else:
+                h = layer(h)
+            i += 1
+        return h, feats
 
 
 class _RDBConv(nn.Module):
@@ -598,7 +637,7 @@ class ResidualDenseBlock(nn.Module):
         x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
         x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
         x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-        return x5 * 0.2 + x
+        return torch.add(x, x5, alpha=0.2)
 
 
 class RRDB(nn.Module):
@@ -611,7 +650,7 @@ class RRDB(nn.Module):
         self.rdb3 = ResidualDenseBlock(spatial_dims, num_features, growth_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+        return torch.add(x, self.rdb3(self.rdb2(self.rdb1(x))), alpha=0.2)
 
 
 class RRDBNet(SRGenerator):
@@ -672,7 +711,7 @@ class RRDBNet(SRGenerator):
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        feat = self.conv_first(x)
+        feat = follow_format(self.conv_first(x), self.conv_body.weight)
         body = feat
         feats = []
         for block in self.body:
@@ -682,5 +721,10 @@ class RRDBNet(SRGenerator):
         for i, stage in enumerate(self.stages):
             up = F.interpolate(feat, scale_factor=[float(f) for f in stage], mode="nearest")
             feat = self.lrelu(self.get_submodule(f"conv_up{i + 1}")(up))
-        hr = self.se_hr(feat) if self.attention is not None else self.conv_hr(feat)
-        return self.conv_last(self.lrelu(hr)), feats
+        if self.attention is None:
+            return self.conv_last(self.lrelu(self.conv_hr(feat))), feats
+        # lrelu(feat * gate) == lrelu(feat) * gate for a positive gate (SE: (0, 1), improved SE: (0, 2)), and
+        # the gate is folded into conv_last: no multiplication pass over the HR feature map
+        gate = self.se_hr.gate(self.se_hr.pool(feat))
+        feat = F.leaky_relu(feat, 0.2, inplace=not torch.is_grad_enabled())  # autograd needs feat kept
+        return scaled_conv(self.conv_last, feat, gate), feats
