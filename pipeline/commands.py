@@ -119,6 +119,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     overrides["input_files"] = [str(src)]
     overrides["output_files"] = [str(args.output)]
     overrides["output_dir"] = str(Path(args.output).parent)
+    if getattr(args, "compile", False):
+        overrides["compile"] = True
+    if getattr(args, "reuse_memory", False):
+        from medsr.networks import reuse_freed_memory
+
+        reuse_freed_memory()  # this command is its own process: the setting ends with it
     run_bundle(args.bundle, "inferring", "inference.json", overrides)
     return 0
 
@@ -151,5 +157,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             p.add_argument(flag, type=typ, default=None, help=text)
     p.add_argument("--roi_size", type=_literal, default=None, help="sliding window in LR voxels")
     p.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the generator with frozen weights (pays off for large volumes: many windows)",
+    )
+    p.add_argument(
+        "--reuse-memory",
+        action="store_true",
+        help="keep freed HR feature maps in the heap for the next window (CPU, glibc; the process keeps its peak memory)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
     p.set_defaults(func=cmd_upscale)

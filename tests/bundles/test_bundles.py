@@ -241,6 +241,13 @@ def test_medsr_upscale_and_bundles_commands(datalists, tmp_path, monkeypatch, ca
         args += ["--set", f"{k}={v}"]
     assert main(args) == 0
     _check_output(dst, SHAPES[2], (2, 2), affine_for(2))
+    # --compile (frozen weights) and --reuse-memory (process-wide allocator setting: its own process) give
+    # the same image as the eager channels-last run (same seed, so the same random weights)
+    fast = tmp_path / "up" / "case_sr_compiled.nii.gz"
+    cmd = [sys.executable, "-m", "medsr.pipeline.cli", *args[:2], str(fast), *args[3:], "--compile", "--reuse-memory"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    np.testing.assert_allclose(nib.load(str(fast)).get_fdata(), nib.load(str(dst)).get_fdata(), rtol=1e-4, atol=1e-4)
     assert main(["upscale", str(tmp_path / "missing.nii.gz"), str(dst), "--bundle", "vdsr"]) == 2
     with pytest.raises(ValueError, match="bundle 'nope'"):
         main(["upscale", str(src), str(dst), "--bundle", "nope"])
