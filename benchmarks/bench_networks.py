@@ -149,9 +149,10 @@ def peak_probe(conv, grid, dims, variant, device, nf):
 
 def _cases(args):
     if args.quick:
-        return [(2, (64, 64), 4, 1, 4), (3, (16, 16, 16), 2, 1, 4)]
-    full3d = args.depth3d == "full"
-    cases = [(2, (128, 128), 4, 23, 16), (3, (64, 64, 64), 2, 23 if full3d else 1, 16 if full3d else 4)]
+        cases = [(2, (64, 64), 4, 1, 4), (3, (16, 16, 16), 2, 1, 4)]
+    else:
+        full3d = args.depth3d == "full"
+        cases = [(2, (128, 128), 4, 23, 16), (3, (64, 64, 64), 2, 23 if full3d else 1, 16 if full3d else 4)]
     if args.only:
         cases = [c for c in cases if f"{c[0]}d" == args.only]
     return cases
@@ -212,8 +213,8 @@ def main(argv=None) -> None:
             # a small probe first: without native bf16 a full-size bf16 conv takes minutes in 3D
             xp = torch.rand(1, nf, *([16] * dims))
             probe_flops = _flops(conv, xp)
-            probe = run_variants(conv, xp, dims, 1, ["channels_last", "bf16"], device)
-            g_bf16, g_fp32 = probe_flops / probe["bf16"][0] / 1e9, probe_flops / probe["channels_last"][0] / 1e9
+            small = run_variants(conv, xp, dims, 1, ["channels_last", "bf16"], device)
+            g_bf16, g_fp32 = probe_flops / small["bf16"][0] / 1e9, probe_flops / small["channels_last"][0] / 1e9
             if g_bf16 < 0.5 * g_fp32:
                 print(
                     f"  bf16 probe conv (16^{dims}) runs at {g_bf16:.1f} GFLOP/s against {g_fp32:.1f} in fp32 "
