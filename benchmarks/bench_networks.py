@@ -40,7 +40,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from medsr.networks import conv_nd, get_network, optimize_for_inference, reuse_freed_memory
+from medsr.networks import channels_last_format, conv_nd, get_network, optimize_for_inference, reuse_freed_memory
 
 ALL_VARIANTS = ("fp32", "channels_last", "bf16", "compile")
 
@@ -85,13 +85,9 @@ def _flops(model, x) -> int:
     return counter.get_total_flops()
 
 
-def _memory_format(dims: int):
-    return torch.channels_last if dims == 2 else torch.channels_last_3d
-
-
 def _prepare(model, x, dims, variant, device):
     """A no-argument callable running ``model`` on ``x`` in ``variant`` (model already eval, on ``device``)."""
-    fmt = _memory_format(dims)
+    fmt = channels_last_format(dims)
     if variant == "fp32":
         model.to(memory_format=torch.contiguous_format)
         return lambda: model(x)

@@ -4,6 +4,7 @@ from medsr.networks.blocks import (
     ImprovedSEBlock,
     PixelShuffle,
     SEBlock,
+    channels_last_format,
     conv_nd,
     ensure_scale,
     make_attention,
@@ -24,7 +25,7 @@ from medsr.networks.generators import (
     SRGenerator,
     SRResNet,
 )
-from medsr.networks.optimize import channels_last_format, optimize_for_inference, reuse_freed_memory
+from medsr.networks.optimize import optimize_for_inference, reuse_freed_memory
 from medsr.networks.registry import KINDS, get_network, list_networks, register_network
 from medsr.networks.weights import convert_esrgan_state_dict, esrgan_key_map, load_esrgan_state_dict
 

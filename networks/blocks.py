@@ -19,6 +19,7 @@ __all__ = [
     "ensure_scale",
     "upsample_stages",
     "make_attention",
+    "channels_last_format",
     "conv_nd",
     "conv_pixel_shuffle",
     "follow_format",
@@ -89,15 +90,15 @@ def conv_nd(
     return conv_type(in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=bias, groups=groups)
 
 
+def channels_last_format(spatial_dims: int) -> torch.memory_format | None:
+    """``torch.channels_last`` in 2D, ``torch.channels_last_3d`` in 3D, ``None`` otherwise."""
+    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(int(spatial_dims))
+
+
 def _channels_last(x: torch.Tensor, spatial_dims: int) -> bool:
     """True when ``x`` is stored channels-last (and not also plain contiguous, as when ``C == 1``)."""
-    if spatial_dims == 2:
-        fmt = torch.channels_last
-    elif spatial_dims == 3:
-        fmt = torch.channels_last_3d
-    else:
-        return False
-    return x.is_contiguous(memory_format=fmt) and not x.is_contiguous()
+    fmt = channels_last_format(spatial_dims)
+    return fmt is not None and x.is_contiguous(memory_format=fmt) and not x.is_contiguous()
 
 
 def follow_format(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -108,7 +109,7 @@ def follow_format(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """
     d = x.ndim - 2
     if _channels_last(weight, d) and not _channels_last(x, d):
-        return x.contiguous(memory_format=torch.channels_last if d == 2 else torch.channels_last_3d)
+        return x.contiguous(memory_format=channels_last_format(d))
     return x
 
 
@@ -186,14 +187,7 @@ class PixelShuffle(nn.Module):
         if _channels_last(x, d):
             # channels-last input gives a channels-last output in one copy; converting a contiguous shuffle
             # result back to channels-last for the next convolution would cost a second full HR pass
-            y = x.permute([0] + list(range(2, d + 2)) + [1])  # (B, *S, C*prod(r)), contiguous
-            y = y.reshape([b] + spatial + [out_c] + list(self.scale_factor))
-            perm = [0]
-            for i in range(d):
-                perm += [1 + i, 2 + d + i]  # s_i, r_i
-            perm.append(1 + d)  # C last
-            y = y.permute(perm).reshape([b] + hr + [out_c])
-            return y.permute([0, d + 1] + list(range(1, d + 1)))
+            return self._shuffle_channels_last(x, offset_major=False)
         x = x.reshape([b, out_c] + list(self.scale_factor) + spatial)
         # (B, C, r1..rd, s1..sd) -> (B, C, s1, r1, s2, r2, ...)
         perm = [0, 1]
@@ -205,16 +199,22 @@ class PixelShuffle(nn.Module):
     def from_offset_major(self, x: torch.Tensor) -> torch.Tensor:
         """Shuffle a channels-last ``x`` whose channels are ordered ``offset * C + c`` (offset-major) instead of
         ``c * prod(r) + offset``; returns channels-last ``(B, C, *(S * r))``. See :func:`conv_pixel_shuffle`."""
+        return self._shuffle_channels_last(x, offset_major=True)
+
+    def _shuffle_channels_last(self, x: torch.Tensor, offset_major: bool) -> torch.Tensor:
+        """One copy from channels-last ``(B, C*prod(r), *S)`` to channels-last ``(B, C, *(S * r))``."""
         d = self.spatial_dims
         b, spatial = x.shape[0], list(x.shape[2:])
         out_c = x.shape[1] // self.factor
-        y = x.permute([0] + list(range(2, d + 2)) + [1])  # (B, *S, prod(r)*C), contiguous
-        y = y.reshape([b] + spatial + list(self.scale_factor) + [out_c])
+        r = list(self.scale_factor)
+        y = x.permute([0] + list(range(2, d + 2)) + [1])  # (B, *S, channels), contiguous
+        # split the channels into (r1..rd, C) when offset-major, else (C, r1..rd); then interleave s_i, r_i
+        y = y.reshape([b] + spatial + (r + [out_c] if offset_major else [out_c] + r))
+        first_r, c_axis = (1 + d, 1 + 2 * d) if offset_major else (2 + d, 1 + d)
         perm = [0]
         for i in range(d):
-            perm += [1 + i, 1 + d + i]  # s_i, r_i
-        perm.append(1 + 2 * d)  # C last
-        y = y.permute(perm).reshape([b] + [s * r for s, r in zip(spatial, self.scale_factor)] + [out_c])
+            perm += [1 + i, first_r + i]
+        y = y.permute(perm + [c_axis]).reshape([b] + [s * f for s, f in zip(spatial, r)] + [out_c])
         return y.permute([0, d + 1] + list(range(1, d + 1)))
 
     def extra_repr(self) -> str:

@@ -426,9 +426,8 @@ class EDSR(SRGenerator):
             feat = block(feat)
             if i < len(self.body) - 1:
                 feats.append(feat)
-        # tail: an attention gate is folded into the convolution after it (scaled_conv), which saves a
-        # multiplication pass over the HR feature map
-        # a conv + pixel shuffle pair runs as one conv_pixel_shuffle (a cheaper shuffle on channels-last maps)
+        # tail: an attention gate is folded into the convolution after it (no multiplication pass over the HR
+        # map), and a conv + pixel shuffle pair runs as one conv_pixel_shuffle (a cheaper channels-last shuffle)
         h = feat + head
         gate: torch.Tensor | None = None
         layers = list(self.tail[0]) + [self.tail[1]]

@@ -15,7 +15,9 @@ import platform
 import torch
 from torch import nn
 
-__all__ = ["channels_last_format", "optimize_for_inference", "reuse_freed_memory"]
+from medsr.networks.blocks import channels_last_format
+
+__all__ = ["optimize_for_inference", "reuse_freed_memory"]
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -54,11 +56,6 @@ def reuse_freed_memory(enable: bool = True) -> bool:
     else:
         ok = mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX_DEFAULT) and mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD_DEFAULT)
     return bool(ok)
-
-
-def channels_last_format(spatial_dims: int) -> torch.memory_format | None:
-    """``torch.channels_last`` in 2D, ``torch.channels_last_3d`` in 3D, ``None`` otherwise."""
-    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(int(spatial_dims))
 
 
 def optimize_for_inference(
