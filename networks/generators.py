@@ -16,8 +16,10 @@ per-axis factor (e.g. x3 or ``(1, 1, 3)``).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,20 +51,98 @@ def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int, name: str
 
 
 class SRGenerator(nn.Module):
-    """Base class: ``forward(x, return_features=False)`` on top of ``forward_features``."""
+    """Base class of every generator.
+
+    * ``forward(x, return_features=False)`` on top of :meth:`forward_intermediates` (timm's name), which adds
+      the interpolation residual to ``forward_features``.
+    * :meth:`_init_generator` is the shared constructor head (``spatial_dims``, channels, per-axis scale,
+      ``residual_interp``, interpolation mode); :meth:`_finish_generator` ends every constructor.
+    * ``residual_interp=True``: the network learns a residual over interpolation of its input (bicubic in 2D,
+      trilinear in 3D; ``interp_mode``): ``out = interp(x) + f(x)``, with the output layer zero-initialised, so
+      an untrained network starts exactly at interpolation and training only has to learn what it misses.
+    * ``init_args``: the constructor's arguments, recorded automatically, so a checkpoint can rebuild the
+      network from the file alone.
+    """
 
     spatial_dims: int
     in_channels: int
+    out_channels: int
     scale_factor: tuple[int, ...]
+    residual_interp: bool = False
+    interp_mode: str = "nearest"
+    #: attribute path of the layer that produces the output (zero-initialised with ``residual_interp``)
+    output_layer: str = "conv_last"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        init = cls.__init__
+        sig = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self, *args, **kw):
+            if "init_args" not in self.__dict__:  # the outermost class records its own arguments
+                bound = sig.bind(self, *args, **kw)
+                bound.apply_defaults()
+                recorded = {k: _plain(v) for k, v in bound.arguments.items() if k != "self"}
+                self.__dict__["init_args"] = recorded
+            init(self, *args, **kw)
+
+        cls.__init__ = recording_init
+
+    def _init_generator(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        scale_factor: int | Sequence[int],
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
+    ) -> None:
+        """Shared constructor head: dims, channels, per-axis scale, residual over interpolation."""
+        super().__init__()
+        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self.residual_interp = bool(residual_interp)
+        if self.residual_interp and in_channels != out_channels:
+            raise ValueError(
+                f"{type(self).__name__}: residual_interp needs out_channels ({out_channels}) == in_channels "
+                f"({in_channels})"
+            )
+
+    def _finish_generator(self) -> None:
+        """End of every constructor: zero-initialise the output layer when learning a residual."""
+        if self.residual_interp:
+            layer = self.get_submodule(self.output_layer)
+            nn.init.zeros_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+    def upsample_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Interpolate the LR input to the HR grid (``interp_mode``)."""
+        if all(f == 1 for f in self.scale_factor):
+            return x
+        scale = [float(f) for f in self.scale_factor]
+        if self.interp_mode in ("nearest", "nearest-exact", "area"):
+            return F.interpolate(x, scale_factor=scale, mode=self.interp_mode)
+        return F.interpolate(x, scale_factor=scale, mode=self.interp_mode, align_corners=False)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Return the HR output and the list of intermediate feature maps."""
+        """The HR output (before the interpolation residual) and the list of intermediate feature maps."""
         raise NotImplementedError
+
+    def forward_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The HR output and the intermediate feature maps (documented per class)."""
+        _check_input(x, self.spatial_dims, self.in_channels, type(self).__name__)
+        out, feats = self.forward_features(x)
+        if self.residual_interp:
+            out = out + self.upsample_input(x)
+        return out, feats
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """Map LR ``(B, C_in, *S)`` to HR ``(B, C_out, *(S * scale))``; with ``return_features`` also the features."""
-        _check_input(x, self.spatial_dims, self.in_channels, type(self).__name__)
-        out, feats = self.forward_features(x)
+        out, feats = self.forward_intermediates(x)
         if return_features:
             return out, feats
         return out
@@ -70,6 +150,10 @@ class SRGenerator(nn.Module):
     def hr_shape(self, lr_shape: Sequence[int]) -> tuple[int, ...]:
         """Spatial HR shape for a spatial LR shape."""
         return tuple(int(s) * f for s, f in zip(lr_shape, self.scale_factor))
+
+
+def _plain(v):
+    return [_plain(i) for i in v] if isinstance(v, (tuple, list)) else v
 
 
 def _interp_mode(spatial_dims: int, mode: str | None) -> str:
@@ -87,19 +171,29 @@ def _interp_mode(spatial_dims: int, mode: str | None) -> str:
     return mode
 
 
+def upsample_layers(
+    spatial_dims: int,
+    channels: int,
+    scale: Sequence[int],
+    act: Callable[[int], nn.Module] | None = None,
+    width: int | None = None,
+) -> list[nn.Module]:
+    """The shared upsampling-stage builder: per stage of :func:`upsample_stages`, a conv from the current
+    width to ``width * prod(stage)``, a :class:`PixelShuffle` and, if given, ``act(width)``.
+    ``width`` defaults to ``channels``."""
+    width = channels if width is None else width
+    layers: list[nn.Module] = []
+    cin = channels
+    for stage in upsample_stages(scale):
+        layers += [conv_nd(spatial_dims, cin, width * math.prod(stage), 3), PixelShuffle(spatial_dims, stage)]
+        if act is not None:
+            layers.append(act(width))
+        cin = width
+    return layers
+
+
 class _InterpolatingGenerator(SRGenerator):
     """Generators that work on the interpolated HR grid (SRCNN, VDSR)."""
-
-    interp_mode: str
-
-    def upsample_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Interpolate the LR input to the HR grid (``interp_mode``)."""
-        if all(f == 1 for f in self.scale_factor):
-            return x
-        scale = [float(f) for f in self.scale_factor]
-        if self.interp_mode in ("nearest", "nearest-exact", "area"):
-            return F.interpolate(x, scale_factor=scale, mode=self.interp_mode)
-        return F.interpolate(x, scale_factor=scale, mode=self.interp_mode, align_corners=False)
 
 
 class SRCNN(_InterpolatingGenerator):
@@ -117,8 +211,11 @@ class SRCNN(_InterpolatingGenerator):
         scale_factor: int or per-axis tuple.
         num_features: widths of the first two layers (default ``(64, 32)``).
         kernel_sizes: kernel sizes of the three layers (default ``(9, 5, 5)``).
-        interp_mode: interpolation mode of the input, ``None`` for bicubic (2D) / trilinear (3D).
+        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
+        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
+
+    output_layer = "conv3"
 
     def __init__(
         self,
@@ -128,12 +225,10 @@ class SRCNN(_InterpolatingGenerator):
         scale_factor: int | Sequence[int] = 2,
         num_features: Sequence[int] = (64, 32),
         kernel_sizes: Sequence[int] = (9, 5, 5),
+        residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
-        super().__init__()
-        self.spatial_dims, self.in_channels = spatial_dims, in_channels
-        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
-        self.interp_mode = _interp_mode(spatial_dims, interp_mode)
+        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
         if len(num_features) != 2 or len(kernel_sizes) != 3:
             raise ValueError(
                 f"SRCNN: num_features needs 2 values and kernel_sizes 3, got {num_features}, {kernel_sizes}"
@@ -144,6 +239,7 @@ class SRCNN(_InterpolatingGenerator):
         self.conv2 = conv_nd(spatial_dims, f1, f2, k2)
         self.conv3 = conv_nd(spatial_dims, f2, out_channels, k3)
         self.act = nn.ReLU(inplace=True)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.upsample_input(x)
@@ -166,6 +262,7 @@ class VDSR(_InterpolatingGenerator):
         scale_factor: int or per-axis tuple.
         num_features: hidden width.
         num_layers: total number of convolutions (>= 2).
+        residual_interp: must be ``True`` (VDSR's global residual over interpolation).
         interp_mode: interpolation mode of the input.
         bias: use biases in the convolutions.
     """
@@ -178,25 +275,26 @@ class VDSR(_InterpolatingGenerator):
         scale_factor: int | Sequence[int] = 2,
         num_features: int = 64,
         num_layers: int = 20,
-        interp_mode: str | None = None,
         bias: bool = True,
+        residual_interp: bool = True,
+        interp_mode: str | None = None,
     ) -> None:
-        super().__init__()
         if in_channels != out_channels:
             raise ValueError(
                 f"VDSR: out_channels ({out_channels}) must equal in_channels ({in_channels}) for the residual"
             )
         if num_layers < 2:
             raise ValueError(f"VDSR: num_layers must be >= 2, got {num_layers}")
-        self.spatial_dims, self.in_channels = spatial_dims, in_channels
-        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
-        self.interp_mode = _interp_mode(spatial_dims, interp_mode)
+        if not residual_interp:
+            raise ValueError("VDSR: residual_interp=False is not VDSR (it learns a residual over interpolation)")
+        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
         self.conv_first = conv_nd(spatial_dims, in_channels, num_features, 3, bias=bias)
         self.body = nn.ModuleList(
             [conv_nd(spatial_dims, num_features, num_features, 3, bias=bias) for _ in range(num_layers - 2)]
         )
         self.conv_last = conv_nd(spatial_dims, num_features, out_channels, 3, bias=bias)
         self.act = nn.ReLU(inplace=True)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.upsample_input(x)
@@ -205,7 +303,7 @@ class VDSR(_InterpolatingGenerator):
         for conv in self.body:
             feat = self.act(conv(feat))
             feats.append(feat)
-        return x + self.conv_last(feat), feats
+        return self.conv_last(feat), feats
 
 
 class ESPCN(SRGenerator):
@@ -221,7 +319,11 @@ class ESPCN(SRGenerator):
         out_channels: output channels.
         scale_factor: int or per-axis tuple.
         num_features: widths of the two hidden layers.
+        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
+        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
+
+    output_layer = "conv3"
 
     def __init__(
         self,
@@ -230,15 +332,16 @@ class ESPCN(SRGenerator):
         out_channels: int = 1,
         scale_factor: int | Sequence[int] = 2,
         num_features: Sequence[int] = (64, 32),
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
     ) -> None:
-        super().__init__()
-        self.spatial_dims, self.in_channels = spatial_dims, in_channels
-        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
         f1, f2 = num_features
         self.conv1 = conv_nd(spatial_dims, in_channels, f1, 5)
         self.conv2 = conv_nd(spatial_dims, f1, f2, 3)
         self.conv3 = conv_nd(spatial_dims, f2, out_channels * math.prod(self.scale_factor), 3)
         self.pixel_shuffle = PixelShuffle(spatial_dims, self.scale_factor)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         f1 = torch.tanh(self.conv1(x))
@@ -285,6 +388,8 @@ class SRResNet(SRGenerator):
         num_features: width (64 in the paper).
         num_blocks: residual blocks (16 in the paper).
         norm: ``"batch"`` (paper), ``"instance"`` or ``None``.
+        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
+        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
     def __init__(
@@ -296,25 +401,19 @@ class SRResNet(SRGenerator):
         num_features: int = 64,
         num_blocks: int = 16,
         norm: str | None = "batch",
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
     ) -> None:
-        super().__init__()
-        self.spatial_dims, self.in_channels = spatial_dims, in_channels
-        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
         nf = num_features
         self.conv_first = conv_nd(spatial_dims, in_channels, nf, 9)
         self.prelu_first = nn.PReLU(nf)
         self.body = nn.ModuleList([_SRResBlock(spatial_dims, nf, norm) for _ in range(num_blocks)])
         self.conv_body = conv_nd(spatial_dims, nf, nf, 3, bias=norm is None)
         self.bn_body = _norm(norm, spatial_dims, nf)
-        ups: list[nn.Module] = []
-        for stage in upsample_stages(self.scale_factor):
-            ups += [
-                conv_nd(spatial_dims, nf, nf * math.prod(stage), 3),
-                PixelShuffle(spatial_dims, stage),
-                nn.PReLU(nf),
-            ]
-        self.upsample = nn.Sequential(*ups)
+        self.upsample = nn.Sequential(*upsample_layers(spatial_dims, nf, self.scale_factor, act=nn.PReLU))
         self.conv_last = conv_nd(spatial_dims, nf, out_channels, 9)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         first = self.prelu_first(self.conv_first(x))
@@ -379,7 +478,11 @@ class EDSR(SRGenerator):
         res_scale: residual scaling in the blocks.
         attention: ``None``, ``"se"`` or ``"ise"``.
         reduction: SE reduction ratio.
+        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
+        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
+
+    output_layer = "tail.1"
 
     def __init__(
         self,
@@ -392,10 +495,10 @@ class EDSR(SRGenerator):
         res_scale: float = 1.0,
         attention: str | None = None,
         reduction: int = 16,
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
     ) -> None:
-        super().__init__()
-        self.spatial_dims, self.in_channels = spatial_dims, in_channels
-        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
         self.attention = attention
         nf = num_features
         head: list[nn.Module] = [conv_nd(spatial_dims, in_channels, nf, 3)]
@@ -408,13 +511,13 @@ class EDSR(SRGenerator):
         ]
         blocks.append(conv_nd(spatial_dims, nf, nf, 3))
         self.body = nn.Sequential(*blocks)
-        ups: list[nn.Module] = []
-        for stage in upsample_stages(self.scale_factor):
-            ups += [conv_nd(spatial_dims, nf, nf * math.prod(stage), 3), PixelShuffle(spatial_dims, stage)]
-            att = make_attention(attention, spatial_dims, nf, reduction)
-            if att is not None:
-                ups.append(att)
-        self.tail = nn.Sequential(nn.Sequential(*ups), conv_nd(spatial_dims, nf, out_channels, 3))
+        ups = upsample_layers(
+            spatial_dims, nf, self.scale_factor, act=lambda w: make_attention(attention, spatial_dims, w, reduction)
+        )
+        self.tail = nn.Sequential(
+            nn.Sequential(*[u for u in ups if u is not None]), conv_nd(spatial_dims, nf, out_channels, 3)
+        )
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         head = follow_format(self.head[0](x), self.body[-1].weight)
@@ -486,6 +589,8 @@ class RDN(SRGenerator):
         num_blocks: D.
         num_layers: C.
         growth_channels: G.
+        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
+        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
     def __init__(
@@ -498,22 +603,20 @@ class RDN(SRGenerator):
         num_blocks: int = 16,
         num_layers: int = 8,
         growth_channels: int = 64,
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
     ) -> None:
-        super().__init__()
-        self.spatial_dims, self.in_channels = spatial_dims, in_channels
-        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
         g0, g = num_features, growth_channels
         self.SFENet1 = conv_nd(spatial_dims, in_channels, g0, 3)  # noqa: N815
         self.SFENet2 = conv_nd(spatial_dims, g0, g0, 3)  # noqa: N815
         self.RDBs = nn.ModuleList([_RDB(spatial_dims, g0, g, num_layers) for _ in range(num_blocks)])  # noqa: N815
         self.GFF = nn.Sequential(conv_nd(spatial_dims, num_blocks * g0, g0, 1), conv_nd(spatial_dims, g0, g0, 3))  # noqa: N815
-        ups: list[nn.Module] = []
-        cin = g0
-        for stage in upsample_stages(self.scale_factor):
-            ups += [conv_nd(spatial_dims, cin, g * math.prod(stage), 3), PixelShuffle(spatial_dims, stage)]
-            cin = g
-        ups.append(conv_nd(spatial_dims, cin, out_channels, 3))
-        self.UPNet = nn.Sequential(*ups)  # noqa: N815
+        ups = upsample_layers(spatial_dims, g0, self.scale_factor, width=g)
+        cin = g if ups else g0
+        self.UPNet = nn.Sequential(*ups, conv_nd(spatial_dims, cin, out_channels, 3))  # noqa: N815
+        self.output_layer = f"UPNet.{len(ups)}"
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         f1 = self.SFENet1(x)
@@ -567,6 +670,8 @@ class SRDenseNet(SRGenerator):
         num_layers: layers per dense block.
         growth_channels: growth rate.
         bottleneck_channels: width after the bottleneck and in the upsampling stages.
+        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
+        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
     def __init__(
@@ -580,10 +685,10 @@ class SRDenseNet(SRGenerator):
         num_layers: int = 8,
         growth_channels: int = 16,
         bottleneck_channels: int = 256,
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
     ) -> None:
-        super().__init__()
-        self.spatial_dims, self.in_channels = spatial_dims, in_channels
-        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
         self.conv_first = conv_nd(spatial_dims, in_channels, num_features, 3)
         self.act = nn.ReLU(inplace=True)
         blocks = []
@@ -594,15 +699,10 @@ class SRDenseNet(SRGenerator):
         self.blocks = nn.ModuleList(blocks)
         total = num_features + num_blocks * num_layers * growth_channels
         self.bottleneck = nn.Sequential(conv_nd(spatial_dims, total, bottleneck_channels, 1), nn.ReLU(inplace=True))
-        ups: list[nn.Module] = []
-        for stage in upsample_stages(self.scale_factor):
-            ups += [
-                conv_nd(spatial_dims, bottleneck_channels, bottleneck_channels * math.prod(stage), 3),
-                PixelShuffle(spatial_dims, stage),
-                nn.ReLU(inplace=True),
-            ]
-        self.upsample = nn.Sequential(*ups)
+        relu = lambda _w: nn.ReLU(inplace=True)  # noqa: E731
+        self.upsample = nn.Sequential(*upsample_layers(spatial_dims, bottleneck_channels, self.scale_factor, act=relu))
         self.conv_last = conv_nd(spatial_dims, bottleneck_channels, out_channels, 3)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feat = self.act(self.conv_first(x))
@@ -618,7 +718,8 @@ class SRDenseNet(SRGenerator):
 
 class ResidualDenseBlock(nn.Module):
     """ESRGAN residual dense block: five 3x3 convs (``conv1``..``conv5``) with dense connections,
-    LeakyReLU(0.2), residual scaled by 0.2. ``(B, nf, *S)`` in and out."""
+    LeakyReLU(0.2), residual scaled by 0.2. ``(B, nf, *S)`` in and out. Initialised as BasicSR
+    (Kaiming normal scaled by 0.1, zero bias), which ESRGAN needs to train a deep RRDB stack stably."""
 
     def __init__(self, spatial_dims: int, num_features: int = 64, growth_channels: int = 32) -> None:
         super().__init__()
@@ -629,6 +730,10 @@ class ResidualDenseBlock(nn.Module):
         self.conv4 = conv_nd(spatial_dims, nf + 3 * gc, gc, 3)
         self.conv5 = conv_nd(spatial_dims, nf + 4 * gc, nf, 3)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):  # BasicSR: kaiming x 0.1
+            nn.init.kaiming_normal_(conv.weight)
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.lrelu(self.conv1(x))
@@ -676,6 +781,8 @@ class RRDBNet(SRGenerator):
         growth_channels: growth channels of the dense blocks.
         attention: ``None`` (ESRGAN), ``"se"`` (ESRGAN-SE) or ``"ise"``.
         reduction: SE reduction ratio.
+        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
+        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
     def __init__(
@@ -689,10 +796,10 @@ class RRDBNet(SRGenerator):
         growth_channels: int = 32,
         attention: str | None = None,
         reduction: int = 16,
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
     ) -> None:
-        super().__init__()
-        self.spatial_dims, self.in_channels = spatial_dims, in_channels
-        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
         self.attention = attention
         nf = num_features
         self.conv_first = conv_nd(spatial_dims, in_channels, nf, 3)
@@ -708,6 +815,7 @@ class RRDBNet(SRGenerator):
             self.se_hr = att
         self.conv_last = conv_nd(spatial_dims, nf, out_channels, 3)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feat = follow_format(self.conv_first(x), self.conv_body.weight)

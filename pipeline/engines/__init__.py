@@ -30,6 +30,7 @@ from medsr.pipeline.engines.distributed import (
 )
 from medsr.pipeline.engines.ema import ModelEMA
 from medsr.pipeline.engines.evaluator import SREvaluator
+from medsr.pipeline.engines.schedules import SCHEDULES, make_lr_scheduler, schedule_factor
 from medsr.pipeline.engines.trainers import (
     DistillationTrainer,
     GANTrainer,
@@ -40,6 +41,9 @@ from medsr.pipeline.engines.trainers import (
 )
 
 __all__ = [
+    "SCHEDULES",
+    "make_lr_scheduler",
+    "schedule_factor",
     "SRTrainer",
     "GANTrainer",
     "DistillationTrainer",
