@@ -274,13 +274,6 @@ def ddp_device() -> torch.device:
     return torch.device("cpu")
 
 
-def is_main_process() -> bool:
-    """True outside distributed runs and on rank 0 inside them."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def fit_stages(patch_size: Sequence[int], stages: int) -> int:
     """Largest number of stride-2 discriminator stages (at most ``stages``) that the HR patch allows."""
     smallest = min(int(p) for p in patch_size)
@@ -389,45 +382,6 @@ def inference_inputs(
     return limit([item["image"] for item in lists["validation"]], limit_n)
 
 
-STAGE_ATTR = "medsr_stage"
-OFFSET_ATTR = "medsr_epoch_offset"
-
-
-class TrainingStage:
-    """Mark a shared validator with the stage of the trainer that runs it (``pretrain``, ``gan``, ...).
-
-    Attach to each stage's trainer (an item of ``pretrain#handlers`` / ``train#handlers``). When the trainer
-    starts, it sets ``validator.state.medsr_stage = name`` and ``validator.state.medsr_epoch_offset =
-    epoch_offset``; :class:`ValidationLog` then writes ``stage`` and ``global_epoch`` columns and
-    :class:`ComparisonImages` prefixes its PNGs with the stage, so a GAN stage does not overwrite the
-    pre-training stage's images or repeat its epoch numbers.
-
-    Args:
-        validator: the evaluator shared by the stages (``@validate#evaluator``).
-        name: the stage name (letters, digits, ``_`` and ``-``).
-        epoch_offset: epochs run by earlier stages (``global_epoch = epoch_offset + epoch``).
-    """
-
-    def __init__(self, validator: Any, name: str, epoch_offset: int = 0) -> None:
-        import re
-
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-            raise ValueError(f"TrainingStage name: expected letters, digits, '_' or '-', got {name!r}")
-        if int(epoch_offset) < 0:
-            raise ValueError(f"TrainingStage epoch_offset: expected >= 0, got {epoch_offset}")
-        self.validator, self.name, self.epoch_offset = validator, name, int(epoch_offset)
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.STARTED, self)
-
-    def __call__(self, engine=None) -> None:
-        state = self.validator.state
-        setattr(state, STAGE_ATTR, self.name)
-        setattr(state, OFFSET_ATTR, self.epoch_offset)
-
-
 class PairDegradation:
     """The training pairs' HR->LR degradation as an image callable, for the evaluation report's ``degrade=``.
 
@@ -531,111 +485,3 @@ def label_names(
         except (TypeError, ValueError) as err:
             raise ValueError(f"{source}: key {k!r} is not an integer label value") from err
     return out
-
-
-class ValidationLog:
-    """Append one row per validation to a CSV (``epoch``, ``iteration`` and every metric), rewriting atomically.
-
-    Attach to the evaluator (``validate#handlers``); the trainer's epoch comes from ``ValidationHandler``.
-    When a :class:`TrainingStage` marks the validator (two-stage training), each row also gets ``stage`` and
-    ``global_epoch`` (epochs of earlier stages plus this one), so the stages' epoch numbers do not collide.
-
-    Args:
-        path: the CSV file, e.g. ``runs/esrgan_se/metrics.csv``.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.rows: list[dict[str, Any]] = []
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine) -> None:
-        import csv
-        import io
-
-        if not is_main_process():
-            return
-        row: dict[str, Any] = {"epoch": int(engine.state.epoch), "iteration": int(engine.state.iteration)}
-        for k, v in engine.state.metrics.items():
-            try:
-                row[k] = float(v)
-            except (TypeError, ValueError):
-                continue
-        stage = getattr(engine.state, STAGE_ATTR, None)
-        if stage is not None:  # multi-stage training (e.g. ESRGAN pretrain then GAN): say which stage and where
-            row["stage"] = str(stage)
-            row["global_epoch"] = int(getattr(engine.state, OFFSET_ATTR, 0) or 0) + int(engine.state.epoch)
-        self.rows.append(row)
-        fields = list(dict.fromkeys(k for r in self.rows for k in r))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.path, buf.getvalue())
-
-
-class ComparisonImages:
-    """After each validation, write a PNG of the first validation case: LR, SR, HR and the error.
-
-    Uses :func:`medsr.pipeline.tracking.figures.comparison_figure`; files are
-    ``<output_dir>/epoch_<NNNN>.png`` (3D: the middle slice of the last axis), or
-    ``<output_dir>/<stage>_epoch_<NNNN>.png`` when a :class:`TrainingStage` marks the validator.
-
-    Args:
-        output_dir: folder for the PNGs.
-    """
-
-    def __init__(self, output_dir: str | os.PathLike) -> None:
-        self.output_dir = Path(output_dir)
-        self.first: dict[str, Any] | None = None
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._grab)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def _reset(self, engine) -> None:
-        self.first = None
-
-    def _grab(self, engine) -> None:
-        if self.first is not None:
-            return
-        out = engine.state.output
-        item = out[0] if isinstance(out, (list, tuple)) else out
-        if isinstance(item, dict) and "pred" in item:
-            lr = item.get("image")
-            self.first = {
-                k: v.detach().float().cpu() if isinstance(v, torch.Tensor) else v
-                for k, v in (("pred", item["pred"]), ("label", item.get("label")), ("image", lr))
-            }
-
-    def __call__(self, engine) -> None:
-        from medsr.pipeline.tracking.figures import comparison_figure
-
-        if self.first is None or not is_main_process():
-            return
-        stage = getattr(engine.state, STAGE_ATTR, None)
-        prefix = f"{stage}_" if stage else ""
-        path = self.output_dir / f"{prefix}epoch_{int(engine.state.epoch):04d}.png"
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        title = f"{stage + ' ' if stage else ''}epoch {engine.state.epoch}"
-        comparison_figure(self.first["pred"], self.first["label"], self.first["image"], path=path, title=title)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path

@@ -1,7 +1,6 @@
 """medsr.pipeline.engines: SR trainers on MONAI ``SupervisedTrainer``, evaluator, EMA, checkpoint/resume, DDP glue."""
 
 from medsr.pipeline.engines.checkpoint import (
-    CheckpointHandler,
     latest_checkpoint,
     load_checkpoint,
     load_generator_weights,
@@ -47,7 +46,6 @@ __all__ = [
     "SREvaluator",
     "ModelEMA",
     "ResumableLoader",
-    "CheckpointHandler",
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",

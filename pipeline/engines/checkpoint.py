@@ -29,7 +29,8 @@ __all__ = [
     "load_checkpoint",
     "latest_checkpoint",
     "resume",
-    "CheckpointHandler",
+    "checkpoint_payload",
+    "restore_pending_rng",
     "load_generator_weights",
     "FORMAT",
 ]
@@ -115,7 +116,7 @@ def resume(trainer, path: str | os.PathLike, restore_rng: bool = True) -> int:
 
 
 def checkpoint_payload(trainer) -> dict:
-    """The dict :class:`CheckpointHandler` saves for ``trainer``."""
+    """The dict :class:`medsr.pipeline.handlers.CheckpointHandler` saves for ``trainer``."""
     objects = {name: obj.state_dict() for name, obj in trainer.checkpoint_objects().items()}
     s = trainer.state
     return {
@@ -138,71 +139,6 @@ def restore_pending_rng(engine) -> None:
     if state is not None:
         set_rng_state(state)
         engine._pending_rng_state = None
-
-
-class CheckpointHandler:
-    """Save the whole training state every ``every_n_iterations`` / ``every_n_epochs`` and at the end (rank 0).
-
-    Files are ``{save_dir}/{prefix}_{iteration:08d}.pt``, written atomically; only the newest ``keep_last``
-    are kept. Resume with ``resume(trainer, save_dir)`` or the trainers' ``resume_from=save_dir``.
-
-    Args:
-        save_dir: output folder.
-        every_n_iterations: save period in iterations (``None``: off).
-        every_n_epochs: save period in epochs (``None``: off).
-        keep_last: how many checkpoints to keep (``None`` or 0 keeps all).
-        prefix: file name prefix.
-        save_final: also save when the run completes.
-    """
-
-    def __init__(
-        self,
-        save_dir: str | os.PathLike,
-        every_n_iterations: int | None = None,
-        every_n_epochs: int | None = 1,
-        keep_last: int | None = 2,
-        prefix: str = "checkpoint",
-        save_final: bool = True,
-    ) -> None:
-        for name, v in (("every_n_iterations", every_n_iterations), ("every_n_epochs", every_n_epochs)):
-            if v is not None and int(v) < 1:
-                raise ValueError(f"CheckpointHandler: {name} must be >= 1 or None, got {v}")
-        self.save_dir = Path(save_dir)
-        self.every_n_iterations = every_n_iterations
-        self.every_n_epochs = every_n_epochs
-        self.keep_last = keep_last
-        self.prefix = prefix
-        self.save_final = save_final
-        self.saved: list[Path] = []
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        if not hasattr(engine, "checkpoint_objects"):
-            raise TypeError(
-                f"CheckpointHandler needs a medsr trainer (with checkpoint_objects()), got {type(engine).__name__}"
-            )
-        if self.every_n_iterations:
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=int(self.every_n_iterations)), self)
-        if self.every_n_epochs:
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=int(self.every_n_epochs)), self)
-        if self.save_final:
-            engine.add_event_handler(Events.COMPLETED, self)
-
-    def __call__(self, engine) -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-            return
-        path = self.save_dir / f"{self.prefix}_{engine.state.iteration:08d}.pt"
-        if self.saved and self.saved[-1] == path:
-            return  # e.g. the last iteration is also an epoch end
-        save_checkpoint(checkpoint_payload(engine), path)
-        self.saved.append(path)
-        if self.keep_last:
-            existing = sorted(self.save_dir.glob(f"{self.prefix}_*.pt"))
-            for old in existing[: max(0, len(existing) - int(self.keep_last))]:
-                old.unlink(missing_ok=True)
 
 
 _MODEL_KEYS = ("generator", "network", "student", "net", "model", "state_dict")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from medsr.pipeline import bundle as mb
+from medsr.pipeline.handlers import ValidationLog
 
 
 def test_parse_scale_forms_and_errors():
@@ -96,7 +97,7 @@ def test_augmentations_keep_patch_shape_and_scale_axes():
 def test_validation_log_writes_csv_atomically(tmp_path):
     from types import SimpleNamespace
 
-    log = mb.ValidationLog(tmp_path / "m" / "metrics.csv")
+    log = ValidationLog(tmp_path / "m" / "metrics.csv")
     for epoch, psnr in ((1, 20.0), (2, 21.5)):
         log(
             SimpleNamespace(

@@ -15,7 +15,8 @@ from monai.bundle import run
 from monai.data import MetaTensor
 from PIL import Image
 
-from medsr.pipeline.bundle import PairDegradation, TrainingStage, key_if_present, label_names
+from medsr.pipeline.bundle import PairDegradation, key_if_present, label_names
+from medsr.pipeline.handlers import TrainingStage
 from medsr.transforms import MakeSRPaird
 
 ROOT = Path(__file__).resolve().parents[2]

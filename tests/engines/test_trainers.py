@@ -20,7 +20,6 @@ from monai.handlers import from_engine
 from medsr.networks.discriminators import VGGDiscriminator
 from medsr.networks.generators import EDSR, RRDBNet
 from medsr.pipeline.engines import (
-    CheckpointHandler,
     DistillationTrainer,
     GANTrainer,
     ModelEMA,
@@ -29,6 +28,7 @@ from medsr.pipeline.engines import (
     latest_checkpoint,
     resume,
 )
+from medsr.pipeline.handlers import CheckpointHandler
 from medsr.pipeline.losses import DistillationLoss, FusionLoss
 
 HERE = Path(__file__).parent

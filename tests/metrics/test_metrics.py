@@ -10,9 +10,9 @@ import torch
 from monai.data import MetaTensor
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
+from medsr.pipeline.handlers import RegionSSIMHandler
 from medsr.pipeline.metrics import (
     PSNRMetric,
-    RegionSSIMHandler,
     RegionSSIMMetric,
     SSIMMetric,
     make_regions,

@@ -1,4 +1,4 @@
-"""Ignite handlers that track a medsr workflow in MLflow.
+"""``MLflowSRHandler``: track a medsr trainer, validator or evaluator in MLflow.
 
 :class:`MLflowSRHandler` extends MONAI's :class:`~monai.handlers.MLFlowHandler` (same attach points, same
 ``engine.state.metrics`` epoch logging) with what an SR run needs:
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +33,13 @@ from monai.handlers import MLFlowHandler
 from medsr.pipeline.io import atomic_open
 from medsr.pipeline.tracking.export import export_torchscript, save_pytorch_flavour
 from medsr.pipeline.tracking.figures import comparison_figure, first_item
-from medsr.pipeline.tracking.params import code_version, datalist_digest, flatten_config, to_mlflow_params
+from medsr.pipeline.tracking.params import (
+    code_version,
+    datalist_digest,
+    executed_config_path,
+    flatten_config,
+    to_mlflow_params,
+)
 from medsr.pipeline.tracking.session import TrackingSession, get_session, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
@@ -42,43 +47,6 @@ logger = logging.getLogger(__name__)
 ROLES = ("trainer", "validator", "evaluator")
 INPUT_KEYS = ("lr", "image")
 TARGET_KEYS = ("label", "hr")
-
-
-def bundle_name(bundle_root: str | os.PathLike | None) -> str:
-    """Return the bundle's name: the folder name of ``bundle_root`` (``bundles/esrgan_se`` -> ``esrgan_se``)."""
-    if bundle_root is None:
-        return "bundle"
-    name = Path(os.path.abspath(os.fspath(bundle_root))).name
-    return name or "bundle"
-
-
-def default_experiment_name(bundle_root: str | os.PathLike | None = None, prefix: str = "medsr") -> str:
-    """Return the experiment of a bundle, ``medsr/<bundle name>``: one experiment per bundle."""
-    return f"{prefix}/{bundle_name(bundle_root)}"
-
-
-def default_run_name(bundle_root: str | os.PathLike | None = None, label: str | None = None) -> str:
-    """Return a readable run name, ``<bundle>-<label>-<YYYYmmdd-HHMMSS>`` (``label`` optional)."""
-    parts = [bundle_name(bundle_root)] + ([str(label)] if label else []) + [time.strftime("%Y%m%d-%H%M%S")]
-    return "-".join(parts)
-
-
-def executed_config_path(value: str | os.PathLike | None) -> Path | None:
-    """Return the executed-config file MONAI wrote for ``--tracking`` (its ``save_execute_config``).
-
-    MONAI builds that value as the text ``<output_dir> + '/config_<time>.json'``, which only evaluates when
-    ``output_dir`` is a ``$`` expression; with a plain ``--output_dir /x`` the text reaches handlers
-    unevaluated. This returns the real path in both cases (``None`` when there is none).
-    """
-    if value is None or value is False:
-        return None
-    text = os.fspath(value)
-    if os.path.isfile(text):
-        return Path(text)
-    match = re.fullmatch(r"\$?(.*?)\s*\+\s*['\"](/?[^'\"]+)['\"]", text.strip())
-    if match and os.path.isfile(match.group(1) + match.group(2)):
-        return Path(match.group(1) + match.group(2))
-    return None
 
 
 def _scalar(value: Any) -> float | None:
@@ -312,7 +280,7 @@ class MLflowSRHandler(MLFlowHandler):
                 }
 
     def _default_epoch_log(self, engine: Engine) -> None:
-        # two-stage training (medsr.pipeline.bundle.TrainingStage): a validator shared by the pretrain and GAN
+        # two-stage training (medsr.pipeline.handlers.TrainingStage): a validator shared by the pretrain and GAN
         # trainers logs at the global epoch (earlier stages' epochs + this one), so steps do not repeat
         offset = int(getattr(engine.state, "medsr_epoch_offset", 0) or 0)
         transform = self.global_epoch_transform
