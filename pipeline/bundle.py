@@ -6,7 +6,6 @@ Bundle configs hold the wiring only; every expression longer than one line lives
 
 from __future__ import annotations
 
-import ast
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from medsr.transforms.geometry import expand_size, parse_scale
 
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
@@ -33,53 +34,10 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def parse_scale(scale: Any, spatial_dims: int) -> tuple[int, ...]:
-    """Return the per-axis integer scale factor.
-
-    Args:
-        scale: an int (same factor on every axis), a sequence with one entry per spatial axis, or its text
-            form as given on the command line (``"(1,1,4)"``, ``"4"``).
-        spatial_dims: 2 or 3.
-
-    Raises:
-        ValueError: when the value is not a positive integer per axis or has the wrong length.
-    """
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims: expected 2 or 3, got {spatial_dims!r}")
-    value = scale
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError) as err:
-            raise ValueError(f"scale: cannot read {scale!r} (expected e.g. 4 or '(1,1,4)')") from err
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = (value,) * spatial_dims
-    if not isinstance(value, Sequence) or len(value) != spatial_dims:
-        raise ValueError(
-            f"scale: expected an int or {spatial_dims} values (spatial_dims={spatial_dims}), got {scale!r}"
-        )
-    out = []
-    for v in value:
-        if isinstance(v, bool) or float(v) != int(v) or int(v) < 1:
-            raise ValueError(f"scale: every factor must be a positive integer, got {scale!r}")
-        out.append(int(v))
-    return tuple(out)
-
-
 def network_scale(scale: Any, spatial_dims: int) -> int | tuple[int, ...]:
     """Return the scale in the form networks take: an int when all axes agree, else the per-axis tuple."""
     factors = parse_scale(scale, spatial_dims)
     return factors[0] if len(set(factors)) == 1 else factors
-
-
-def expand_size(size: Any, spatial_dims: int, name: str = "size") -> tuple[int, ...]:
-    """Expand an int (or text) size to one positive int per spatial axis."""
-    value = ast.literal_eval(size) if isinstance(size, str) else size
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = (value,) * spatial_dims
-    if not isinstance(value, Sequence) or len(value) != spatial_dims or any(int(v) < 1 for v in value):
-        raise ValueError(f"{name}: expected a positive int or {spatial_dims} positive ints, got {size!r}")
-    return tuple(int(v) for v in value)
 
 
 def hr_patch_size(patch_size: Any, scale: Any, spatial_dims: int) -> tuple[int, ...]:

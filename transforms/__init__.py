@@ -5,7 +5,6 @@ MetaTensors with a correct affine; dictionary versions end in ``d`` (aliases ``D
 versions start with ``Rand`` and only draw parameters before calling the deterministic transform.
 """
 
-from medsr.transforms._utils import lr_affine, spacing_of
 from medsr.transforms.crop import MaskAwareCropD, MaskAwareCropd, MaskAwareCropDict, patch_size_for_scale
 from medsr.transforms.degradation import (
     NOISE_KINDS,
@@ -47,6 +46,14 @@ from medsr.transforms.degradation import (
     kspace_filter,
     kspace_operator,
     profile_operator,
+)
+from medsr.transforms.geometry import (
+    expand_size,
+    lr_affine,
+    parse_scale,
+    per_axis,
+    spacing_of,
+    sr_affine,
 )
 from medsr.transforms.intensity import (
     NORM_KEY,
@@ -150,9 +157,13 @@ __all__ = [
     "invert_normalization",
     "kspace_filter",
     "kspace_operator",
+    "expand_size",
     "lr_affine",
+    "parse_scale",
+    "per_axis",
     "pair_scale_factor",
     "patch_size_for_scale",
     "profile_operator",
     "spacing_of",
+    "sr_affine",
 ]

@@ -20,17 +20,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform, Transform
 
-from medsr.transforms._utils import (
-    SPACING_RTOL,
-    affine_of,
-    apply_along,
-    ensure_tuple_dims,
-    lr_affine,
-    lr_centres,
-    spacing_of,
-    to_metatensor,
-    wrap,
-)
+from medsr.transforms._utils import SPACING_RTOL, apply_along, to_metatensor, wrap
+from medsr.transforms.geometry import affine_of, lr_affine, lr_centres, per_axis, spacing_of
 
 __all__ = [
     "PROFILES",
@@ -175,7 +166,7 @@ def resolve_factors(
     """Per-axis (source spacing, factor = target / source); ``None`` keeps an axis. Refuses finer targets."""
     sd = img.ndim - 1
     src = spacing_of(img)
-    tgt = ensure_tuple_dims(target_spacing, sd, name)
+    tgt = per_axis(target_spacing, sd, name)
     factors = []
     for ax, (s, t) in enumerate(zip(src, tgt)):
         if t is None:
@@ -279,8 +270,8 @@ class AcquisitionNoise(Randomizable, Transform):
 def _thickness(
     target: Sequence[float | None], gap: Any, thickness: Any, sd: int
 ) -> tuple[tuple[float | None, ...], tuple[float, ...]]:
-    gaps = ensure_tuple_dims(gap, sd, "gap")
-    thick = ensure_tuple_dims(thickness, sd, "thickness")
+    gaps = per_axis(gap, sd, "gap")
+    thick = per_axis(thickness, sd, "thickness")
     out = []
     for ax in range(sd):
         g = float(gaps[ax] or 0.0)
@@ -326,7 +317,7 @@ class ThickSlice(Transform):
         img = to_metatensor(img)
         sd = img.ndim - 1
         src, factors = resolve_factors(img, self.target_spacing)
-        tgt = ensure_tuple_dims(self.target_spacing, sd, "target_spacing")
+        tgt = per_axis(self.target_spacing, sd, "target_spacing")
         thick, gaps = _thickness(tgt, self.gap, self.thickness, sd)
         ops: list[torch.Tensor | None] = []
         for ax in range(sd):
@@ -380,7 +371,7 @@ class KSpaceTruncation(Transform):
         """Per-axis cut-off as a fraction of Nyquist for ``img``."""
         sd = img.ndim - 1
         if self.cutoff is not None:
-            cut = ensure_tuple_dims(self.cutoff, sd, "cutoff")
+            cut = per_axis(self.cutoff, sd, "cutoff")
             out = []
             for ax, c in enumerate(cut):
                 c = 1.0 if c is None else float(c)
@@ -492,9 +483,9 @@ class SimulateLowResolution(Randomizable, Transform):
         img = to_metatensor(img)
         sd = img.ndim - 1
         src, factors = resolve_factors(img, self.target_spacing)
-        tgt = ensure_tuple_dims(self.target_spacing, sd, "target_spacing")
+        tgt = per_axis(self.target_spacing, sd, "target_spacing")
         thick, gaps = _thickness(tgt, self.gap, self.thickness, sd)
-        kspace = ensure_tuple_dims(self.kspace, sd, "kspace")
+        kspace = per_axis(self.kspace, sd, "kspace")
         thick_vox = [None if t is None else t / s for t, s in zip(thick, src)]
         data, affine = simulate_low_resolution(
             img, factors, self.profile, thick_vox, [bool(k) for k in kspace], self.window, self.tukey_alpha

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, SpatialCrop
 
-from medsr.transforms._utils import affine_of, check_mask, ensure_tuple_dims, lr_affine, spacing_of, to_metatensor, wrap
+from medsr.transforms._utils import check_mask, to_metatensor, wrap
 from medsr.transforms.degradation import NOISE_KINDS, SimulateLowResolution
+from medsr.transforms.geometry import affine_of, lr_affine, per_axis, spacing_of
 
 __all__ = [
     "MASK_MODES",
@@ -39,11 +40,11 @@ def pair_scale_factor(
             "MakeSRPaird: give exactly one of scale_factor (per axis, dimensionless) or target_spacing (mm)"
         )
     if scale_factor is not None:
-        raw = [1.0 if f is None else float(f) for f in ensure_tuple_dims(scale_factor, sd, "scale_factor")]
+        raw = [1.0 if f is None else float(f) for f in per_axis(scale_factor, sd, "scale_factor")]
         name = "scale_factor"
     else:
         src = spacing_of(img)
-        tgt = ensure_tuple_dims(target_spacing, sd, "target_spacing")
+        tgt = per_axis(target_spacing, sd, "target_spacing")
         raw = []
         for ax, (s, t) in enumerate(zip(src, tgt)):
             if t is not None and float(t) < s * (1 - 1e-4):
@@ -265,7 +266,7 @@ class RandMakeSRPaird(Randomizable, MapTransform):
         b = self.base
         thickness = None
         if img is not None:
-            sf = ensure_tuple_dims(p["scale_factor"], img.ndim - 1, "scale_factor")
+            sf = per_axis(p["scale_factor"], img.ndim - 1, "scale_factor")
             thickness = tuple(p["ratio"] * f * s if f > 1 else None for f, s in zip(sf, spacing_of(img)))
         kwargs = dict(b.degrade_kwargs, profile=b.degrade_kwargs["profile"] if b.mode == "bicubic" else p["profile"],
                       thickness=thickness, noise=p["noise"], noise_std=p["noise_std"], photons=p["photons"])  # fmt: skip

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from medsr.transforms.geometry import per_axis
+
 __all__ = ["SRModelSpec", "parse_models_arg", "load_model_spec", "discover_models", "BUNDLES_DIR", "RUNS_DIR"]
 
 logger = logging.getLogger(__name__)
@@ -128,12 +130,7 @@ def _working_dir(path: Path):
 
 
 def _tuple(value: Any, n: int, what: str) -> tuple[int, ...]:
-    if isinstance(value, (int, float)):
-        return (int(value),) * n
-    vals = tuple(int(v) for v in value)
-    if len(vals) != n:
-        raise ValueError(f"{what}: expected {n} values, got {value!r}")
-    return vals
+    return tuple(int(v) for v in per_axis(value, n, what, allow_none=False))
 
 
 def load_model_spec(

@@ -18,7 +18,7 @@ from medsr.pipeline.metrics.functional import (
     ssim_map,
 )
 from medsr.pipeline.metrics.monai_metrics import PSNRMetric, RegionPSNRMetric, RegionSSIMMetric, SSIMMetric
-from medsr.pipeline.metrics.regions import DEFAULT_REGIONS, make_regions, spacing_of
+from medsr.pipeline.metrics.regions import DEFAULT_REGIONS, make_regions
 
 __all__ = [
     "DEFAULT_REGIONS",
@@ -36,7 +36,6 @@ __all__ = [
     "region_mse",
     "region_psnr",
     "region_ssim",
-    "spacing_of",
     "ssim",
     "ssim_map",
 ]
