@@ -5,6 +5,7 @@ MetaTensors with a correct affine; dictionary versions end in ``d`` (aliases ``D
 versions start with ``Rand`` and only draw parameters before calling the deterministic transform.
 """
 
+from medsr.transforms.augment import augmentations
 from medsr.transforms.crop import MaskAwareCropD, MaskAwareCropd, MaskAwareCropDict, patch_size_for_scale
 from medsr.transforms.degradation import (
     NOISE_KINDS,
@@ -80,6 +81,7 @@ from medsr.transforms.pairing import (
     MakeSRPairD,
     MakeSRPaird,
     MakeSRPairDict,
+    PairDegradation,
     RandMakeSRPairD,
     RandMakeSRPaird,
     RandMakeSRPairDict,
@@ -151,7 +153,9 @@ __all__ = [
     "ZScoreNormalizeD",
     "ZScoreNormalizeDict",
     "ZScoreNormalized",
+    "PairDegradation",
     "add_noise",
+    "augmentations",
     "downsample_label",
     "downsample_mask",
     "invert_normalization",

@@ -12,7 +12,7 @@ from monai.transforms import MapTransform, Randomizable, SpatialCrop
 
 from medsr.transforms._utils import check_mask, to_metatensor, wrap
 from medsr.transforms.degradation import NOISE_KINDS, SimulateLowResolution
-from medsr.transforms.geometry import affine_of, lr_affine, per_axis, spacing_of
+from medsr.transforms.geometry import affine_of, lr_affine, parse_scale, per_axis, spacing_of
 
 __all__ = [
     "MASK_MODES",
@@ -25,6 +25,7 @@ __all__ = [
     "pair_scale_factor",
     "downsample_mask",
     "downsample_label",
+    "PairDegradation",
 ]
 
 MASK_MODES = ("majority", "any")
@@ -279,3 +280,50 @@ class RandMakeSRPaird(Randomizable, MapTransform):
 
 MakeSRPairD = MakeSRPairDict = MakeSRPaird
 RandMakeSRPairD = RandMakeSRPairDict = RandMakeSRPaird
+
+
+class PairDegradation:
+    """The training pairs' HR->LR degradation as an image callable, for the evaluation report's ``degrade=``.
+
+    It applies :class:`SimulateLowResolution` with the settings of a
+    :class:`MakeSRPaird` (its scale factor, profile, k-space and window; noise off, so the
+    data-consistency check is deterministic) on a unit-spacing grid, i.e. in voxel units: the factor per axis
+    is the pair's ``scale_factor`` whatever affine the image carries (an SR output's affine may be the LR
+    one). ``degrade(hr)`` therefore reproduces the pair's LR exactly, on the same grid (LR voxel ``j`` at the
+    centre of HR block ``j``, ``floor(n / f)`` voxels).
+
+    Args:
+        pair: the bundle's ``MakeSRPaird`` (``@data#pair``); or ``None`` with ``scale_factor``/``mode``.
+        scale_factor: per-axis integer factor when no ``pair`` is given.
+        mode: ``"physical"`` or ``"bicubic"`` when no ``pair`` is given.
+    """
+
+    def __init__(self, pair: Any = None, scale_factor: Any = None, mode: str = "physical") -> None:
+        if pair is not None:
+            if getattr(pair, "scale_factor", None) is None:
+                raise ValueError("PairDegradation: the pair must be built with scale_factor (not target_spacing)")
+            kwargs = dict(pair.degrade_kwargs)
+            scale_factor = pair.scale_factor
+        else:
+            if scale_factor is None:
+                raise ValueError("PairDegradation: give pair (a MakeSRPaird) or scale_factor")
+            if mode not in ("physical", "bicubic"):
+                raise ValueError(f"PairDegradation mode: expected 'physical' or 'bicubic', got {mode!r}")
+            kwargs = {"profile": "bicubic" if mode == "bicubic" else "gaussian"}
+        gaps = kwargs.get("gap", 0.0)
+        gaps = gaps if isinstance(gaps, (list, tuple)) else (gaps,)
+        if kwargs.get("thickness") is not None or any(float(g) != 0 for g in gaps):
+            raise ValueError("PairDegradation: slice thickness/gap are in mm; evaluate with the default thickness")
+        kwargs.pop("thickness", None)
+        kwargs.pop("gap", None)
+        kwargs.update(noise=None, noise_std=0.0, photons=None)
+        self.scale_factor, self.kwargs = scale_factor, kwargs
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        x = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"PairDegradation: expected a channel-first 2D/3D image, got shape {tuple(x.shape)}")
+        factors = parse_scale(self.scale_factor, x.ndim - 1)
+        target = tuple(float(f) if f > 1 else None for f in factors)
+        lr = SimulateLowResolution(target, **self.kwargs)(MetaTensor(x.float(), affine=torch.eye(4)))
+        return lr.as_tensor()

@@ -1,8 +1,10 @@
 """medsr.pipeline.engines: SR trainers on MONAI ``SupervisedTrainer``, evaluator, EMA, checkpoint/resume, DDP glue."""
 
 from medsr.pipeline.engines.checkpoint import (
+    find_checkpoint,
     latest_checkpoint,
     load_checkpoint,
+    load_generator,
     load_generator_weights,
     resume,
     save_checkpoint,
@@ -18,7 +20,8 @@ from medsr.pipeline.engines.data import ResumableLoader
 from medsr.pipeline.engines.distributed import (
     all_reduce_mean,
     cleanup_distributed,
-    distributed_device,
+    ddp_backend,
+    ddp_device,
     distributed_loader,
     get_rank,
     get_world_size,
@@ -49,6 +52,8 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
+    "find_checkpoint",
+    "load_generator",
     "resume",
     "load_generator_weights",
     "SRPrepareBatch",
@@ -64,7 +69,8 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "is_main_process",
-    "distributed_device",
+    "ddp_backend",
+    "ddp_device",
     "distributed_loader",
     "wrap_ddp",
     "all_reduce_mean",

@@ -32,6 +32,9 @@ __all__ = [
     "checkpoint_payload",
     "restore_pending_rng",
     "load_generator_weights",
+    "find_checkpoint",
+    "load_generator",
+    "teacher_weights",
     "FORMAT",
 ]
 
@@ -189,3 +192,50 @@ def load_generator_weights(
     except RuntimeError as e:
         raise RuntimeError(f"generator weights '{path}' do not fit {type(unwrap_model(model)).__name__}: {e}") from e
     return model
+
+
+def find_checkpoint(path: str | os.PathLike) -> str:
+    """Return a checkpoint file: ``path`` itself, or the newest ``*.pt`` under the folder ``path``.
+
+    A folder is searched recursively; the ``best`` checkpoint (file name containing ``best``) wins over the
+    newest when both exist, since it is the one validation picked.
+
+    Raises:
+        FileNotFoundError: naming the path when nothing is found.
+    """
+    p = Path(path)
+    if p.is_file():
+        return str(p)
+    if not p.is_dir():
+        raise FileNotFoundError(f"checkpoint '{path}': no such file or folder (train the bundle first)")
+    files = [f for f in p.rglob("*.pt") if f.is_file()]
+    if not files:
+        raise FileNotFoundError(f"checkpoint '{path}': folder holds no .pt file (train the bundle first)")
+    best = [f for f in files if "best" in f.name]
+    pool = best or files
+    return str(max(pool, key=lambda f: (f.stat().st_mtime, f.name)))
+
+
+def load_generator(network: torch.nn.Module, checkpoint: str | os.PathLike | None, use_ema: bool = False):
+    """Load generator weights into ``network`` from a checkpoint file or run folder; return the network.
+
+    ``checkpoint`` is a file (medsr checkpoint, MONAI ``CheckpointSaver`` file or plain state dict) or a
+    folder searched with :func:`find_checkpoint`; the loading itself is
+    :func:`load_generator_weights`. ``None`` or ``""`` returns the network
+    untouched (random weights: tests and dry runs).
+    """
+    if checkpoint is None or str(checkpoint) == "":
+        return network
+    return load_generator_weights(network, find_checkpoint(checkpoint), use_ema=use_ema)
+
+
+def teacher_weights(path: str | os.PathLike | None) -> str | None:
+    """The distillation teacher's checkpoint: a file, the best/newest one in a run folder, or ``None``."""
+    if path is None or str(path) == "":
+        return None
+    try:
+        return find_checkpoint(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"teacher_checkpoint: {err} (train the teacher bundle first, e.g. `medsr train rdn`)"
+        ) from err

@@ -90,7 +90,7 @@ class SRModelSpec:
 
     def load_network(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """Build the network, load the checkpoint (when there is one) and put it in eval mode on ``device``."""
-        from medsr.pipeline.bundle import load_generator
+        from medsr.pipeline.engines.checkpoint import load_generator
 
         if self.build_network is None:
             raise ValueError(f"model '{self.name}': the spec has no network builder")
@@ -155,7 +155,7 @@ def load_model_spec(
     """
     from monai.bundle import ConfigParser
 
-    from medsr.pipeline.bundle import find_checkpoint
+    from medsr.pipeline.engines.checkpoint import find_checkpoint
 
     bundle = Path(bundle).resolve()
     cfg_file = bundle / "inference.json"

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from medsr.pipeline import bundle as mb
+from medsr.pipeline.commands import bundle_dir, list_bundles
 from medsr.pipeline.handlers import ValidationLog
 
 
@@ -110,7 +111,7 @@ def test_validation_log_writes_csv_atomically(tmp_path):
 
 
 def test_list_bundles_and_bundle_dir():
-    names = [b["name"] for b in mb.list_bundles()]
+    names = [b["name"] for b in list_bundles()]
     for name in ("esrgan_se", "edsr_ise_gan", "srgan", "espcn", "srcnn", "vdsr", "rdn", "srdensenet", "distill"):
         assert name in names
         for f in (
@@ -122,9 +123,9 @@ def test_list_bundles_and_bundle_dir():
             "multi_gpu_train.json",
             "README.md",
         ):
-            assert (mb.bundle_dir(name) / f).is_file(), f"{name}/{f}"
+            assert (bundle_dir(name) / f).is_file(), f"{name}/{f}"
     with pytest.raises(ValueError, match="bundle 'nope'"):
-        mb.bundle_dir("nope")
+        bundle_dir("nope")
 
 
 def test_get_device():
