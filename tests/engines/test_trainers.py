@@ -284,3 +284,25 @@ def test_ddp_two_ranks_gloo_identical_weights(tmp_path):
     # each rank saw its own shard (different batches), yet the logged losses are all-reduced
     assert (tmp_path / "losses_rank0.txt").read_text() == (tmp_path / "losses_rank1.txt").read_text()
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["checkpoint_00000002.pt"]  # rank 0 only
+
+
+def test_finish_init_runs_once_after_the_outermost_constructor(tmp_path, monkeypatch):
+    """A subclass that sets state after ``super().__init__`` is resumed only once that state exists."""
+    calls = []
+
+    class Counting(SRTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.extra = "ready"
+
+        def _finish_init(self):
+            calls.append(getattr(self, "extra", None))
+            super()._finish_init()
+
+    class NoInit(Counting):
+        pass
+
+    g = _rrdb(2)
+    Counting("cpu", 1, _loader(2), g, torch.optim.SGD(g.parameters(), 0.1), "l1")
+    NoInit("cpu", 1, _loader(2), g, torch.optim.SGD(g.parameters(), 0.1), "l1")
+    assert calls == ["ready", "ready"]
