@@ -94,7 +94,7 @@ def downsample_label(label: torch.Tensor, factors: Sequence[int]) -> MetaTensor:
     return wrap(out, label, affine=lr_affine(affine_of(label), factors))
 
 
-class MakeSRPaird(Randomizable, MapTransform):
+class MakeSRPaird(MapTransform):
     """Turn an HR item into ``{"hr", "lr", "mask", "mask_lr", "label", "label_lr", ...}``, aligned.
 
     The HR image is first cropped at its far end to a multiple of the factor on each axis (the origin does not
@@ -112,8 +112,9 @@ class MakeSRPaird(Randomizable, MapTransform):
         target_spacing: alternative to ``scale_factor``: LR spacing in mm per axis (must give integer factors).
         mode: ``"physical"`` (slice profile/k-space + noise, :class:`SimulateLowResolution`) or ``"bicubic"``
             (anti-aliased bicubic, as the PIL downsampling used by the 2D studies).
-        profile, gap, thickness, kspace, window, noise, noise_std, photons: as in
-            :class:`SimulateLowResolution` (``mode="physical"``; noise also applies to ``"bicubic"``).
+        profile, gap, thickness, kspace, window, noise, noise_std, photons, seed: as in
+            :class:`SimulateLowResolution` (``mode="physical"``; noise also applies to ``"bicubic"``). The
+            transform is deterministic: the noise comes from ``seed`` (:class:`RandMakeSRPaird` draws it).
         mask_mode: ``"majority"`` or ``"any"``.
         hr_key, lr_key: output keys.
         keep_image: keep ``image_key`` in the output too.
@@ -136,6 +137,7 @@ class MakeSRPaird(Randomizable, MapTransform):
         noise: str | None = None,
         noise_std: float = 0.0,
         photons: float | None = None,
+        seed: int = 0,
         mask_mode: str = "majority",
         hr_key: str = "hr",
         lr_key: str = "lr",
@@ -157,15 +159,12 @@ class MakeSRPaird(Randomizable, MapTransform):
         self.image_key, self.mask_keys, self.label_keys = image_key, mask_keys, label_keys
         self.scale_factor, self.target_spacing, self.mode = scale_factor, target_spacing, mode
         self.degrade_kwargs = dict(profile="bicubic" if mode == "bicubic" else profile, gap=gap, thickness=thickness,
-                                   kspace=kspace, window=window, noise=noise, noise_std=noise_std, photons=photons)  # fmt: skip
+                                   kspace=kspace, window=window, noise=noise, noise_std=noise_std, photons=photons,
+                                   seed=int(seed))  # fmt: skip
         self.mask_mode, self.hr_key, self.lr_key = mask_mode, hr_key, lr_key
         self.keep_image, self.crop_to_multiple = keep_image, crop_to_multiple
-        self._seed = 0
 
-    def randomize(self, data: Any = None) -> None:
-        self._seed = int(self.R.randint(0, 2**31 - 1))
-
-    def __call__(self, data: Mapping[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         if self.image_key not in d:
             raise KeyError(f"image_key: {self.image_key!r} not in the item (keys: {sorted(map(str, d))})")
@@ -183,11 +182,7 @@ class MakeSRPaird(Randomizable, MapTransform):
             img = crop(img)
         src = spacing_of(img)
         target = tuple(f * s if f > 1 else None for f, s in zip(factors, src))
-        degrade = SimulateLowResolution(target, **self.degrade_kwargs)
-        if randomize:
-            self.randomize()
-        degrade._seed = self._seed
-        lr = degrade(img, randomize=False)
+        lr = SimulateLowResolution(target, **self.degrade_kwargs)(img)
         lr.meta["medsr_pair"] = {"scale_factor": list(factors), "mode": self.mode, "mask_mode": self.mask_mode}
         out = {k: v for k, v in d.items() if k != self.image_key or self.keep_image}
         out[self.hr_key], out[self.lr_key] = img, lr
@@ -238,7 +233,7 @@ class RandMakeSRPaird(Randomizable, MapTransform):
     ) -> None:
         if not scale_factor_choices:
             raise ValueError("scale_factor_choices: give at least one factor")
-        for bad in ("scale_factor", "target_spacing", "profile", "thickness", "noise", "noise_std", "photons"):
+        for bad in ("scale_factor", "target_spacing", "profile", "thickness", "noise", "noise_std", "photons", "seed"):
             if bad in kwargs:
                 raise ValueError(f"RandMakeSRPaird: {bad!r} is drawn at random; use the *_choices/*_range arguments")
         self.base = MakeSRPaird(scale_factor=1, **kwargs)
@@ -262,6 +257,10 @@ class RandMakeSRPaird(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
         if randomize:
             self.randomize()
+        return self.deterministic(data)(data)
+
+    def deterministic(self, data: Mapping[Hashable, Any]) -> MakeSRPaird:
+        """The :class:`MakeSRPaird` for the drawn parameters (the item's image gives the spacing)."""
         p = self._params
         img = to_metatensor(data[self.base.image_key]) if self.base.image_key in data else None
         b = self.base
@@ -270,12 +269,11 @@ class RandMakeSRPaird(Randomizable, MapTransform):
             sf = per_axis(p["scale_factor"], img.ndim - 1, "scale_factor")
             thickness = tuple(p["ratio"] * f * s if f > 1 else None for f, s in zip(sf, spacing_of(img)))
         kwargs = dict(b.degrade_kwargs, profile=b.degrade_kwargs["profile"] if b.mode == "bicubic" else p["profile"],
-                      thickness=thickness, noise=p["noise"], noise_std=p["noise_std"], photons=p["photons"])  # fmt: skip
-        t = MakeSRPaird(b.image_key, b.mask_keys, b.label_keys, scale_factor=p["scale_factor"], mode=b.mode,
-                        mask_mode=b.mask_mode, hr_key=b.hr_key, lr_key=b.lr_key, keep_image=b.keep_image,
-                        crop_to_multiple=b.crop_to_multiple, **{k: v for k, v in kwargs.items()})  # fmt: skip
-        t._seed = p["seed"]
-        return t(data, randomize=False)
+                      thickness=thickness, noise=p["noise"], noise_std=p["noise_std"], photons=p["photons"],
+                      seed=p["seed"])  # fmt: skip
+        return MakeSRPaird(b.image_key, b.mask_keys, b.label_keys, scale_factor=p["scale_factor"], mode=b.mode,
+                           mask_mode=b.mask_mode, hr_key=b.hr_key, lr_key=b.lr_key, keep_image=b.keep_image,
+                           crop_to_multiple=b.crop_to_multiple, **kwargs)  # fmt: skip
 
 
 MakeSRPairD = MakeSRPairDict = MakeSRPaird
