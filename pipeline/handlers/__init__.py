@@ -4,7 +4,8 @@
 * :class:`ValidationLog` (``validation_log``): one CSV row per validation;
 * :class:`ComparisonImages` (``comparison_images``): a PNG of the first validation case per validation;
 * :class:`TrainingStage` (``training_stage``): tells a shared validator which training stage runs it;
-* :class:`MLflowSRHandler` (``mlflow_handler``): MLflow tracking of a trainer, validator or evaluator;
+* :class:`MLflowTrainerHandler`, :class:`MLflowValidatorHandler`, :class:`MLflowEvaluatorHandler`
+  (``mlflow_handler``, on their shared base :class:`MLflowSRHandler`): MLflow tracking, one class per role;
 * :class:`EvaluationReportHandler` (``evaluation_report``): the evaluation report when an evaluator completes;
 * :class:`SSIMHandler` (``ssim``) and :class:`RegionSSIMHandler` (``region_ssim``): metric handlers.
 
@@ -20,7 +21,10 @@ _WHERE = {
     "CheckpointHandler": "checkpoint_handler",
     "ComparisonImages": "comparison_images",
     "EvaluationReportHandler": "evaluation_report",
+    "MLflowEvaluatorHandler": "mlflow_handler",
     "MLflowSRHandler": "mlflow_handler",
+    "MLflowTrainerHandler": "mlflow_handler",
+    "MLflowValidatorHandler": "mlflow_handler",
     "RegionSSIMHandler": "region_ssim",
     "SSIMHandler": "ssim",
     "TrainingStage": "training_stage",

@@ -11,6 +11,7 @@ from ignite.engine import Engine, Events
 
 from medsr.pipeline.engines.distributed import is_main_process
 from medsr.pipeline.handlers.training_stage import STAGE_ATTR
+from medsr.pipeline.handlers.utils import first_sample
 
 __all__ = ["ComparisonImages"]
 
@@ -42,9 +43,8 @@ class ComparisonImages:
     def _grab(self, engine: Engine) -> None:
         if self.first is not None:
             return
-        out = engine.state.output
-        item = out[0] if isinstance(out, (list, tuple)) else out
-        if isinstance(item, dict) and "pred" in item:
+        item = first_sample(engine.state.output)
+        if item is not None and "pred" in item:
             lr = item.get("image")
             self.first = {
                 k: v.detach().float().cpu() if isinstance(v, torch.Tensor) else v

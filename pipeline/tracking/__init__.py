@@ -1,7 +1,7 @@
 """MLflow tracking for medsr: handlers, a server-down fallback, offline sync and a static comparison report.
 
 Use it from a bundle with ``--tracking mlflow/tracking.json`` (see ``mlflow/README.md``), or attach
-:class:`medsr.pipeline.handlers.MLflowSRHandler` to any MONAI/ignite engine.
+the role handlers of :mod:`medsr.pipeline.handlers.mlflow_handler` to any MONAI/ignite engine.
 """
 
 from medsr.pipeline.tracking.params import (

@@ -88,13 +88,6 @@ def test_perceptual_weight_is_off_without_weights(tmp_path):
         mb.perceptual_weight(1.0, tmp_path / "missing.pth")
 
 
-def test_augmentations_keep_patch_shape_and_scale_axes():
-    assert mb.augmentations(False, 2, (16, 16), 2) == []
-    augs = mb.augmentations(True, 3, (16, 16, 8), (1, 1, 2))
-    assert len(augs) == 4  # three flips + in-plane rotation
-    assert len(mb.augmentations(True, 2, (16, 8), 2)) == 2  # no rotation of a non-square patch
-
-
 def test_validation_log_writes_csv_atomically(tmp_path):
     from types import SimpleNamespace
 

@@ -90,6 +90,7 @@ def test_settings_file_matches_monai_format_and_bundles():
     assert set(settings) >= {"handlers_id", "configs"}
     for role, ids in settings["handlers_id"].items():
         handler = settings["configs"][role]
-        assert handler["_target_"] == "medsr.pipeline.handlers.MLflowSRHandler"
+        role_class = "Trainer" if role in ("trainer", "pretrainer") else role.title()
+        assert handler["_target_"] == f"medsr.pipeline.handlers.MLflow{role_class}Handler"
         assert set(ids) == {"id", "handlers"}
     assert default_experiment_name("bundles/esrgan_se") == "medsr/esrgan_se"
