@@ -2,7 +2,6 @@
 
 from medsr.pipeline.engines.checkpoint import (
     find_checkpoint,
-    latest_checkpoint,
     load_checkpoint,
     load_generator,
     load_generator_weights,
@@ -51,7 +50,6 @@ __all__ = [
     "ResumableLoader",
     "save_checkpoint",
     "load_checkpoint",
-    "latest_checkpoint",
     "find_checkpoint",
     "load_generator",
     "resume",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -27,7 +28,6 @@ from medsr.pipeline.io import atomic_open
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
-    "latest_checkpoint",
     "resume",
     "checkpoint_payload",
     "restore_pending_rng",
@@ -66,19 +66,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
 _ITER_RE = re.compile(r"_(\d+)\.pt$")
 
 
-def latest_checkpoint(folder: str | os.PathLike, prefix: str = "checkpoint") -> Path | None:
-    """The checkpoint in ``folder`` with the highest iteration (``{prefix}_{iteration:08d}.pt``), or ``None``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    found = []
-    for p in folder.glob(f"{prefix}_*.pt"):
-        m = _ITER_RE.search(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return max(found)[1] if found else None
-
-
 def resume(trainer, path: str | os.PathLike, restore_rng: bool = True) -> int:
     """Restore ``trainer`` (one of the medsr trainers) from a checkpoint file, or the latest one in a folder.
 
@@ -88,11 +75,11 @@ def resume(trainer, path: str | os.PathLike, restore_rng: bool = True) -> int:
     """
     path = Path(path)
     if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
+        try:
+            path = Path(find_checkpoint(path, prefix="checkpoint"))
+        except FileNotFoundError:
             logger.info(f"resume: no checkpoint in '{path}', starting from scratch")
             return 0
-        path = found
     ckpt = load_checkpoint(path, map_location=trainer.state.device)
     if ckpt.get("format") != FORMAT:
         raise ValueError(f"checkpoint '{path}' is not a medsr training checkpoint (format {ckpt.get('format')!r})")
@@ -194,11 +181,30 @@ def load_generator_weights(
     return model
 
 
-def find_checkpoint(path: str | os.PathLike) -> str:
-    """Return a checkpoint file: ``path`` itself, or the newest ``*.pt`` under the folder ``path``.
+def find_checkpoint(
+    path: str | os.PathLike,
+    prefix: str | None = None,
+    prefer_best: bool = True,
+    newer_than: float | None = None,
+    suffixes: Sequence[str] = (".pt",),
+) -> str:
+    """Return the checkpoint to use: ``path`` itself when it is a file, else the one found in the folder ``path``.
 
-    A folder is searched recursively; the ``best`` checkpoint (file name containing ``best``) wins over the
-    newest when both exist, since it is the one validation picked.
+    The one place that searches for checkpoints (bundles, resume, the label app, MLflow tracking). In a folder:
+
+    * with ``prefix``: the training-state series that :class:`~medsr.pipeline.handlers.CheckpointHandler`
+      writes, ``{prefix}_{iteration}.pt`` directly in the folder; the highest iteration wins (resume);
+    * else every file below the folder (recursively) ending in one of ``suffixes``; the ``best`` checkpoint
+      (file name containing ``best``, the one validation picked) wins when ``prefer_best``, then the newest.
+
+    Hidden files (an atomic write's temporary file) never count.
+
+    Args:
+        path: a checkpoint file or a folder.
+        prefix: pick from the ``{prefix}_{iteration}.pt`` series instead (see above).
+        prefer_best: prefer a ``best`` file over a newer one.
+        newer_than: only files modified at or after this time (seconds since the epoch) count.
+        suffixes: file endings that count.
 
     Raises:
         FileNotFoundError: naming the path when nothing is found.
@@ -208,11 +214,19 @@ def find_checkpoint(path: str | os.PathLike) -> str:
         return str(p)
     if not p.is_dir():
         raise FileNotFoundError(f"checkpoint '{path}': no such file or folder (train the bundle first)")
-    files = [f for f in p.rglob("*.pt") if f.is_file()]
+    if prefix is not None:
+        files = [f for f in p.glob(f"{prefix}_*.pt") if f.is_file() and _ITER_RE.search(f.name)]
+        what = f"{prefix}_<iteration>.pt file"
+    else:
+        files = [f for f in p.rglob("*") if f.suffix in suffixes and f.is_file() and not f.name.startswith(".")]
+        what = f"{'/'.join(suffixes)} file"
+    if newer_than is not None:
+        files = [f for f in files if f.stat().st_mtime >= newer_than]
     if not files:
-        raise FileNotFoundError(f"checkpoint '{path}': folder holds no .pt file (train the bundle first)")
-    best = [f for f in files if "best" in f.name]
-    pool = best or files
+        raise FileNotFoundError(f"checkpoint '{path}': folder holds no {what} (train the bundle first)")
+    if prefix is not None:
+        return str(max(files, key=lambda f: int(_ITER_RE.search(f.name).group(1))))
+    pool = ([f for f in files if "best" in f.name] if prefer_best else []) or files
     return str(max(pool, key=lambda f: (f.stat().st_mtime, f.name)))
 
 

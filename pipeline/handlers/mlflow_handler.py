@@ -25,6 +25,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 
+from medsr.pipeline.engines.checkpoint import find_checkpoint
 from medsr.pipeline.handlers.training_stage import OFFSET_ATTR
 from medsr.pipeline.handlers.utils import first_sample
 from medsr.pipeline.io import atomic_open
@@ -362,11 +364,16 @@ class MLflowTrainerHandler(MLflowSRHandler):
             self._log_model(engine, session)
 
     def _log_checkpoint(self, engine: Engine, session: TrackingSession) -> None:
-        found = self._newest(self.checkpoint_dirs, ("*.pt", "*.pth"))
-        if found:
-            path = found[0]
-            for best in [p for p in found[1:] if "best" in p.name][:1]:
-                session.log_artifact(best, "checkpoints")
+        found: dict[bool, list[Path]] = {False: [], True: []}  # newest / best, written during this run
+        for folder in self.checkpoint_dirs:
+            for prefer_best, out in found.items():
+                with suppress(FileNotFoundError):
+                    out.append(Path(find_checkpoint(folder, None, prefer_best, self._t0 - 1, (".pt", ".pth"))))
+        if found[False]:
+            path = max(found[False], key=lambda p: p.stat().st_mtime)
+            bests = [b for b in found[True] if "best" in b.name and b != path]
+            if bests:
+                session.log_artifact(max(bests, key=lambda p: p.stat().st_mtime), "checkpoints")
         else:
             net = self._network(engine)
             if net is None:
