@@ -11,11 +11,44 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from medsr.pipeline.bundle import bundle_dir, list_bundles
+BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
+BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
+
+
+def list_bundles(root: str | os.PathLike | None = None) -> list[dict[str, str]]:
+    """List the bundles under ``root`` (default: the repo's ``bundles/``) with name, version and description."""
+    root = Path(root) if root is not None else BUNDLES_DIR
+    out = []
+    for meta in sorted(root.glob("*/metadata.json")):
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        out.append(
+            {
+                "name": meta.parent.name,
+                "version": str(info.get("version", "")),
+                "description": str(info.get("description", "")),
+                "path": str(meta.parent),
+            }
+        )
+    return out
+
+
+def bundle_dir(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Return the folder of bundle ``name`` (or ``name`` itself when it is a bundle folder)."""
+    p = Path(name)
+    if (p / "train.json").is_file():
+        return p
+    root = Path(root) if root is not None else BUNDLES_DIR
+    cand = root / name
+    if not (cand / "train.json").is_file():
+        names = [b["name"] for b in list_bundles(root)]
+        raise ValueError(f"bundle '{name}': not found under {root} (known: {', '.join(names) or 'none'})")
+    return cand
+
 
 COMMON_OPTIONS = (
     ("--spatial_dims", int, "2 or 3"),

@@ -5,9 +5,8 @@ MONAI's :func:`~monai.inferers.sliding_window_inference` (which supports outputs
 Gaussian overlap blending; windows run on ``sw_device`` (the GPU when there is one) while the full volume
 and the blended output stay on ``device`` (the CPU by default), so the whole volume never sits on the GPU.
 
-Geometry convention (the same as the pairing transform's): LR voxel ``i`` covers ``[i - 1/2, i + 1/2]`` in LR
-index units and the ``s`` HR voxels inside it have centres at ``i - 1/2 + (j + 1/2)/s``. The HR affine is the
-LR affine times ``diag(1/s)`` with the shift ``(1/s - 1)/2``, so the physical extent (field of view) is kept.
+Geometry: the output affine is :func:`medsr.transforms.geometry.sr_affine` of the input's (the inverse of the
+pairing transform's LR affine), so the physical extent (field of view) is kept.
 """
 
 from __future__ import annotations
@@ -27,9 +26,9 @@ from monai.inferers import Inferer, sliding_window_inference
 
 from medsr.networks import optimize_for_inference
 from medsr.pipeline.io import atomic_path
+from medsr.transforms.geometry import sr_affine
 
 __all__ = [
-    "sr_affine",
     "SRSlidingWindowInferer",
     "save_nifti",
     "save_dicom",
@@ -39,32 +38,6 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def sr_affine(affine: Any, scale: Sequence[int] | int, spatial_dims: int | None = None) -> torch.Tensor:
-    """Return the HR affine for an LR ``affine`` upscaled by ``scale``, keeping the physical extent.
-
-    Args:
-        affine: ``(4, 4)`` or batched ``(B, 4, 4)`` LR affine (tensor or array).
-        scale: int or one integer factor per spatial axis.
-        spatial_dims: number of spatial axes (default: ``len(scale)``, or 3 for an int).
-
-    Returns:
-        a float64 tensor of the same shape as ``affine``.
-    """
-    aff = torch.as_tensor(np.asarray(affine), dtype=torch.float64)
-    if aff.shape[-2:] != (4, 4):
-        raise ValueError(f"affine: expected a (4, 4) matrix, got shape {tuple(aff.shape)}")
-    if isinstance(scale, int):
-        scale = (scale,) * (spatial_dims or 3)
-    factors = [float(s) for s in scale]
-    if any(f <= 0 for f in factors) or len(factors) > 3:
-        raise ValueError(f"scale: expected up to 3 positive factors, got {scale!r}")
-    m = torch.eye(4, dtype=torch.float64)
-    for ax, f in enumerate(factors):
-        m[ax, ax] = 1.0 / f
-        m[ax, 3] = (1.0 / f - 1.0) / 2.0
-    return aff @ m
 
 
 class SRSlidingWindowInferer(Inferer):

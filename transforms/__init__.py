@@ -5,7 +5,7 @@ MetaTensors with a correct affine; dictionary versions end in ``d`` (aliases ``D
 versions start with ``Rand`` and only draw parameters before calling the deterministic transform.
 """
 
-from medsr.transforms._utils import lr_affine, spacing_of
+from medsr.transforms.augment import augmentations
 from medsr.transforms.crop import MaskAwareCropD, MaskAwareCropd, MaskAwareCropDict, patch_size_for_scale
 from medsr.transforms.degradation import (
     NOISE_KINDS,
@@ -48,6 +48,14 @@ from medsr.transforms.degradation import (
     kspace_operator,
     profile_operator,
 )
+from medsr.transforms.geometry import (
+    expand_size,
+    lr_affine,
+    parse_scale,
+    per_axis,
+    spacing_of,
+    sr_affine,
+)
 from medsr.transforms.intensity import (
     NORM_KEY,
     CTWindow,
@@ -73,6 +81,7 @@ from medsr.transforms.pairing import (
     MakeSRPairD,
     MakeSRPaird,
     MakeSRPairDict,
+    PairDegradation,
     RandMakeSRPairD,
     RandMakeSRPaird,
     RandMakeSRPairDict,
@@ -144,15 +153,21 @@ __all__ = [
     "ZScoreNormalizeD",
     "ZScoreNormalizeDict",
     "ZScoreNormalized",
+    "PairDegradation",
     "add_noise",
+    "augmentations",
     "downsample_label",
     "downsample_mask",
     "invert_normalization",
     "kspace_filter",
     "kspace_operator",
+    "expand_size",
     "lr_affine",
+    "parse_scale",
+    "per_axis",
     "pair_scale_factor",
     "patch_size_for_scale",
     "profile_operator",
     "spacing_of",
+    "sr_affine",
 ]

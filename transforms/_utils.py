@@ -1,4 +1,7 @@
-"""Shared helpers for medsr transforms: input checks, spacing/affine maths, separable linear operators."""
+"""Shared helpers for medsr transforms: input checks, metadata, separable linear operators.
+
+Geometry (per-axis arguments, spacing, LR/SR affines) lives in :mod:`medsr.transforms.geometry`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.data.utils import affine_to_spacing
+
+from medsr.transforms.geometry import affine_of
 
 #: More channels than this in a transform input almost always means a missing or trailing channel axis.
 MAX_CHANNELS = 16
@@ -71,32 +75,6 @@ def check_channel_first(img: torch.Tensor | np.ndarray, name: str = "image") -> 
     return len(shape) - 1
 
 
-def affine_of(img: torch.Tensor) -> torch.Tensor:
-    """The affine of ``img`` as float64 (identity 4×4 for non-MetaTensors)."""
-    if isinstance(img, MetaTensor):
-        return torch.as_tensor(img.affine, dtype=torch.float64).clone()
-    return torch.eye(4, dtype=torch.float64)
-
-
-def spacing_of(img: torch.Tensor) -> tuple[float, ...]:
-    """Voxel spacing in mm per spatial axis, read from the affine (``pixdim[:spatial_dims]``)."""
-    sd = img.ndim - 1
-    sp = affine_to_spacing(affine_of(img), r=affine_of(img).shape[0] - 1)
-    return tuple(float(s) for s in np.asarray(sp)[:sd])
-
-
-def ensure_tuple_dims(value: Any, sd: int, name: str, allow_none: bool = True) -> tuple:
-    """Broadcast a scalar or check a per-axis sequence of length ``sd``."""
-    if value is None or isinstance(value, (int, float, np.integer, np.floating)):
-        if value is None and not allow_none:
-            raise ValueError(f"{name}: must be given")
-        return (value,) * sd
-    seq = tuple(value)
-    if len(seq) != sd:
-        raise ValueError(f"{name}: expected {sd} values (one per spatial axis), got {len(seq)}: {seq}")
-    return seq
-
-
 def check_mask(mask: Any, img: MetaTensor, name: str = "mask", image_name: str = "image") -> MetaTensor:
     """Check that ``mask`` has the image's spatial shape and affine; return it as a MetaTensor."""
     if isinstance(mask, MetaTensor):
@@ -135,34 +113,6 @@ def wrap(data: torch.Tensor, like: torch.Tensor, affine: torch.Tensor | None = N
     meta = new_meta(like, aff, extra)
     out = MetaTensor(data, affine=aff, meta=meta)
     return out
-
-
-def lr_affine(affine: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
-    """Affine of a grid whose voxel ``j`` sits at the centre of HR region ``[j f - 1/2, (j + 1) f - 1/2]``.
-
-    ``world(j) = A_hr @ (f j + (f - 1) / 2)``: the columns are scaled by ``f`` and the origin moves by half
-    the block minus half a voxel along each axis (works for oblique affines).
-    """
-    a = affine.clone().to(torch.float64)
-    r = a.shape[0] - 1
-    shift = torch.zeros(r, dtype=torch.float64)
-    for i, f in enumerate(factors):
-        shift[i] = (float(f) - 1.0) / 2.0
-    a[:r, r] = affine[:r, :r].to(torch.float64) @ shift + affine[:r, r].to(torch.float64)
-    for i, f in enumerate(factors):
-        a[:r, i] = affine[:r, i] * float(f)
-    return a
-
-
-def lr_size(n: int, f: float) -> int:
-    """Number of LR voxels of factor ``f`` that fit in ``n`` HR voxels."""
-    return max(1, int(math.floor(n / f + 1e-6)))
-
-
-def lr_centres(n: int, f: float) -> np.ndarray:
-    """HR index coordinates of the LR voxel centres for factor ``f``."""
-    j = np.arange(lr_size(n, f), dtype=np.float64)
-    return (j + 0.5) * f - 0.5
 
 
 def apply_along(x: torch.Tensor, ops: Sequence[torch.Tensor | None]) -> torch.Tensor:

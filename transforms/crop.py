@@ -11,7 +11,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, SpatialCrop
 
-from medsr.transforms._utils import check_mask, ensure_tuple_dims, to_metatensor
+from medsr.transforms._utils import check_mask, to_metatensor
+from medsr.transforms.geometry import per_axis
 
 __all__ = ["MaskAwareCropd", "MaskAwareCropD", "MaskAwareCropDict", "patch_size_for_scale"]
 
@@ -19,8 +20,8 @@ __all__ = ["MaskAwareCropd", "MaskAwareCropD", "MaskAwareCropDict", "patch_size_
 def patch_size_for_scale(patch_size: Sequence[int] | int, scale_factor: Sequence[int] | int, sd: int,
                          force: bool = True) -> tuple[int, ...]:  # fmt: skip
     """Check (or round down) ``patch_size`` to a multiple of ``scale_factor`` on each axis."""
-    ps = ensure_tuple_dims(patch_size, sd, "patch_size", allow_none=False)
-    sf = ensure_tuple_dims(scale_factor, sd, "scale_factor", allow_none=False)
+    ps = per_axis(patch_size, sd, "patch_size", allow_none=False)
+    sf = per_axis(scale_factor, sd, "scale_factor", allow_none=False)
     out = []
     for ax, (p, s) in enumerate(zip(ps, sf)):
         p, s = int(p), int(s)

@@ -4,8 +4,13 @@ Every resolution change is a separable linear operator: along each axis a small 
 (``n_out × n_in``) whose row ``j`` holds the weights with which HR voxels contribute to output voxel ``j``.
 Output voxel ``j`` of a decimation by factor ``f`` sits at HR index ``c_j = (j + 1/2) f - 1/2``, the physical
 centre of the HR region ``[j f - 1/2, (j + 1) f - 1/2]`` it integrates, and the LR affine says so
-(:func:`medsr.transforms._utils.lr_affine`). Applying ``W`` is one matrix product per degraded axis (BLAS),
+(:func:`medsr.transforms.geometry.lr_affine`). Applying ``W`` is one matrix product per degraded axis (BLAS),
 which is much faster than a generic N-D filter and never aliases like nearest-neighbour decimation.
+
+Random and deterministic transforms follow torchio's split: ``ThickSlice``, ``KSpaceTruncation``,
+``AcquisitionNoise`` and ``SimulateLowResolution`` take every value (the noise ``seed`` included) as an
+argument and give the same output for the same input; only the ``Rand*`` classes draw (from ``self.R``) and
+then call the deterministic transform.
 """
 
 from __future__ import annotations
@@ -20,17 +25,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform, Transform
 
-from medsr.transforms._utils import (
-    SPACING_RTOL,
-    affine_of,
-    apply_along,
-    ensure_tuple_dims,
-    lr_affine,
-    lr_centres,
-    spacing_of,
-    to_metatensor,
-    wrap,
-)
+from medsr.transforms._utils import SPACING_RTOL, apply_along, to_metatensor, wrap
+from medsr.transforms.geometry import affine_of, lr_affine, lr_centres, per_axis, spacing_of
 
 __all__ = [
     "PROFILES",
@@ -175,7 +171,7 @@ def resolve_factors(
     """Per-axis (source spacing, factor = target / source); ``None`` keeps an axis. Refuses finer targets."""
     sd = img.ndim - 1
     src = spacing_of(img)
-    tgt = ensure_tuple_dims(target_spacing, sd, name)
+    tgt = per_axis(target_spacing, sd, name)
     factors = []
     for ax, (s, t) in enumerate(zip(src, tgt)):
         if t is None:
@@ -243,32 +239,27 @@ def add_noise(
     return out + normal() if std > 0 else out
 
 
-class AcquisitionNoise(Randomizable, Transform):
+class AcquisitionNoise(Transform):
     """Add Gaussian, Rician (magnitude MR) or Poisson–Gaussian (X-ray/CT) noise with fixed parameters.
 
-    The noise itself is drawn from ``self.R`` (a fresh seed per call), so ``set_random_state`` makes it
-    reproducible.
+    Deterministic, as torchio's ``Noise``: the noise comes from ``seed``, so the same seed gives the same
+    noise. :class:`RandAcquisitionNoise` draws the seed (and kind, std, photons) per call.
 
     Args:
         kind: ``"gaussian"``, ``"rician"`` or ``"poisson_gaussian"``.
         std: Gaussian standard deviation in image units.
         photons: counts per unit intensity (``"poisson_gaussian"`` only).
+        seed: seed of the noise.
     """
 
-    def __init__(self, kind: str = "gaussian", std: float = 0.01, photons: float | None = None) -> None:
+    def __init__(self, kind: str = "gaussian", std: float = 0.01, photons: float | None = None, seed: int = 0) -> None:
         if kind not in NOISE_KINDS:
             raise ValueError(f"kind: expected one of {NOISE_KINDS}, got {kind!r}")
-        self.kind, self.std, self.photons = kind, float(std), photons
-        self._seed = 0
+        self.kind, self.std, self.photons, self.seed = kind, float(std), photons, int(seed)
 
-    def randomize(self, data: Any = None) -> None:
-        self._seed = int(self.R.randint(0, 2**31 - 1))
-
-    def __call__(self, img: Any, randomize: bool = True) -> MetaTensor:
+    def __call__(self, img: Any) -> MetaTensor:
         img = to_metatensor(img)
-        if randomize:
-            self.randomize()
-        data = add_noise(img, self.kind, self.std, self.photons, self._seed)
+        data = add_noise(img, self.kind, self.std, self.photons, self.seed)
         extra = {"medsr_noise": {"kind": self.kind, "std": self.std, "photons": float(self.photons or 0.0)}}
         return wrap(data, img, extra=extra)
 
@@ -279,8 +270,8 @@ class AcquisitionNoise(Randomizable, Transform):
 def _thickness(
     target: Sequence[float | None], gap: Any, thickness: Any, sd: int
 ) -> tuple[tuple[float | None, ...], tuple[float, ...]]:
-    gaps = ensure_tuple_dims(gap, sd, "gap")
-    thick = ensure_tuple_dims(thickness, sd, "thickness")
+    gaps = per_axis(gap, sd, "gap")
+    thick = per_axis(thickness, sd, "thickness")
     out = []
     for ax in range(sd):
         g = float(gaps[ax] or 0.0)
@@ -326,7 +317,7 @@ class ThickSlice(Transform):
         img = to_metatensor(img)
         sd = img.ndim - 1
         src, factors = resolve_factors(img, self.target_spacing)
-        tgt = ensure_tuple_dims(self.target_spacing, sd, "target_spacing")
+        tgt = per_axis(self.target_spacing, sd, "target_spacing")
         thick, gaps = _thickness(tgt, self.gap, self.thickness, sd)
         ops: list[torch.Tensor | None] = []
         for ax in range(sd):
@@ -380,7 +371,7 @@ class KSpaceTruncation(Transform):
         """Per-axis cut-off as a fraction of Nyquist for ``img``."""
         sd = img.ndim - 1
         if self.cutoff is not None:
-            cut = ensure_tuple_dims(self.cutoff, sd, "cutoff")
+            cut = per_axis(self.cutoff, sd, "cutoff")
             out = []
             for ax, c in enumerate(cut):
                 c = 1.0 if c is None else float(c)
@@ -437,7 +428,7 @@ def simulate_low_resolution(
     return data, lr_affine(affine_of(img), [_snap(float(f)) for f in factors])
 
 
-class SimulateLowResolution(Randomizable, Transform):
+class SimulateLowResolution(Transform):
     """Simulate an LR acquisition on the LR grid: slice profile or k-space truncation, decimation, noise.
 
     Along every axis where ``target_spacing`` exceeds the image spacing (factor ``f = target / source``,
@@ -459,6 +450,7 @@ class SimulateLowResolution(Randomizable, Transform):
         noise: ``None`` or a noise kind (``"gaussian"``, ``"rician"``, ``"poisson_gaussian"``).
         noise_std: Gaussian noise standard deviation in image units.
         photons: counts per unit intensity for Poisson–Gaussian noise.
+        seed: seed of the noise (deterministic; :class:`RandSimulateLowResolution` draws it).
     """
 
     def __init__(
@@ -473,6 +465,7 @@ class SimulateLowResolution(Randomizable, Transform):
         noise: str | None = None,
         noise_std: float = 0.0,
         photons: float | None = None,
+        seed: int = 0,
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
@@ -482,27 +475,21 @@ class SimulateLowResolution(Randomizable, Transform):
             raise ValueError(f"noise: expected None or one of {NOISE_KINDS}, got {noise!r}")
         self.target_spacing, self.profile, self.gap, self.thickness = target_spacing, profile, gap, thickness
         self.kspace, self.window, self.tukey_alpha = kspace, window, tukey_alpha
-        self.noise, self.noise_std, self.photons = noise, float(noise_std), photons
-        self._seed = 0
+        self.noise, self.noise_std, self.photons, self.seed = noise, float(noise_std), photons, int(seed)
 
-    def randomize(self, data: Any = None) -> None:
-        self._seed = int(self.R.randint(0, 2**31 - 1))
-
-    def __call__(self, img: Any, randomize: bool = True) -> MetaTensor:
+    def __call__(self, img: Any) -> MetaTensor:
         img = to_metatensor(img)
         sd = img.ndim - 1
         src, factors = resolve_factors(img, self.target_spacing)
-        tgt = ensure_tuple_dims(self.target_spacing, sd, "target_spacing")
+        tgt = per_axis(self.target_spacing, sd, "target_spacing")
         thick, gaps = _thickness(tgt, self.gap, self.thickness, sd)
-        kspace = ensure_tuple_dims(self.kspace, sd, "kspace")
+        kspace = per_axis(self.kspace, sd, "kspace")
         thick_vox = [None if t is None else t / s for t, s in zip(thick, src)]
         data, affine = simulate_low_resolution(
             img, factors, self.profile, thick_vox, [bool(k) for k in kspace], self.window, self.tukey_alpha
         )
         if self.noise is not None:
-            if randomize:
-                self.randomize()
-            data = add_noise(data, self.noise, self.noise_std, self.photons, self._seed)
+            data = add_noise(data, self.noise, self.noise_std, self.photons, self.seed)
         extra = {
             "medsr_degradation": {
                 "source_spacing": list(src),
@@ -548,7 +535,26 @@ def _ranges(value: Any, sd: int, name: str) -> tuple[tuple[float, float] | None,
     return tuple(out)
 
 
-class RandThickSlice(RandomizableTransform):
+class _RandFromParams(RandomizableTransform):
+    """A random array transform in torchio's split: :meth:`randomize` draws ``self._params`` from ``self.R``,
+    then :meth:`deterministic` builds the deterministic transform that every drawn value is an argument of."""
+
+    _params: dict[str, Any]
+
+    def deterministic(self, img: MetaTensor) -> Transform:
+        """The deterministic transform for the drawn parameters (``img`` gives spacing and dimensions)."""
+        raise NotImplementedError
+
+    def __call__(self, img: Any, randomize: bool = True) -> MetaTensor:
+        img = to_metatensor(img)
+        if randomize:
+            self.randomize(img)
+        if not self._do_transform:
+            return img
+        return self.deterministic(img)(img)
+
+
+class RandThickSlice(_RandFromParams):
     """:class:`ThickSlice` with the slice thickness (mm) drawn per axis in ``thickness_range``.
 
     Args:
@@ -569,19 +575,13 @@ class RandThickSlice(RandomizableTransform):
         thick = tuple(None if r is None else float(self.R.uniform(*r)) for r in rng)
         self._params = {"thickness": thick, "profile": self.profiles[int(self.R.randint(len(self.profiles)))]}
 
-    def __call__(self, img: Any, randomize: bool = True) -> MetaTensor:
-        img = to_metatensor(img)
-        if randomize:
-            self.randomize(img)
-        if not self._do_transform:
-            return img
-        src = spacing_of(img)
+    def deterministic(self, img: MetaTensor) -> ThickSlice:
         thick = self._params["thickness"]
-        target = tuple(None if t is None else max(t, s) for t, s in zip(thick, src))
-        return ThickSlice(target, self._params["profile"], thickness=thick)(img)
+        target = tuple(None if t is None else max(t, s) for t, s in zip(thick, spacing_of(img)))
+        return ThickSlice(target, self._params["profile"], thickness=thick)
 
 
-class RandKSpaceTruncation(RandomizableTransform):
+class RandKSpaceTruncation(_RandFromParams):
     """:class:`KSpaceTruncation` with a per-axis cut-off (fraction of Nyquist) drawn in ``cutoff_range``."""
 
     def __init__(
@@ -597,18 +597,13 @@ class RandKSpaceTruncation(RandomizableTransform):
         cut = tuple(None if r is None else float(self.R.uniform(*r)) for r in rng)
         self._params = {"cutoff": cut, "window": self.windows[int(self.R.randint(len(self.windows)))]}
 
-    def __call__(self, img: Any, randomize: bool = True) -> MetaTensor:
-        img = to_metatensor(img)
-        if randomize:
-            self.randomize(img)
-        if not self._do_transform:
-            return img
+    def deterministic(self, img: MetaTensor) -> KSpaceTruncation:
         return KSpaceTruncation(
             cutoff=self._params["cutoff"], window=self._params["window"], tukey_alpha=self.tukey_alpha
-        )(img)
+        )
 
 
-class RandAcquisitionNoise(RandomizableTransform):
+class RandAcquisitionNoise(_RandFromParams):
     """:class:`AcquisitionNoise` with the kind chosen from ``kinds`` and ``std``/``photons`` drawn in ranges."""
 
     def __init__(
@@ -634,19 +629,12 @@ class RandAcquisitionNoise(RandomizableTransform):
             "seed": int(self.R.randint(0, 2**31 - 1)),
         }
 
-    def __call__(self, img: Any, randomize: bool = True) -> MetaTensor:
-        img = to_metatensor(img)
-        if randomize:
-            self.randomize(img)
-        if not self._do_transform:
-            return img
+    def deterministic(self, img: MetaTensor) -> AcquisitionNoise:
         p = self._params
-        t = AcquisitionNoise(p["kind"], p["std"], p["photons"])
-        t._seed = p["seed"]
-        return t(img, randomize=False)
+        return AcquisitionNoise(p["kind"], p["std"], p["photons"], seed=p["seed"])
 
 
-class RandSimulateLowResolution(RandomizableTransform):
+class RandSimulateLowResolution(_RandFromParams):
     """:class:`SimulateLowResolution` with target spacing (or factor), thickness and noise drawn in ranges.
 
     Args:
@@ -719,14 +707,9 @@ class RandSimulateLowResolution(RandomizableTransform):
             "seed": int(self.R.randint(0, 2**31 - 1)),
         }
 
-    def __call__(self, img: Any, randomize: bool = True) -> MetaTensor:
-        img = to_metatensor(img)
-        if randomize:
-            self.randomize(img)
-        if not self._do_transform:
-            return img
+    def deterministic(self, img: MetaTensor) -> SimulateLowResolution:
         p = self._params
-        t = SimulateLowResolution(
+        return SimulateLowResolution(
             p["target_spacing"],
             profile=p["profile"],
             thickness=p["thickness"],
@@ -735,9 +718,8 @@ class RandSimulateLowResolution(RandomizableTransform):
             noise=p["noise"],
             noise_std=p["noise_std"],
             photons=p["photons"],
+            seed=p["seed"],
         )
-        t._seed = p["seed"]
-        return t(img, randomize=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -752,13 +734,9 @@ class _Dict(MapTransform):
         d = dict(data)
         first = True
         for key in self.key_iterator(d):
-            if isinstance(self.transform, (Randomizable,)):
+            if isinstance(self.transform, RandomizableTransform):
                 if first:
-                    img = to_metatensor(d[key], name=str(key))
-                    if isinstance(self.transform, RandomizableTransform):
-                        self.transform.randomize(img)
-                    else:
-                        self.transform.randomize()
+                    self.transform.randomize(to_metatensor(d[key], name=str(key)))
                     first = False
                 d[key] = self.transform(d[key], randomize=False)
             else:
@@ -793,22 +771,22 @@ class KSpaceTruncationd(_Dict):
         self.transform = KSpaceTruncation(target_spacing, cutoff, window, tukey_alpha)
 
 
-class AcquisitionNoised(_RandDict):
-    """Dictionary version of :class:`AcquisitionNoise` (one seed per item, shared by the keys)."""
+class AcquisitionNoised(_Dict):
+    """Dictionary version of :class:`AcquisitionNoise` (the same seed for every key)."""
 
     def __init__(self, keys: KeysCollection, kind: str = "gaussian", std: float = 0.01, photons: float | None = None,
-                 allow_missing_keys: bool = False) -> None:  # fmt: skip
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.transform = AcquisitionNoise(kind, std, photons)
+                 seed: int = 0, allow_missing_keys: bool = False) -> None:  # fmt: skip
+        super().__init__(keys, allow_missing_keys)
+        self.transform = AcquisitionNoise(kind, std, photons, seed)
 
 
-class SimulateLowResolutiond(_RandDict):
+class SimulateLowResolutiond(_Dict):
     """Dictionary version of :class:`SimulateLowResolution` (same arguments after ``keys``)."""
 
     def __init__(
         self, keys: KeysCollection, target_spacing: Any, allow_missing_keys: bool = False, **kwargs: Any
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
+        super().__init__(keys, allow_missing_keys)
         self.transform = SimulateLowResolution(target_spacing, **kwargs)
 
 

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, SpatialCrop
 
-from medsr.transforms._utils import affine_of, check_mask, ensure_tuple_dims, lr_affine, spacing_of, to_metatensor, wrap
+from medsr.transforms._utils import check_mask, to_metatensor, wrap
 from medsr.transforms.degradation import NOISE_KINDS, SimulateLowResolution
+from medsr.transforms.geometry import affine_of, lr_affine, parse_scale, per_axis, spacing_of
 
 __all__ = [
     "MASK_MODES",
@@ -24,6 +25,7 @@ __all__ = [
     "pair_scale_factor",
     "downsample_mask",
     "downsample_label",
+    "PairDegradation",
 ]
 
 MASK_MODES = ("majority", "any")
@@ -39,11 +41,11 @@ def pair_scale_factor(
             "MakeSRPaird: give exactly one of scale_factor (per axis, dimensionless) or target_spacing (mm)"
         )
     if scale_factor is not None:
-        raw = [1.0 if f is None else float(f) for f in ensure_tuple_dims(scale_factor, sd, "scale_factor")]
+        raw = [1.0 if f is None else float(f) for f in per_axis(scale_factor, sd, "scale_factor")]
         name = "scale_factor"
     else:
         src = spacing_of(img)
-        tgt = ensure_tuple_dims(target_spacing, sd, "target_spacing")
+        tgt = per_axis(target_spacing, sd, "target_spacing")
         raw = []
         for ax, (s, t) in enumerate(zip(src, tgt)):
             if t is not None and float(t) < s * (1 - 1e-4):
@@ -92,7 +94,7 @@ def downsample_label(label: torch.Tensor, factors: Sequence[int]) -> MetaTensor:
     return wrap(out, label, affine=lr_affine(affine_of(label), factors))
 
 
-class MakeSRPaird(Randomizable, MapTransform):
+class MakeSRPaird(MapTransform):
     """Turn an HR item into ``{"hr", "lr", "mask", "mask_lr", "label", "label_lr", ...}``, aligned.
 
     The HR image is first cropped at its far end to a multiple of the factor on each axis (the origin does not
@@ -110,8 +112,9 @@ class MakeSRPaird(Randomizable, MapTransform):
         target_spacing: alternative to ``scale_factor``: LR spacing in mm per axis (must give integer factors).
         mode: ``"physical"`` (slice profile/k-space + noise, :class:`SimulateLowResolution`) or ``"bicubic"``
             (anti-aliased bicubic, as the PIL downsampling used by the 2D studies).
-        profile, gap, thickness, kspace, window, noise, noise_std, photons: as in
-            :class:`SimulateLowResolution` (``mode="physical"``; noise also applies to ``"bicubic"``).
+        profile, gap, thickness, kspace, window, noise, noise_std, photons, seed: as in
+            :class:`SimulateLowResolution` (``mode="physical"``; noise also applies to ``"bicubic"``). The
+            transform is deterministic: the noise comes from ``seed`` (:class:`RandMakeSRPaird` draws it).
         mask_mode: ``"majority"`` or ``"any"``.
         hr_key, lr_key: output keys.
         keep_image: keep ``image_key`` in the output too.
@@ -134,6 +137,7 @@ class MakeSRPaird(Randomizable, MapTransform):
         noise: str | None = None,
         noise_std: float = 0.0,
         photons: float | None = None,
+        seed: int = 0,
         mask_mode: str = "majority",
         hr_key: str = "hr",
         lr_key: str = "lr",
@@ -155,15 +159,12 @@ class MakeSRPaird(Randomizable, MapTransform):
         self.image_key, self.mask_keys, self.label_keys = image_key, mask_keys, label_keys
         self.scale_factor, self.target_spacing, self.mode = scale_factor, target_spacing, mode
         self.degrade_kwargs = dict(profile="bicubic" if mode == "bicubic" else profile, gap=gap, thickness=thickness,
-                                   kspace=kspace, window=window, noise=noise, noise_std=noise_std, photons=photons)  # fmt: skip
+                                   kspace=kspace, window=window, noise=noise, noise_std=noise_std, photons=photons,
+                                   seed=int(seed))  # fmt: skip
         self.mask_mode, self.hr_key, self.lr_key = mask_mode, hr_key, lr_key
         self.keep_image, self.crop_to_multiple = keep_image, crop_to_multiple
-        self._seed = 0
 
-    def randomize(self, data: Any = None) -> None:
-        self._seed = int(self.R.randint(0, 2**31 - 1))
-
-    def __call__(self, data: Mapping[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         if self.image_key not in d:
             raise KeyError(f"image_key: {self.image_key!r} not in the item (keys: {sorted(map(str, d))})")
@@ -181,11 +182,7 @@ class MakeSRPaird(Randomizable, MapTransform):
             img = crop(img)
         src = spacing_of(img)
         target = tuple(f * s if f > 1 else None for f, s in zip(factors, src))
-        degrade = SimulateLowResolution(target, **self.degrade_kwargs)
-        if randomize:
-            self.randomize()
-        degrade._seed = self._seed
-        lr = degrade(img, randomize=False)
+        lr = SimulateLowResolution(target, **self.degrade_kwargs)(img)
         lr.meta["medsr_pair"] = {"scale_factor": list(factors), "mode": self.mode, "mask_mode": self.mask_mode}
         out = {k: v for k, v in d.items() if k != self.image_key or self.keep_image}
         out[self.hr_key], out[self.lr_key] = img, lr
@@ -236,7 +233,7 @@ class RandMakeSRPaird(Randomizable, MapTransform):
     ) -> None:
         if not scale_factor_choices:
             raise ValueError("scale_factor_choices: give at least one factor")
-        for bad in ("scale_factor", "target_spacing", "profile", "thickness", "noise", "noise_std", "photons"):
+        for bad in ("scale_factor", "target_spacing", "profile", "thickness", "noise", "noise_std", "photons", "seed"):
             if bad in kwargs:
                 raise ValueError(f"RandMakeSRPaird: {bad!r} is drawn at random; use the *_choices/*_range arguments")
         self.base = MakeSRPaird(scale_factor=1, **kwargs)
@@ -260,21 +257,71 @@ class RandMakeSRPaird(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
         if randomize:
             self.randomize()
+        return self.deterministic(data)(data)
+
+    def deterministic(self, data: Mapping[Hashable, Any]) -> MakeSRPaird:
+        """The :class:`MakeSRPaird` for the drawn parameters (the item's image gives the spacing)."""
         p = self._params
         img = to_metatensor(data[self.base.image_key]) if self.base.image_key in data else None
         b = self.base
         thickness = None
         if img is not None:
-            sf = ensure_tuple_dims(p["scale_factor"], img.ndim - 1, "scale_factor")
+            sf = per_axis(p["scale_factor"], img.ndim - 1, "scale_factor")
             thickness = tuple(p["ratio"] * f * s if f > 1 else None for f, s in zip(sf, spacing_of(img)))
         kwargs = dict(b.degrade_kwargs, profile=b.degrade_kwargs["profile"] if b.mode == "bicubic" else p["profile"],
-                      thickness=thickness, noise=p["noise"], noise_std=p["noise_std"], photons=p["photons"])  # fmt: skip
-        t = MakeSRPaird(b.image_key, b.mask_keys, b.label_keys, scale_factor=p["scale_factor"], mode=b.mode,
-                        mask_mode=b.mask_mode, hr_key=b.hr_key, lr_key=b.lr_key, keep_image=b.keep_image,
-                        crop_to_multiple=b.crop_to_multiple, **{k: v for k, v in kwargs.items()})  # fmt: skip
-        t._seed = p["seed"]
-        return t(data, randomize=False)
+                      thickness=thickness, noise=p["noise"], noise_std=p["noise_std"], photons=p["photons"],
+                      seed=p["seed"])  # fmt: skip
+        return MakeSRPaird(b.image_key, b.mask_keys, b.label_keys, scale_factor=p["scale_factor"], mode=b.mode,
+                           mask_mode=b.mask_mode, hr_key=b.hr_key, lr_key=b.lr_key, keep_image=b.keep_image,
+                           crop_to_multiple=b.crop_to_multiple, **kwargs)  # fmt: skip
 
 
 MakeSRPairD = MakeSRPairDict = MakeSRPaird
 RandMakeSRPairD = RandMakeSRPairDict = RandMakeSRPaird
+
+
+class PairDegradation:
+    """The training pairs' HR->LR degradation as an image callable, for the evaluation report's ``degrade=``.
+
+    It applies :class:`SimulateLowResolution` with the settings of a
+    :class:`MakeSRPaird` (its scale factor, profile, k-space and window; noise off, so the
+    data-consistency check is deterministic) on a unit-spacing grid, i.e. in voxel units: the factor per axis
+    is the pair's ``scale_factor`` whatever affine the image carries (an SR output's affine may be the LR
+    one). ``degrade(hr)`` therefore reproduces the pair's LR exactly, on the same grid (LR voxel ``j`` at the
+    centre of HR block ``j``, ``floor(n / f)`` voxels).
+
+    Args:
+        pair: the bundle's ``MakeSRPaird`` (``@data#pair``); or ``None`` with ``scale_factor``/``mode``.
+        scale_factor: per-axis integer factor when no ``pair`` is given.
+        mode: ``"physical"`` or ``"bicubic"`` when no ``pair`` is given.
+    """
+
+    def __init__(self, pair: Any = None, scale_factor: Any = None, mode: str = "physical") -> None:
+        if pair is not None:
+            if getattr(pair, "scale_factor", None) is None:
+                raise ValueError("PairDegradation: the pair must be built with scale_factor (not target_spacing)")
+            kwargs = dict(pair.degrade_kwargs)
+            scale_factor = pair.scale_factor
+        else:
+            if scale_factor is None:
+                raise ValueError("PairDegradation: give pair (a MakeSRPaird) or scale_factor")
+            if mode not in ("physical", "bicubic"):
+                raise ValueError(f"PairDegradation mode: expected 'physical' or 'bicubic', got {mode!r}")
+            kwargs = {"profile": "bicubic" if mode == "bicubic" else "gaussian"}
+        gaps = kwargs.get("gap", 0.0)
+        gaps = gaps if isinstance(gaps, (list, tuple)) else (gaps,)
+        if kwargs.get("thickness") is not None or any(float(g) != 0 for g in gaps):
+            raise ValueError("PairDegradation: slice thickness/gap are in mm; evaluate with the default thickness")
+        kwargs.pop("thickness", None)
+        kwargs.pop("gap", None)
+        kwargs.update(noise=None, noise_std=0.0, photons=None)
+        self.scale_factor, self.kwargs = scale_factor, kwargs
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        x = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"PairDegradation: expected a channel-first 2D/3D image, got shape {tuple(x.shape)}")
+        factors = parse_scale(self.scale_factor, x.ndim - 1)
+        target = tuple(float(f) if f > 1 else None for f in factors)
+        lr = SimulateLowResolution(target, **self.kwargs)(MetaTensor(x.float(), affine=torch.eye(4)))
+        return lr.as_tensor()

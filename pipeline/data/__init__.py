@@ -5,7 +5,8 @@ Names are imported lazily, so ``medsr demo`` does not pay for importing MONAI.
 * readers (:mod:`medsr.pipeline.data.readers`): :class:`MedicalImageReader`, :class:`NiftiReader`,
   :class:`DicomReader`, :class:`DicomSeriesReader`, :class:`PhotoReader`, :class:`FigshareMatReader`,
   :func:`load_image`, :func:`read_figshare_mat`, :class:`ImageReadError`;
-* datalists (:mod:`medsr.pipeline.data.datalist`): :func:`build_datalist`, :func:`load_datalist`;
+* datalists (:mod:`medsr.pipeline.data.datalist`): :func:`build_datalist`, :func:`load_datalist`,
+  :func:`resolve_datalist` (what a bundle trains on), :func:`split_datalist`, :func:`label_names`;
 * demo data (:mod:`medsr.pipeline.data.demo`): :func:`demo_root`, :func:`ensure_demo_dataset`.
 """
 
@@ -28,9 +29,17 @@ _EXPORTS = {
         "detect_format",
         "LUMINANCE_WEIGHTS",
     ),
-    "datalist": ("build_datalist", "load_datalist", "split_groups", "SECTIONS"),
+    "datalist": (
+        "build_datalist",
+        "load_datalist",
+        "split_groups",
+        "SECTIONS",
+        "resolve_datalist",
+        "split_datalist",
+        "inference_inputs",
+        "label_names",
+    ),
     "demo": ("demo_root", "ensure_demo_dataset", "demo_sources", "slab_ranges", "DEMO_VERSION"),
-    "_io": ("write_json_atomic",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -12,11 +12,10 @@ import json
 import os
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medsr.pipeline.data._io import write_json_atomic
 from medsr.pipeline.data.readers import (
     DICOM_SUFFIXES,
     MAT_SUFFIXES,
@@ -25,8 +24,20 @@ from medsr.pipeline.data.readers import (
     _suffix_of,
     detect_format,
 )
+from medsr.pipeline.io import write_json_atomic
 
-__all__ = ["SECTIONS", "PATH_KEYS", "build_datalist", "load_datalist", "write_json_atomic", "split_groups"]
+__all__ = [
+    "SECTIONS",
+    "PATH_KEYS",
+    "build_datalist",
+    "load_datalist",
+    "split_groups",
+    "resolve_datalist",
+    "split_datalist",
+    "limit",
+    "inference_inputs",
+    "label_names",
+]
 
 SECTIONS = ("training", "validation", "test")
 #: entry keys whose values are paths (resolved by :func:`load_datalist`)
@@ -356,4 +367,159 @@ def load_datalist(
             if isinstance(value, str) and not os.path.isabs(value):
                 item[key] = os.path.normpath(os.path.join(base, value))
         out.append(item)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ bundles
+def limit(items: Sequence, n: int | None) -> list:
+    """Return the first ``n`` items (all of them when ``n`` is ``None`` or not positive)."""
+    items = list(items)
+    return items if n is None or int(n) <= 0 else items[: int(n)]
+
+
+def _read_datalist(path: str | os.PathLike, base_dir: str | os.PathLike | None) -> dict[str, list[dict]]:
+    """Read the ``training``/``validation``/``test`` sections of a datalist with the data area's reader."""
+    try:
+        sections = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"datalist '{path}': cannot read it as JSON ({err})") from err
+    out = {}
+    for key in ("training", "validation", "test"):
+        if key == "training" or isinstance(sections, dict) and key in sections:
+            out[key] = load_datalist(path, section=key, base_dir=base_dir)
+    return out
+
+
+def resolve_datalist(
+    datalist: str | os.PathLike | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    spatial_dims: int = 2,
+    val_fraction: float = 0.2,
+    progress: bool = True,
+) -> dict[str, list[dict]]:
+    """Return ``{"training": [...], "validation": [...]}`` for a bundle.
+
+    Order of precedence: an explicit ``datalist`` JSON (paths relative to ``dataset_dir`` when given, else to
+    the JSON's folder); else a ``dataset_dir`` scanned for images (with ``masks/``/``labels/`` companions, see
+    ``medsr.pipeline.data.datalist.build_datalist``); else the embedded demo dataset, built on first use.
+
+    Args:
+        datalist: path of a MONAI-style datalist JSON with a ``training`` (and optionally ``validation``) list.
+        dataset_dir: folder of the user's images.
+        spatial_dims: 2 or 3; picks the demo datalist (``datalist_2d``/``datalist_3d``).
+        val_fraction: share of training items held out when the datalist has no ``validation`` list.
+        progress: show the demo builder's progress.
+
+    Raises:
+        ValueError: when a path does not exist or the lists are empty.
+    """
+    if datalist is not None:
+        if not Path(datalist).is_file():
+            raise ValueError(f"datalist '{datalist}': file not found")
+        lists = _read_datalist(datalist, dataset_dir)
+    elif dataset_dir is not None:
+        if not Path(dataset_dir).is_dir():
+            raise ValueError(f"dataset_dir '{dataset_dir}': folder not found")
+        lists = build_datalist(dataset_dir, output=None, val_fraction=val_fraction, test_fraction=0.0)
+    else:
+        from medsr.pipeline.data.demo import ensure_demo_dataset
+
+        demo = ensure_demo_dataset(progress=progress)
+        key = "datalist_2d" if int(spatial_dims) == 2 else "datalist_3d"
+        lists = _read_datalist(demo[key], None)
+    return split_datalist(lists, val_fraction, source=str(datalist or dataset_dir or "demo dataset"))
+
+
+def split_datalist(lists: dict[str, list[dict]], val_fraction: float = 0.2, source: str = "datalist") -> dict:
+    """Hold out the last ``val_fraction`` of ``training`` as ``validation`` when no validation list exists.
+
+    With one training item, that item is used for both (a smoke run on a single image still validates).
+    """
+    train = list(lists.get("training") or [])
+    val = list(lists.get("validation") or [])
+    if not train:
+        raise ValueError(f"{source}: no training items")
+    if not val:
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction: expected a value in [0, 1), got {val_fraction}")
+        n_val = int(round(len(train) * val_fraction))
+        if len(train) == 1 or n_val == 0:
+            val = train[-1:]
+        else:
+            val, train = train[-n_val:], train[:-n_val]
+    out = dict(lists)
+    out["training"], out["validation"] = train, val
+    return out
+
+
+def inference_inputs(
+    input_files: Any = None,
+    datalist: str | os.PathLike | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    spatial_dims: int = 2,
+    limit_n: int | None = None,
+) -> list[str]:
+    """Files to upscale: ``input_files`` (a path or list), else the validation images of the bundle's data.
+
+    A folder given as ``input_files`` is one input when it is a DICOM series, else its image files.
+    """
+    from medsr.pipeline.inference import is_dicom
+
+    if input_files:
+        items = [input_files] if isinstance(input_files, (str, os.PathLike)) else list(input_files)
+        out = []
+        for item in items:
+            p = Path(item)
+            if not p.exists():
+                raise ValueError(f"input_files: '{item}' does not exist")
+            if p.is_dir() and not is_dicom(p):
+                out += sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+            else:
+                out.append(str(p))
+        return out
+    lists = resolve_datalist(datalist, dataset_dir, spatial_dims)
+    return limit([item["image"] for item in lists["validation"]], limit_n)
+
+
+def label_names(
+    names: Any = None, datalist: str | os.PathLike | None = None, dataset_dir: str | os.PathLike | None = None
+) -> dict[int, str] | None:
+    """Names of label-map values for the evaluation report (``{1: "tumour", 2: "healthy"}``).
+
+    Order of precedence: ``names`` (a dict, or its JSON text; keys are label values); else a ``label_names``
+    (or ``label_classes``) mapping in the datalist JSON; else, for the embedded demo dataset (no datalist
+    and no dataset_dir), its tissue classes; else ``None`` (regions are named ``label_<v>``).
+
+    Raises:
+        ValueError: naming the value when a key is not an integer label.
+    """
+    source = "label_names"
+    if names is None and datalist is not None:
+        try:
+            content = json.loads(Path(datalist).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"datalist '{datalist}': cannot read it as JSON ({err})") from err
+        if isinstance(content, Mapping):
+            names = content.get("label_names", content.get("label_classes"))
+            source = f"datalist '{datalist}' label_names"
+    elif names is None and dataset_dir is None:
+        from medsr.pipeline.data.demo import ensure_demo_dataset
+
+        names = ensure_demo_dataset(progress=False)["summary"].get("label_classes")
+        source = "demo dataset label_classes"
+    if names is None:
+        return None
+    if isinstance(names, str):
+        try:
+            names = json.loads(names)
+        except json.JSONDecodeError as err:
+            raise ValueError(f'{source}: expected a JSON object such as \'{{"1": "tumour"}}\', got {names!r}') from err
+    if not isinstance(names, Mapping):
+        raise ValueError(f"{source}: expected a mapping of label value to name, got {type(names).__name__}")
+    out = {}
+    for k, v in names.items():
+        try:
+            out[int(k)] = str(v)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: key {k!r} is not an integer label value") from err
     return out

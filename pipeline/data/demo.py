@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from medsr.pipeline.data._io import write_json_atomic
+from medsr.pipeline.io import write_json_atomic
 
 __all__ = [
     "DEMO_VERSION",

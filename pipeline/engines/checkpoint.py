@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -27,10 +28,13 @@ from medsr.pipeline.io import atomic_open
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
-    "latest_checkpoint",
     "resume",
-    "CheckpointHandler",
+    "checkpoint_payload",
+    "restore_pending_rng",
     "load_generator_weights",
+    "find_checkpoint",
+    "load_generator",
+    "teacher_weights",
     "FORMAT",
 ]
 
@@ -62,19 +66,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
 _ITER_RE = re.compile(r"_(\d+)\.pt$")
 
 
-def latest_checkpoint(folder: str | os.PathLike, prefix: str = "checkpoint") -> Path | None:
-    """The checkpoint in ``folder`` with the highest iteration (``{prefix}_{iteration:08d}.pt``), or ``None``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    found = []
-    for p in folder.glob(f"{prefix}_*.pt"):
-        m = _ITER_RE.search(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return max(found)[1] if found else None
-
-
 def resume(trainer, path: str | os.PathLike, restore_rng: bool = True) -> int:
     """Restore ``trainer`` (one of the medsr trainers) from a checkpoint file, or the latest one in a folder.
 
@@ -84,11 +75,11 @@ def resume(trainer, path: str | os.PathLike, restore_rng: bool = True) -> int:
     """
     path = Path(path)
     if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
+        try:
+            path = Path(find_checkpoint(path, prefix="checkpoint"))
+        except FileNotFoundError:
             logger.info(f"resume: no checkpoint in '{path}', starting from scratch")
             return 0
-        path = found
     ckpt = load_checkpoint(path, map_location=trainer.state.device)
     if ckpt.get("format") != FORMAT:
         raise ValueError(f"checkpoint '{path}' is not a medsr training checkpoint (format {ckpt.get('format')!r})")
@@ -115,7 +106,7 @@ def resume(trainer, path: str | os.PathLike, restore_rng: bool = True) -> int:
 
 
 def checkpoint_payload(trainer) -> dict:
-    """The dict :class:`CheckpointHandler` saves for ``trainer``."""
+    """The dict :class:`medsr.pipeline.handlers.CheckpointHandler` saves for ``trainer``."""
     objects = {name: obj.state_dict() for name, obj in trainer.checkpoint_objects().items()}
     s = trainer.state
     return {
@@ -138,71 +129,6 @@ def restore_pending_rng(engine) -> None:
     if state is not None:
         set_rng_state(state)
         engine._pending_rng_state = None
-
-
-class CheckpointHandler:
-    """Save the whole training state every ``every_n_iterations`` / ``every_n_epochs`` and at the end (rank 0).
-
-    Files are ``{save_dir}/{prefix}_{iteration:08d}.pt``, written atomically; only the newest ``keep_last``
-    are kept. Resume with ``resume(trainer, save_dir)`` or the trainers' ``resume_from=save_dir``.
-
-    Args:
-        save_dir: output folder.
-        every_n_iterations: save period in iterations (``None``: off).
-        every_n_epochs: save period in epochs (``None``: off).
-        keep_last: how many checkpoints to keep (``None`` or 0 keeps all).
-        prefix: file name prefix.
-        save_final: also save when the run completes.
-    """
-
-    def __init__(
-        self,
-        save_dir: str | os.PathLike,
-        every_n_iterations: int | None = None,
-        every_n_epochs: int | None = 1,
-        keep_last: int | None = 2,
-        prefix: str = "checkpoint",
-        save_final: bool = True,
-    ) -> None:
-        for name, v in (("every_n_iterations", every_n_iterations), ("every_n_epochs", every_n_epochs)):
-            if v is not None and int(v) < 1:
-                raise ValueError(f"CheckpointHandler: {name} must be >= 1 or None, got {v}")
-        self.save_dir = Path(save_dir)
-        self.every_n_iterations = every_n_iterations
-        self.every_n_epochs = every_n_epochs
-        self.keep_last = keep_last
-        self.prefix = prefix
-        self.save_final = save_final
-        self.saved: list[Path] = []
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        if not hasattr(engine, "checkpoint_objects"):
-            raise TypeError(
-                f"CheckpointHandler needs a medsr trainer (with checkpoint_objects()), got {type(engine).__name__}"
-            )
-        if self.every_n_iterations:
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=int(self.every_n_iterations)), self)
-        if self.every_n_epochs:
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=int(self.every_n_epochs)), self)
-        if self.save_final:
-            engine.add_event_handler(Events.COMPLETED, self)
-
-    def __call__(self, engine) -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-            return
-        path = self.save_dir / f"{self.prefix}_{engine.state.iteration:08d}.pt"
-        if self.saved and self.saved[-1] == path:
-            return  # e.g. the last iteration is also an epoch end
-        save_checkpoint(checkpoint_payload(engine), path)
-        self.saved.append(path)
-        if self.keep_last:
-            existing = sorted(self.save_dir.glob(f"{self.prefix}_*.pt"))
-            for old in existing[: max(0, len(existing) - int(self.keep_last))]:
-                old.unlink(missing_ok=True)
 
 
 _MODEL_KEYS = ("generator", "network", "student", "net", "model", "state_dict")
@@ -253,3 +179,77 @@ def load_generator_weights(
     except RuntimeError as e:
         raise RuntimeError(f"generator weights '{path}' do not fit {type(unwrap_model(model)).__name__}: {e}") from e
     return model
+
+
+def find_checkpoint(
+    path: str | os.PathLike,
+    prefix: str | None = None,
+    prefer_best: bool = True,
+    newer_than: float | None = None,
+    suffixes: Sequence[str] = (".pt",),
+) -> str:
+    """Return the checkpoint to use: ``path`` itself when it is a file, else the one found in the folder ``path``.
+
+    The one place that searches for checkpoints (bundles, resume, the label app, MLflow tracking). In a folder:
+
+    * with ``prefix``: the training-state series that :class:`~medsr.pipeline.handlers.CheckpointHandler`
+      writes, ``{prefix}_{iteration}.pt`` directly in the folder; the highest iteration wins (resume);
+    * else every file below the folder (recursively) ending in one of ``suffixes``; the ``best`` checkpoint
+      (file name containing ``best``, the one validation picked) wins when ``prefer_best``, then the newest.
+
+    Hidden files (an atomic write's temporary file) never count.
+
+    Args:
+        path: a checkpoint file or a folder.
+        prefix: pick from the ``{prefix}_{iteration}.pt`` series instead (see above).
+        prefer_best: prefer a ``best`` file over a newer one.
+        newer_than: only files modified at or after this time (seconds since the epoch) count.
+        suffixes: file endings that count.
+
+    Raises:
+        FileNotFoundError: naming the path when nothing is found.
+    """
+    p = Path(path)
+    if p.is_file():
+        return str(p)
+    if not p.is_dir():
+        raise FileNotFoundError(f"checkpoint '{path}': no such file or folder (train the bundle first)")
+    if prefix is not None:
+        files = [f for f in p.glob(f"{prefix}_*.pt") if f.is_file() and _ITER_RE.search(f.name)]
+        what = f"{prefix}_<iteration>.pt file"
+    else:
+        files = [f for f in p.rglob("*") if f.suffix in suffixes and f.is_file() and not f.name.startswith(".")]
+        what = f"{'/'.join(suffixes)} file"
+    if newer_than is not None:
+        files = [f for f in files if f.stat().st_mtime >= newer_than]
+    if not files:
+        raise FileNotFoundError(f"checkpoint '{path}': folder holds no {what} (train the bundle first)")
+    if prefix is not None:
+        return str(max(files, key=lambda f: int(_ITER_RE.search(f.name).group(1))))
+    pool = ([f for f in files if "best" in f.name] if prefer_best else []) or files
+    return str(max(pool, key=lambda f: (f.stat().st_mtime, f.name)))
+
+
+def load_generator(network: torch.nn.Module, checkpoint: str | os.PathLike | None, use_ema: bool = False):
+    """Load generator weights into ``network`` from a checkpoint file or run folder; return the network.
+
+    ``checkpoint`` is a file (medsr checkpoint, MONAI ``CheckpointSaver`` file or plain state dict) or a
+    folder searched with :func:`find_checkpoint`; the loading itself is
+    :func:`load_generator_weights`. ``None`` or ``""`` returns the network
+    untouched (random weights: tests and dry runs).
+    """
+    if checkpoint is None or str(checkpoint) == "":
+        return network
+    return load_generator_weights(network, find_checkpoint(checkpoint), use_ema=use_ema)
+
+
+def teacher_weights(path: str | os.PathLike | None) -> str | None:
+    """The distillation teacher's checkpoint: a file, the best/newest one in a run folder, or ``None``."""
+    if path is None or str(path) == "":
+        return None
+    try:
+        return find_checkpoint(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"teacher_checkpoint: {err} (train the teacher bundle first, e.g. `medsr train rdn`)"
+        ) from err

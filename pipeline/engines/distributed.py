@@ -24,7 +24,8 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "is_main_process",
-    "distributed_device",
+    "ddp_backend",
+    "ddp_device",
     "wrap_ddp",
     "distributed_loader",
     "all_reduce_mean",
@@ -66,7 +67,7 @@ def init_distributed(backend: str | None = None) -> bool:
     for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if var not in os.environ:
             raise RuntimeError(f"init_distributed: WORLD_SIZE={world} but {var} is not set; launch with torchrun")
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    backend = backend or ddp_backend()
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
@@ -79,10 +80,17 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def distributed_device() -> torch.device:
-    """``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
+def ddp_backend() -> str:
+    """``nccl`` with CUDA, ``gloo`` on CPU."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def ddp_device() -> torch.device:
+    """This process's device under ``torchrun``: ``cuda:LOCAL_RANK`` with CUDA, else CPU."""
     if torch.cuda.is_available():
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(rank)
+        return torch.device(f"cuda:{rank}")
     return torch.device("cpu")
 
 
@@ -93,11 +101,11 @@ def wrap_ddp(
 
     Args:
         model: the network.
-        device: default :func:`distributed_device`.
+        device: default :func:`ddp_device`.
         sync_batchnorm: convert BatchNorm layers to SyncBatchNorm (CUDA only in torch).
         kwargs: passed to ``DistributedDataParallel``.
     """
-    device = torch.device(device) if device is not None else distributed_device()
+    device = torch.device(device) if device is not None else ddp_device()
     model = model.to(device)
     if not is_distributed():
         return model
@@ -126,7 +134,7 @@ def all_reduce_mean(values: Mapping[str, float]) -> dict[str, float]:
     if not is_distributed() or not values:
         return dict(values)
     keys = sorted(values)
-    device = distributed_device() if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = ddp_device() if dist.get_backend() == "nccl" else torch.device("cpu")
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     t /= dist.get_world_size()

@@ -14,6 +14,7 @@ file or a folder of them) and loss terms all-reduced across DDP ranks.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -68,7 +69,25 @@ def _terms(
 
 
 class SRTrainerBase(SupervisedTrainer):
-    """Common machinery of the medsr trainers (see the module docstring); not used directly."""
+    """Common machinery of the medsr trainers (see the module docstring); not used directly.
+
+    A subclass's ``__init__`` is wrapped so that :meth:`_finish_init` (resume once every component exists)
+    runs by itself after the most-derived constructor returns.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            init(self, *args, **kw)
+            if type(self).__init__ is __init__:  # the outermost constructor has finished
+                self._finish_init()
+
+        cls.__init__ = __init__
 
     def __init__(
         self,
@@ -149,7 +168,7 @@ class SRTrainerBase(SupervisedTrainer):
             self._register_handlers(train_handlers)
 
     def _finish_init(self) -> None:
-        """Called at the end of subclass ``__init__``: resume once every component exists."""
+        """Run after the most-derived ``__init__`` (automatically): resume once every component exists."""
         if self._resume_from is not None:
             resume(self, self._resume_from)
 
@@ -210,17 +229,19 @@ class SRTrainerBase(SupervisedTrainer):
             if sched is not None:
                 sched.step()
 
-    def _generator_update(self, lr, hr, sr, total: torch.Tensor, terms: Mapping[str, torch.Tensor | float]) -> dict:
-        """The one-network step after the loss: events, backward and optimizer step, schedulers, EMA, output."""
+    def _generator_update(self, lr, hr, sr, total: torch.Tensor, update: bool = True) -> None:
+        """The generator's step after its loss: events, then (when ``update``) backward and optimizer step,
+        its per-iteration scheduler and the EMA. Every trainer calls it; :meth:`_finish` writes the output."""
         self.state.output = {Keys.IMAGE: lr, Keys.LABEL: hr, Keys.PRED: sr, Keys.LOSS: total}
         self.fire_event(IterationEvents.FORWARD_COMPLETED)
         self.fire_event(IterationEvents.LOSS_COMPLETED)
+        if not update:
+            return
         self._backward_step(total, self.optimizer, self.network, "g", self.grad_clip_norm)
-        if self.scheduler_step == "iteration":
-            self._step_schedulers()
+        if self.scheduler_step == "iteration" and self.scheduler is not None:
+            self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.network)
-        return self._finish(lr, hr, sr, total, terms)
 
     def _finish(self, lr, hr, sr, total: torch.Tensor, terms: Mapping[str, torch.Tensor | float]) -> dict:
         values = {"loss": float(total.detach())}
@@ -284,7 +305,6 @@ class SRTrainer(SRTrainerBase):
         if isinstance(loss, nn.Module):
             loss = loss.to(device)
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss, **kwargs)
-        self._finish_init()
 
     def _iteration(self, engine: SRTrainer, batchdata: dict) -> dict:
         lr, hr = self._prepare(batchdata)
@@ -293,7 +313,8 @@ class SRTrainer(SRTrainerBase):
         with self._autocast():
             sr = self.network(lr)
             total, terms = _terms(self.loss_function(sr, hr), "SRTrainer")
-        return self._generator_update(lr, hr, sr, total, terms)
+        self._generator_update(lr, hr, sr, total)
+        return self._finish(lr, hr, sr, total, terms)
 
 
 class GANTrainer(SRTrainerBase):
@@ -367,7 +388,6 @@ class GANTrainer(SRTrainerBase):
         self.d_updates_per_g = int(d_updates_per_g)
         self.d_init_iters = int(d_init_iters)
         self.d_grad_clip_norm = self.grad_clip_norm if d_grad_clip_norm is None else d_grad_clip_norm
-        self._finish_init()
 
     @property
     def generator(self) -> nn.Module:
@@ -418,15 +438,7 @@ class GANTrainer(SRTrainerBase):
                         real_logits = d_plain(hr)
             total, terms = _terms(g_loss(sr, hr, fake_logits, real_logits), "GANTrainer g_loss")
         set_requires_grad(d, True)
-        self.state.output = {Keys.IMAGE: lr, Keys.LABEL: hr, Keys.PRED: sr, Keys.LOSS: total}
-        self.fire_event(IterationEvents.FORWARD_COMPLETED)
-        self.fire_event(IterationEvents.LOSS_COMPLETED)
-        if update_g:
-            self._backward_step(total, self.optimizer, g, "g", self.grad_clip_norm)
-            if self.scheduler_step == "iteration" and self.scheduler is not None:
-                self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update(g)
+        self._generator_update(lr, hr, sr, total, update=update_g)
         # ---- discriminator step(s)
         fake = sr.detach()
         d_losses = []
@@ -522,7 +534,6 @@ class DistillationTrainer(SRTrainerBase):
         if extra:
             optimizer.add_param_group({"params": extra})
         self.use_features = float(getattr(loss_function, "w_feature", 0.0)) != 0.0
-        self._finish_init()
 
     @property
     def student(self) -> nn.Module:
@@ -553,4 +564,5 @@ class DistillationTrainer(SRTrainerBase):
             else:
                 sr, s_feats = self.network(lr), []
             total, terms = _terms(self.loss_function(sr, t_out, hr, s_feats, t_feats), "DistillationTrainer")
-        return self._generator_update(lr, hr, sr, total, terms)
+        self._generator_update(lr, hr, sr, total)
+        return self._finish(lr, hr, sr, total, terms)

@@ -2,15 +2,12 @@
 
 from medsr.pipeline.evaluation.baselines import BASELINE_MODES, resolve_scale, upsample
 from medsr.pipeline.evaluation.downstream import downstream_accuracy, load_classifier
-from medsr.pipeline.evaluation.handlers import EvaluationReportHandler
-from medsr.pipeline.evaluation.report import CSV_COLUMNS, METRICS, atomic_write_bytes, evaluate_cases, save_figure
+from medsr.pipeline.evaluation.report import CSV_COLUMNS, METRICS, evaluate_cases, save_figure
 
 __all__ = [
     "BASELINE_MODES",
     "CSV_COLUMNS",
     "METRICS",
-    "EvaluationReportHandler",
-    "atomic_write_bytes",
     "downstream_accuracy",
     "evaluate_cases",
     "load_classifier",

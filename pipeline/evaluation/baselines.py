@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from medsr.pipeline.metrics._core import as_plain, check_finite
+from medsr.transforms.geometry import per_axis
 
 __all__ = ["BASELINE_MODES", "resolve_scale", "upsample"]
 
@@ -30,9 +31,11 @@ def resolve_scale(
         raise ValueError(f"lr spatial shape {lr_shape} and hr spatial shape {hr_shape} differ in dimensions")
     if scale_factor is None:
         return tuple(h / lo for h, lo in zip(hr_shape, lr_shape))
-    sf = (float(scale_factor),) * len(lr_shape) if np.isscalar(scale_factor) else tuple(float(s) for s in scale_factor)
-    if len(sf) != len(lr_shape):
-        raise ValueError(f"scale_factor {scale_factor} has {len(sf)} values for {len(lr_shape)} spatial dims")
+    try:
+        sf = tuple(float(s) for s in per_axis(scale_factor, len(lr_shape), "scale_factor"))
+    except ValueError:
+        n = len(tuple(scale_factor))
+        raise ValueError(f"scale_factor {scale_factor} has {n} values for {len(lr_shape)} spatial dims") from None
     if any(s <= 0 for s in sf):
         raise ValueError(f"scale_factor must be positive, got {scale_factor}")
     expected = tuple(int(round(lo * s)) for lo, s in zip(lr_shape, sf))

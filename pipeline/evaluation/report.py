@@ -33,7 +33,7 @@ from medsr.pipeline.metrics._core import as_plain, check_data_range, check_finit
 from medsr.pipeline.metrics.functional import region_mse, region_ssim
 from medsr.pipeline.metrics.regions import make_regions
 
-__all__ = ["CSV_COLUMNS", "METRICS", "atomic_write_bytes", "evaluate_cases", "save_figure"]
+__all__ = ["CSV_COLUMNS", "METRICS", "evaluate_cases", "save_figure"]
 
 CSV_COLUMNS = (
     "case",
@@ -51,9 +51,6 @@ CSV_COLUMNS = (
     "note",
 )
 METRICS = ("psnr", "ssim", "mse", "nrmse", "mae")
-
-
-atomic_write_bytes = write_bytes_atomic  # kept name for callers in this package
 
 
 def _json_safe(x: Any) -> Any:
@@ -337,7 +334,7 @@ def evaluate_cases(
         "files": {"csv": str(csv_path.name), "summary": "summary.json", "figures": figure_files},
     }
     summary = _json_safe(summary)  # infinite PSNR (identical images) becomes "inf"
-    atomic_write_bytes(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False).encode())
+    write_bytes_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False).encode())
     return summary
 
 
@@ -410,7 +407,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
         w.writerow(
             {k: ("" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])) for k in CSV_COLUMNS}
         )
-    return atomic_write_bytes(path, buf.getvalue().encode())
+    return write_bytes_atomic(path, buf.getvalue().encode())
 
 
 def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -505,4 +502,4 @@ def save_figure(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return write_bytes_atomic(path, buf.getvalue())

@@ -30,6 +30,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from medsr.pipeline.io import write_json_atomic
+
 __all__ = [
     "REQUIREMENTS",
     "NO_DEPS",
@@ -236,9 +238,7 @@ def ensure_label_env(
             check = "import monailabel.main, monailabel.app, torch, monai; print(torch.__version__, monai.__version__)"
             _run([py, "-c", check], env_dir, log, timeout)
             info = {"hash": requirements_hash(), "requirements": list(REQUIREMENTS), "no_deps": list(NO_DEPS)}
-            tmp = env_dir / f"{READY_MARKER}.tmp"
-            tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
-            os.replace(tmp, env_dir / READY_MARKER)
+            write_json_atomic(info, env_dir / READY_MARKER)
             log(f"env ready in {time.monotonic() - start:.0f} s: {env_dir}")
             return env_dir
         finally:

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from medsr.transforms.geometry import per_axis
+
 __all__ = ["SRModelSpec", "parse_models_arg", "load_model_spec", "discover_models", "BUNDLES_DIR", "RUNS_DIR"]
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ class SRModelSpec:
 
     def load_network(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """Build the network, load the checkpoint (when there is one) and put it in eval mode on ``device``."""
-        from medsr.pipeline.bundle import load_generator
+        from medsr.pipeline.engines.checkpoint import load_generator
 
         if self.build_network is None:
             raise ValueError(f"model '{self.name}': the spec has no network builder")
@@ -128,12 +130,7 @@ def _working_dir(path: Path):
 
 
 def _tuple(value: Any, n: int, what: str) -> tuple[int, ...]:
-    if isinstance(value, (int, float)):
-        return (int(value),) * n
-    vals = tuple(int(v) for v in value)
-    if len(vals) != n:
-        raise ValueError(f"{what}: expected {n} values, got {value!r}")
-    return vals
+    return tuple(int(v) for v in per_axis(value, n, what, allow_none=False))
 
 
 def load_model_spec(
@@ -158,7 +155,7 @@ def load_model_spec(
     """
     from monai.bundle import ConfigParser
 
-    from medsr.pipeline.bundle import find_checkpoint
+    from medsr.pipeline.engines.checkpoint import find_checkpoint
 
     bundle = Path(bundle).resolve()
     cfg_file = bundle / "inference.json"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from medsr.pipeline.io import write_bytes_atomic
 from medsr.pipeline.label_app.env import env_for_subprocess, env_python, label_env_dir
 
 __all__ = ["APP_DIR", "free_port", "prepare_app_dir", "server_command", "start_server", "wait_ready", "stop_server"]
@@ -50,9 +50,7 @@ def prepare_app_dir(workdir: str | os.PathLike) -> Path:
     """Copy the app's ``main.py`` into ``<workdir>/app`` and return that folder."""
     app = Path(workdir).expanduser().resolve() / "app"
     app.mkdir(parents=True, exist_ok=True)
-    tmp = app / ".main.py.tmp"
-    shutil.copyfile(APP_DIR / "main.py", tmp)
-    os.replace(tmp, app / "main.py")
+    write_bytes_atomic(app / "main.py", (APP_DIR / "main.py").read_bytes())
     return app
 
 

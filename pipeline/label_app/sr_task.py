@@ -3,7 +3,7 @@
 ``SRInferTask`` reads the image the viewer sends with the bundle's own preprocessing (reader + intensity
 normalization), runs :class:`medsr.pipeline.inference.SRSlidingWindowInferer` with the bundle's generator,
 maps intensities back to the input's units, and writes a NIfTI with the HR affine
-(:func:`medsr.pipeline.inference.sr_affine`: spacing divided by the scale, physical extent kept) and no
+(:func:`medsr.transforms.geometry.sr_affine`: spacing divided by the scale, physical extent kept) and no
 channel axis. A 2D model given a 3D volume upscales it slice by slice along the last axis (scale
 ``(s, s, 1)``), which is what a viewer such as 3D Slicer sends for a 2D modality.
 """
@@ -22,8 +22,9 @@ from monai.data import MetaTensor
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from medsr.pipeline.inference import SRSlidingWindowInferer, invert_intensity, save_nifti, sr_affine
+from medsr.pipeline.inference import SRSlidingWindowInferer, invert_intensity, save_nifti
 from medsr.pipeline.label_app.models import SRModelSpec
+from medsr.transforms.geometry import sr_affine
 
 __all__ = ["SRInferTask", "InputError"]
 

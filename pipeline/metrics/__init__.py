@@ -1,4 +1,4 @@
-"""Image-quality metrics for SR: PSNR, MSE, NRMSE, SSIM, MS-SSIM, region SSIM/PSNR, MONAI and ignite wrappers.
+"""Image-quality metrics for SR: PSNR, MSE, NRMSE, SSIM, MS-SSIM, region SSIM/PSNR, MONAI metric wrappers.
 
 Every metric takes an explicit ``data_range``; SSIM equals scikit-image's Gaussian-window SSIM and is fast
 and memory-bounded in 3D. Region scores average over the windows lying inside lesion/normal-tissue regions.
@@ -17,21 +17,16 @@ from medsr.pipeline.metrics.functional import (
     ssim,
     ssim_map,
 )
-from medsr.pipeline.metrics.handlers import PSNRHandler, RegionPSNRHandler, RegionSSIMHandler, SSIMHandler
 from medsr.pipeline.metrics.monai_metrics import PSNRMetric, RegionPSNRMetric, RegionSSIMMetric, SSIMMetric
-from medsr.pipeline.metrics.regions import DEFAULT_REGIONS, make_regions, spacing_of
+from medsr.pipeline.metrics.regions import DEFAULT_REGIONS, make_regions
 
 __all__ = [
     "DEFAULT_REGIONS",
     "MS_SSIM_WEIGHTS",
-    "PSNRHandler",
     "PSNRMetric",
-    "RegionPSNRHandler",
     "RegionPSNRMetric",
-    "RegionSSIMHandler",
     "RegionSSIMMetric",
     "RegionScore",
-    "SSIMHandler",
     "SSIMMetric",
     "make_regions",
     "ms_ssim",
@@ -41,7 +36,6 @@ __all__ = [
     "region_mse",
     "region_psnr",
     "region_ssim",
-    "spacing_of",
     "ssim",
     "ssim_map",
 ]

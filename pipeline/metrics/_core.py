@@ -15,12 +15,6 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-try:  # scipy's C loops are the fastest 1D filters on CPU; torch is the fallback (and the CUDA path)
-    from scipy.ndimage import correlate1d as _correlate1d
-
-except ImportError:  # pragma: no cover - scipy is a dependency
-    _correlate1d = None
-
 __all__ = [
     "as_plain",
     "centre_valid",
@@ -157,17 +151,6 @@ def gaussian_taps(win_size: int = 11, sigma: float = 1.5) -> list[float]:
     return (w / w.sum()).tolist()
 
 
-def _filter_valid(t: torch.Tensor, dim: int, taps: Sequence[float]) -> torch.Tensor:
-    """Correlate ``t`` with ``taps`` along ``dim``, keeping only outputs whose window lies inside ``t``."""
-    r = len(taps) // 2
-    n = t.shape[dim] - 2 * r
-    out = t.narrow(dim, r, n) * taps[r]
-    for k, w in enumerate(taps):
-        if k != r:
-            out.add_(t.narrow(dim, k, n), alpha=w)
-    return out
-
-
 def default_chunk(shape: Sequence[int], radius: int) -> int:
     """Planes of the first spatial axis per slab: the two slab buffers of 5 maps stay near 1.5x the image size
     (measured peak extra memory 3.5x the image's float32 size for a 181x217x181 region SSIM, all included)."""
@@ -247,69 +230,6 @@ def _iter_torch(x, y, scale, taps, c1, c2, step) -> Iterator[tuple[int, torch.Te
         filled = 2 * r
 
 
-def _ssim_from_maps_np(m: np.ndarray, c1: float, c2: float, tmp: np.ndarray) -> np.ndarray:
-    """numpy twin of :func:`_ssim_from_maps`; the result lives in ``tmp``."""
-    ux, uy, uxx, uyy, uxy = m
-    uxuy = np.multiply(ux, uy, out=tmp)
-    np.square(ux, out=ux)
-    np.square(uy, out=uy)
-    np.subtract(uxx, ux, out=uxx)
-    np.subtract(uyy, uy, out=uyy)
-    np.subtract(uxy, uxuy, out=uxy)
-    np.multiply(uxuy, 2, out=uxuy)
-    np.add(uxuy, c1, out=uxuy)
-    np.multiply(uxy, 2, out=uxy)
-    np.add(uxy, c2, out=uxy)
-    np.multiply(uxuy, uxy, out=uxuy)
-    np.add(ux, uy, out=ux)
-    np.add(ux, c1, out=ux)
-    np.add(uxx, uyy, out=uxx)
-    np.add(uxx, c2, out=uxx)
-    np.multiply(ux, uxx, out=ux)
-    return np.divide(uxuy, ux, out=uxuy)
-
-
-def _iter_scipy(x, y, scale, taps, c1, c2, step) -> Iterator[tuple[int, np.ndarray]]:
-    """CPU path, single-threaded numpy/scipy on three preallocated buffers (robust on busy shared cores).
-
-    The slab buffer holds ``2r`` carried planes plus ``step`` new ones of the five maps, filtered in place
-    along the in-plane axes; the first-axis filter writes to a second buffer; SSIM goes to a third.
-    """
-    r = len(taps) // 2
-    w = np.asarray(taps, dtype=np.float64)
-    xn, yn = x.numpy(), y.numpy()
-    depth = xn.shape[0]
-    plane = tuple(xn.shape[1:])
-    crop = tuple(slice(r, s - r) for s in plane)
-    step = max(step, 2 * r)  # the carry copy then never overlaps
-    buf = np.empty((5, step + 2 * r, *plane), dtype=np.float32)
-    out = np.empty_like(buf)
-    tmp = np.empty((step + 2 * r, *(s - 2 * r for s in plane)), dtype=np.float32)
-    filled, out_row, i0 = 0, 0, 0
-    while i0 < depth:
-        i1 = min(depth, i0 + (step + 2 * r if filled == 0 else step))
-        n_new = i1 - i0
-        d = buf[:, filled : filled + n_new]
-        np.multiply(xn[i0:i1], scale, out=d[0], casting="unsafe")
-        np.multiply(yn[i0:i1], scale, out=d[1], casting="unsafe")
-        np.multiply(d[0], d[0], out=d[2])
-        np.multiply(d[1], d[1], out=d[3])
-        np.multiply(d[0], d[1], out=d[4])
-        for axis in range(2, buf.ndim):
-            _correlate1d(d, w, axis=axis, output=d, mode="constant")
-        filled += n_new
-        i0 = i1
-        n_out = filled - 2 * r
-        if n_out < 1:
-            continue
-        _correlate1d(buf[:, :filled], w, axis=1, output=out[:, :filled], mode="constant")
-        s = _ssim_from_maps_np(out[(slice(None), slice(r, r + n_out), *crop)], c1, c2, tmp[:n_out])
-        yield out_row, s
-        out_row += n_out
-        buf[:, : 2 * r] = buf[:, filled - 2 * r : filled]
-        filled = 2 * r
-
-
 def iter_ssim_chunks(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -318,14 +238,12 @@ def iter_ssim_chunks(
     k1: float = 0.01,
     k2: float = 0.03,
     chunk: int | None = None,
-    backend: str | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(first_row, ssim_slab)`` over the valid SSIM map of two single-channel images.
 
     ``x`` and ``y`` are spatial-only tensors ``(*S)``. The valid map has shape ``S - 2r`` (``r`` the window
     radius); each slab covers consecutive rows of its first axis, starting at ``first_row``, and is only
-    valid until the next slab is produced. The slab is a numpy array on the scipy backend (CPU) and a
-    tensor on the torch backend. Images are scaled by ``1 / data_range`` in float32 (SSIM is
+    valid until the next slab is produced. Images are scaled by ``1 / data_range`` in float32 (SSIM is
     invariant to that with ``C = (K * R)^2``), which keeps the variance differences accurate.
 
     Args:
@@ -336,7 +254,6 @@ def iter_ssim_chunks(
         k1: luminance constant.
         k2: contrast constant.
         chunk: new planes per slab (``None``: about a quarter of the first axis).
-        backend: ``"torch"`` (default, any device) or ``"scipy"`` (CPU, single-threaded).
     """
     r = len(taps) // 2
     if any(s < 2 * r + 1 for s in x.shape):
@@ -345,19 +262,7 @@ def iter_ssim_chunks(
         )
     c1, c2 = k1**2, k2**2
     step = chunk or default_chunk(x.shape, r)
-    if backend is None:
-        # torch's separable filters use every intra-op thread and beat scipy's single-threaded correlate1d on
-        # an idle CPU (0.33 s vs 0.63 s for a 181x217x181 volume on 2 cores); scipy stays available for
-        # oversubscribed machines, where spinning OpenMP threads hurt torch.
-        backend = "torch"
-    if backend == "scipy" and (x.device.type != "cpu" or x.requires_grad or x.is_complex()):
-        backend = "torch"
-    if backend == "scipy":
-        yield from _iter_scipy(x, y, 1.0 / data_range, taps, c1, c2, step)
-    elif backend == "torch":
-        yield from _iter_torch(x, y, 1.0 / data_range, taps, c1, c2, step)
-    else:
-        raise ValueError(f"backend must be 'scipy' or 'torch', got {backend!r}")
+    yield from _iter_torch(x, y, 1.0 / data_range, taps, c1, c2, step)
 
 
 def valid_indicator(region: torch.Tensor | np.ndarray, radius: int, rule: str = "inside") -> torch.Tensor:

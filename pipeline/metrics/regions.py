@@ -15,19 +15,11 @@ import torch
 from scipy import ndimage
 
 from medsr.pipeline.metrics._core import as_plain, check_finite
+from medsr.transforms.geometry import spacing_of
 
-__all__ = ["DEFAULT_REGIONS", "make_regions", "spacing_of"]
+__all__ = ["DEFAULT_REGIONS", "make_regions"]
 
 DEFAULT_REGIONS = ("whole", "inside", "outside")
-
-
-def spacing_of(x: object, spatial_dims: int) -> tuple[float, ...] | None:
-    """Voxel spacing in mm from a MetaTensor's ``pixdim`` (``None`` for plain tensors)."""
-    pixdim = getattr(x, "pixdim", None)
-    if pixdim is None:
-        return None
-    vals = [float(v) for v in torch.as_tensor(pixdim).flatten().tolist()[:spatial_dims]]
-    return tuple(vals) if len(vals) == spatial_dims else None
 
 
 def _spatial(x: torch.Tensor | np.ndarray, name: str, spatial_shape: Sequence[int] | None) -> np.ndarray:
@@ -111,7 +103,7 @@ def make_regions(
             if boundary_width is None or not boundary_width > 0:
                 raise ValueError(f"region 'boundary' needs boundary_width > 0, got {boundary_width!r}")
             if units == "mm":
-                sp = tuple(spacing) if spacing is not None else spacing_of(mask, m.ndim)
+                sp = tuple(spacing) if spacing is not None else spacing_of(mask, m.ndim, default=None)
                 if sp is None:
                     raise ValueError("boundary_width in mm needs spacing (or a MetaTensor mask with pixdim)")
                 if len(sp) != m.ndim:

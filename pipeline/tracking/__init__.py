@@ -1,16 +1,19 @@
 """MLflow tracking for medsr: handlers, a server-down fallback, offline sync and a static comparison report.
 
 Use it from a bundle with ``--tracking mlflow/tracking.json`` (see ``mlflow/README.md``), or attach
-:class:`MLflowSRHandler` to any MONAI/ignite engine.
+the role handlers of :mod:`medsr.pipeline.handlers.mlflow_handler` to any MONAI/ignite engine.
 """
 
-from medsr.pipeline.tracking.handlers import (
-    MLflowSRHandler,
+from medsr.pipeline.tracking.params import (
     bundle_name,
+    code_version,
+    datalist_digest,
     default_experiment_name,
     default_run_name,
+    executed_config_path,
+    flatten_config,
+    to_mlflow_params,
 )
-from medsr.pipeline.tracking.params import code_version, datalist_digest, flatten_config, to_mlflow_params
 from medsr.pipeline.tracking.session import (
     TrackingSession,
     default_tracking_uri,
@@ -20,13 +23,13 @@ from medsr.pipeline.tracking.session import (
 )
 
 __all__ = [
-    "MLflowSRHandler",
     "TrackingSession",
     "bundle_name",
     "code_version",
     "datalist_digest",
     "default_experiment_name",
     "default_run_name",
+    "executed_config_path",
     "default_tracking_uri",
     "flatten_config",
     "get_session",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +78,3 @@ def comparison_figure(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
-
-
-def first_item(output: Any) -> Mapping[str, Any] | None:
-    """Return the first sample of an engine output (a decollated list of dicts or one batched dict)."""
-    if isinstance(output, (list, tuple)):
-        return output[0] if output and isinstance(output[0], Mapping) else None
-    if isinstance(output, Mapping):
-        return {k: v[0] if isinstance(v, torch.Tensor) and v.ndim >= 4 else v for k, v in output.items()}
-    return None

@@ -16,6 +16,7 @@ import operator
 import os
 import re
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,40 @@ def code_version(path: str | os.PathLike | None = None) -> dict[str, str]:
     except (OSError, subprocess.TimeoutExpired):
         tags["medsr.git_commit"] = "unknown (git not available)"
     return tags
+
+
+def bundle_name(bundle_root: str | os.PathLike | None) -> str:
+    """Return the bundle's name: the folder name of ``bundle_root`` (``bundles/esrgan_se`` -> ``esrgan_se``)."""
+    if bundle_root is None:
+        return "bundle"
+    name = Path(os.path.abspath(os.fspath(bundle_root))).name
+    return name or "bundle"
+
+
+def default_experiment_name(bundle_root: str | os.PathLike | None = None, prefix: str = "medsr") -> str:
+    """Return the experiment of a bundle, ``medsr/<bundle name>``: one experiment per bundle."""
+    return f"{prefix}/{bundle_name(bundle_root)}"
+
+
+def default_run_name(bundle_root: str | os.PathLike | None = None, label: str | None = None) -> str:
+    """Return a readable run name, ``<bundle>-<label>-<YYYYmmdd-HHMMSS>`` (``label`` optional)."""
+    parts = [bundle_name(bundle_root)] + ([str(label)] if label else []) + [time.strftime("%Y%m%d-%H%M%S")]
+    return "-".join(parts)
+
+
+def executed_config_path(value: str | os.PathLike | None) -> Path | None:
+    """Return the executed-config file MONAI wrote for ``--tracking`` (its ``save_execute_config``).
+
+    MONAI builds that value as the text ``<output_dir> + '/config_<time>.json'``, which only evaluates when
+    ``output_dir`` is a ``$`` expression; with a plain ``--output_dir /x`` the text reaches handlers
+    unevaluated. This returns the real path in both cases (``None`` when there is none).
+    """
+    if value is None or value is False:
+        return None
+    text = os.fspath(value)
+    if os.path.isfile(text):
+        return Path(text)
+    match = re.fullmatch(r"\$?(.*?)\s*\+\s*['\"](/?[^'\"]+)['\"]", text.strip())
+    if match and os.path.isfile(match.group(1) + match.group(2)):
+        return Path(match.group(1) + match.group(2))
+    return None

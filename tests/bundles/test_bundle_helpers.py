@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from medsr.pipeline import bundle as mb
+from medsr.pipeline.commands import bundle_dir, list_bundles
+from medsr.pipeline.handlers import ValidationLog
 
 
 def test_parse_scale_forms_and_errors():
@@ -86,17 +88,10 @@ def test_perceptual_weight_is_off_without_weights(tmp_path):
         mb.perceptual_weight(1.0, tmp_path / "missing.pth")
 
 
-def test_augmentations_keep_patch_shape_and_scale_axes():
-    assert mb.augmentations(False, 2, (16, 16), 2) == []
-    augs = mb.augmentations(True, 3, (16, 16, 8), (1, 1, 2))
-    assert len(augs) == 4  # three flips + in-plane rotation
-    assert len(mb.augmentations(True, 2, (16, 8), 2)) == 2  # no rotation of a non-square patch
-
-
 def test_validation_log_writes_csv_atomically(tmp_path):
     from types import SimpleNamespace
 
-    log = mb.ValidationLog(tmp_path / "m" / "metrics.csv")
+    log = ValidationLog(tmp_path / "m" / "metrics.csv")
     for epoch, psnr in ((1, 20.0), (2, 21.5)):
         log(
             SimpleNamespace(
@@ -109,7 +104,7 @@ def test_validation_log_writes_csv_atomically(tmp_path):
 
 
 def test_list_bundles_and_bundle_dir():
-    names = [b["name"] for b in mb.list_bundles()]
+    names = [b["name"] for b in list_bundles()]
     for name in ("esrgan_se", "edsr_ise_gan", "srgan", "espcn", "srcnn", "vdsr", "rdn", "srdensenet", "distill"):
         assert name in names
         for f in (
@@ -121,9 +116,9 @@ def test_list_bundles_and_bundle_dir():
             "multi_gpu_train.json",
             "README.md",
         ):
-            assert (mb.bundle_dir(name) / f).is_file(), f"{name}/{f}"
+            assert (bundle_dir(name) / f).is_file(), f"{name}/{f}"
     with pytest.raises(ValueError, match="bundle 'nope'"):
-        mb.bundle_dir("nope")
+        bundle_dir("nope")
 
 
 def test_get_device():

@@ -15,8 +15,9 @@ from monai.bundle import run
 from monai.data import MetaTensor
 from PIL import Image
 
-from medsr.pipeline.bundle import PairDegradation, TrainingStage, key_if_present, label_names
-from medsr.transforms import MakeSRPaird
+from medsr.pipeline.bundle import key_if_present, label_names
+from medsr.pipeline.handlers import TrainingStage
+from medsr.transforms import MakeSRPaird, PairDegradation
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = {2: (48, 44), 3: (28, 26, 16)}

@@ -98,7 +98,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from monai.bundle import run  # noqa: E402
 
-from medsr.pipeline.inference import sr_affine  # noqa: E402
+from medsr.transforms.geometry import sr_affine  # noqa: E402
 
 
 @pytest.fixture(scope="module")

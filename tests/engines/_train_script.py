@@ -20,7 +20,6 @@ from monai.transforms import RandFlipd
 from medsr.networks.discriminators import VGGDiscriminator
 from medsr.networks.generators import RRDBNet
 from medsr.pipeline.engines import (
-    CheckpointHandler,
     GANTrainer,
     cleanup_distributed,
     distributed_loader,
@@ -28,6 +27,7 @@ from medsr.pipeline.engines import (
     init_distributed,
     wrap_ddp,
 )
+from medsr.pipeline.handlers import CheckpointHandler
 from medsr.pipeline.losses import FusionLoss
 
 

@@ -20,15 +20,15 @@ from monai.handlers import from_engine
 from medsr.networks.discriminators import VGGDiscriminator
 from medsr.networks.generators import EDSR, RRDBNet
 from medsr.pipeline.engines import (
-    CheckpointHandler,
     DistillationTrainer,
     GANTrainer,
     ModelEMA,
     SREvaluator,
     SRTrainer,
-    latest_checkpoint,
+    find_checkpoint,
     resume,
 )
+from medsr.pipeline.handlers import CheckpointHandler
 from medsr.pipeline.losses import DistillationLoss, FusionLoss
 
 HERE = Path(__file__).parent
@@ -144,7 +144,7 @@ def test_ema_amp_warning_warm_start_and_errors(tmp_path):
         torch.optim.Adam(g2.parameters()),
         torch.optim.Adam(d2.parameters()),
         FusionLoss(w_vgg=0),
-        g_pretrained=latest_checkpoint(tmp_path),
+        g_pretrained=find_checkpoint(tmp_path, prefix="checkpoint"),
     )
     assert all(torch.equal(a, b) for a, b in zip(g.parameters(), g2.parameters()))
     with pytest.raises(FileNotFoundError, match="g_pretrained=None"):
@@ -243,7 +243,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)  # mid-epoch (4 iterations per epoch), after the checkpoint at iteration 4
     proc.wait()
-    assert latest_checkpoint(killed / "ckpt").name == "checkpoint_00000004.pt"
+    assert Path(find_checkpoint(killed / "ckpt", prefix="checkpoint")).name == "checkpoint_00000004.pt"
     subprocess.run([sys.executable, str(SCRIPT), "--out", str(killed), "--resume"], env=_env(), check=True, timeout=120)
     assert ref.wait(timeout=120) == 0
     full_lines = (full / "losses_rank0.txt").read_text().splitlines()
@@ -284,3 +284,42 @@ def test_ddp_two_ranks_gloo_identical_weights(tmp_path):
     # each rank saw its own shard (different batches), yet the logged losses are all-reduced
     assert (tmp_path / "losses_rank0.txt").read_text() == (tmp_path / "losses_rank1.txt").read_text()
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["checkpoint_00000002.pt"]  # rank 0 only
+
+
+def test_finish_init_runs_once_after_the_outermost_constructor(tmp_path, monkeypatch):
+    """A subclass that sets state after ``super().__init__`` is resumed only once that state exists."""
+    calls = []
+
+    class Counting(SRTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.extra = "ready"
+
+        def _finish_init(self):
+            calls.append(getattr(self, "extra", None))
+            super()._finish_init()
+
+    class NoInit(Counting):
+        pass
+
+    g = _rrdb(2)
+    Counting("cpu", 1, _loader(2), g, torch.optim.SGD(g.parameters(), 0.1), "l1")
+    NoInit("cpu", 1, _loader(2), g, torch.optim.SGD(g.parameters(), 0.1), "l1")
+    assert calls == ["ready", "ready"]
+
+
+def test_find_checkpoint_series_best_newest_and_hidden(tmp_path):
+    """One search for every caller: the resume series by iteration, else best, else newest; temp files never."""
+    for name, age in (("checkpoint_00000010.pt", 0), ("checkpoint_00000002.pt", 50), ("best_net.pt", 100)):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (1e9 + age, 1e9 + age))  # the series' highest iteration is the oldest file
+    (tmp_path / ".checkpoint_00000099.pt.tmp.pt").write_bytes(b"half")  # an atomic write in progress
+    assert Path(find_checkpoint(tmp_path, prefix="checkpoint")).name == "checkpoint_00000010.pt"
+    assert Path(find_checkpoint(tmp_path)).name == "best_net.pt"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "last.pt").write_bytes(b"x")
+    assert Path(find_checkpoint(tmp_path, prefer_best=False)).name == "last.pt"
+    with pytest.raises(FileNotFoundError, match="no .pt file"):
+        find_checkpoint(tmp_path, newer_than=2e9)
+    with pytest.raises(FileNotFoundError, match="no ckpt_<iteration>.pt file"):
+        find_checkpoint(tmp_path, prefix="ckpt")

@@ -13,12 +13,12 @@ from monai.data import MetaTensor
 from PIL import Image
 
 from medsr.pipeline.evaluation import (
-    EvaluationReportHandler,
     downstream_accuracy,
     evaluate_cases,
     resolve_scale,
     upsample,
 )
+from medsr.pipeline.handlers import EvaluationReportHandler
 
 
 def _degrade(scale):

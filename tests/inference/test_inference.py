@@ -19,8 +19,8 @@ from medsr.pipeline.inference import (
     output_path_for,
     save_dicom,
     save_nifti,
-    sr_affine,
 )
+from medsr.transforms.geometry import sr_affine
 
 OBLIQUE = torch.tensor(
     [[0.0, -2.0, 0.1, 10.0], [1.5, 0.0, 0.0, -3.0], [0.0, 0.0, 4.0, 7.0], [0.0, 0.0, 0.0, 1.0]], dtype=torch.float64

@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 
 from medsr.pipeline.tracking import datalist_digest, flatten_config, resolve_tracking_uri, to_mlflow_params
-from medsr.pipeline.tracking.handlers import default_experiment_name, executed_config_path
-from medsr.pipeline.tracking.params import MAX_KEY_LENGTH, MAX_VALUE_LENGTH, TRUNCATION_MARK, code_version
+from medsr.pipeline.tracking.params import (
+    MAX_KEY_LENGTH,
+    MAX_VALUE_LENGTH,
+    TRUNCATION_MARK,
+    code_version,
+    default_experiment_name,
+    executed_config_path,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,6 +90,7 @@ def test_settings_file_matches_monai_format_and_bundles():
     assert set(settings) >= {"handlers_id", "configs"}
     for role, ids in settings["handlers_id"].items():
         handler = settings["configs"][role]
-        assert handler["_target_"] == "medsr.pipeline.tracking.MLflowSRHandler"
+        role_class = "Trainer" if role in ("trainer", "pretrainer") else role.title()
+        assert handler["_target_"] == f"medsr.pipeline.handlers.MLflow{role_class}Handler"
         assert set(ids) == {"id", "handlers"}
     assert default_experiment_name("bundles/esrgan_se") == "medsr/esrgan_se"

@@ -177,16 +177,14 @@ def test_kspace_decimation_matches_truncate_then_sample(shape, target):
 
 def test_noise_kinds_statistics_and_errors():
     x = MetaTensor(torch.full((1, 64, 64), 0.5))
-    g = AcquisitionNoise("gaussian", std=0.1)
-    g.set_random_state(1)
+    g = AcquisitionNoise("gaussian", std=0.1, seed=1)
     y = g(x)
     assert float((y - x).std()) == pytest.approx(0.1, rel=0.05)
+    assert torch.equal(g(x), y) and not torch.equal(AcquisitionNoise("gaussian", std=0.1, seed=2)(x), y)
     z = MetaTensor(torch.zeros(1, 64, 64))
-    r = AcquisitionNoise("rician", std=0.1)
-    r.set_random_state(1)
+    r = AcquisitionNoise("rician", std=0.1, seed=1)
     assert float(r(z).mean()) == pytest.approx(0.1 * math.sqrt(math.pi / 2), rel=0.05)  # Rayleigh mean
-    p = AcquisitionNoise("poisson_gaussian", std=0.0, photons=100.0)
-    p.set_random_state(1)
+    p = AcquisitionNoise("poisson_gaussian", std=0.0, photons=100.0, seed=1)
     assert float(p(x).var()) == pytest.approx(0.5 / 100.0, rel=0.1)
     with pytest.raises(ValueError, match="non-negative"):
         p(MetaTensor(-torch.ones(1, 4, 4)))
@@ -251,3 +249,43 @@ def test_bad_inputs_have_clear_errors():
         KSpaceTruncation()
     with pytest.raises(ValueError, match="gap"):
         ThickSlice((None, None, 4.0), gap=5.0)(hr)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (16, 16, 32)], ids=["2d", "3d"])
+def test_simulate_low_resolution_noise_statistics_and_seed(shape):
+    """The LR noise has the asked std, the seed reproduces it and another seed changes it."""
+    sd = len(shape)
+    hr = image(shape, (1.0,) * sd)
+    target = (None,) * (sd - 1) + (2.0,)
+    clean = SimulateLowResolution(target)(hr)
+    noisy = SimulateLowResolution(target, noise="gaussian", noise_std=0.05, seed=3)(hr)
+    diff = (noisy - clean).as_tensor()
+    assert float(diff.std()) == pytest.approx(0.05, rel=0.1) and abs(float(diff.mean())) < 0.01
+    again = SimulateLowResolution(target, noise="gaussian", noise_std=0.05, seed=3)(hr)
+    other = SimulateLowResolution(target, noise="gaussian", noise_std=0.05, seed=4)(hr)
+    assert torch.equal(noisy, again) and not torch.allclose(noisy, other)
+    torch.testing.assert_close(noisy.affine, clean.affine)
+
+
+def _impulse_fwhm(out: torch.Tensor, axis: int) -> float:
+    line = out[0].as_tensor().double()
+    centre = tuple(s // 2 for s in line.shape)
+    index = list(centre)
+    index[axis] = slice(None)
+    return fwhm_from_profile(line[tuple(index)].numpy())
+
+
+@pytest.mark.parametrize("sd", [2, 3])
+def test_rand_thick_slice_honours_its_thickness_range(sd):
+    """Gaussian profile: the impulse response's FWHM is the drawn thickness, which stays in the range."""
+    shape = (5,) * (sd - 1) + (41,)
+    hr = MetaTensor(torch.zeros(1, *shape), affine=torch.eye(4, dtype=torch.float64))
+    hr[(0,) + tuple(s // 2 for s in shape)] = 1.0
+    for lo, hi in ((2.0, 2.5), (4.5, 5.0)):
+        t = RandThickSlice([None] * (sd - 1) + [(lo, hi)])
+        widths = []
+        for seed in range(4):
+            t.set_random_state(seed)
+            widths.append(_impulse_fwhm(t(hr), sd - 1))
+        assert all(lo - 0.15 <= w <= hi + 0.15 for w in widths), (lo, hi, widths)
+        assert max(widths) - min(widths) > 1e-3  # drawn, not fixed

@@ -145,3 +145,34 @@ def test_random_pairs_reproducible_and_pipeline_collates(shape, spacing, scale):
     assert batch["mask_lr"].shape[2:] == batch["lr"].shape[2:]
     loader = DataLoader(a, batch_size=2, collate_fn=list_data_collate)
     assert next(iter(loader))["hr"].shape == batch["hr"].shape
+
+
+@pytest.mark.parametrize("shape,spacing,scale", CASES)
+def test_pair_noise_statistics_and_seed(shape, spacing, scale):
+    """Noise on the pair's LR: the asked std, reproduced by its seed, changed by another; HR untouched."""
+    d = item(shape, spacing)
+    clean = MakeSRPaird(scale_factor=scale)(d)
+    noisy = MakeSRPaird(scale_factor=scale, noise="gaussian", noise_std=0.05, seed=5)(d)
+    diff = (noisy["lr"] - clean["lr"]).as_tensor()
+    assert float(diff.std()) == pytest.approx(0.05, rel=0.25) and abs(float(diff.mean())) < 0.02
+    assert torch.equal(noisy["hr"], clean["hr"])
+    assert torch.equal(noisy["lr"], MakeSRPaird(scale_factor=scale, noise="gaussian", noise_std=0.05, seed=5)(d)["lr"])
+    assert not torch.equal(
+        noisy["lr"], MakeSRPaird(scale_factor=scale, noise="gaussian", noise_std=0.05, seed=6)(d)["lr"]
+    )
+    rand = RandMakeSRPaird([scale], noise_kinds=("gaussian",), noise_std_range=(0.05, 0.05))
+    rand.set_random_state(0)
+    first, second = rand(d)["lr"], rand(d)["lr"]
+    assert not torch.equal(first, second)  # the Rand version draws a new seed per call
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_bicubic_pair_equals_pil_resize(factor):
+    """mode="bicubic" is PIL's antialiased ``Image.resize(..., Image.BICUBIC)`` of the (cropped) float image."""
+    from PIL import Image
+
+    a = np.random.default_rng(factor).random((40, 37)).astype(np.float32)
+    out = MakeSRPaird(scale_factor=factor, mode="bicubic")({"image": MetaTensor(torch.from_numpy(a)[None])})
+    h, w = (40 // factor) * factor, (37 // factor) * factor
+    pil = np.asarray(Image.fromarray(a[:h, :w], mode="F").resize((w // factor, h // factor), Image.BICUBIC))
+    np.testing.assert_allclose(out["lr"][0].numpy(), pil, atol=1e-5)

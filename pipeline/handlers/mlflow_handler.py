@@ -1,7 +1,9 @@
-"""Ignite handlers that track a medsr workflow in MLflow.
+"""MLflow tracking of a medsr workflow: one handler class per role, on MONAI's ``MLFlowHandler``.
 
-:class:`MLflowSRHandler` extends MONAI's :class:`~monai.handlers.MLFlowHandler` (same attach points, same
-``engine.state.metrics`` epoch logging) with what an SR run needs:
+:class:`MLflowTrainerHandler`, :class:`MLflowValidatorHandler` and :class:`MLflowEvaluatorHandler` extend
+MONAI's :class:`~monai.handlers.MLFlowHandler` (same attach points, same ``engine.state.metrics`` epoch
+logging) through its public ``epoch_logger``/``iteration_logger`` arguments and its public ``start``,
+``complete`` and ``close`` hooks, with what an SR run needs:
 
 * trainer: the resolved config as params (flattened, cut to MLflow's limits) and as an artifact, the
   datalist's hash and size, the code version; per iteration ``loss`` and every ``loss_<term>``, the
@@ -20,10 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -31,54 +33,25 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 
+from medsr.pipeline.engines.checkpoint import find_checkpoint
+from medsr.pipeline.handlers.training_stage import OFFSET_ATTR
+from medsr.pipeline.handlers.utils import first_sample
 from medsr.pipeline.io import atomic_open
 from medsr.pipeline.tracking.export import export_torchscript, save_pytorch_flavour
-from medsr.pipeline.tracking.figures import comparison_figure, first_item
-from medsr.pipeline.tracking.params import code_version, datalist_digest, flatten_config, to_mlflow_params
+from medsr.pipeline.tracking.figures import comparison_figure
+from medsr.pipeline.tracking.params import (
+    code_version,
+    datalist_digest,
+    executed_config_path,
+    flatten_config,
+    to_mlflow_params,
+)
 from medsr.pipeline.tracking.session import TrackingSession, get_session, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("trainer", "validator", "evaluator")
 INPUT_KEYS = ("lr", "image")
 TARGET_KEYS = ("label", "hr")
-
-
-def bundle_name(bundle_root: str | os.PathLike | None) -> str:
-    """Return the bundle's name: the folder name of ``bundle_root`` (``bundles/esrgan_se`` -> ``esrgan_se``)."""
-    if bundle_root is None:
-        return "bundle"
-    name = Path(os.path.abspath(os.fspath(bundle_root))).name
-    return name or "bundle"
-
-
-def default_experiment_name(bundle_root: str | os.PathLike | None = None, prefix: str = "medsr") -> str:
-    """Return the experiment of a bundle, ``medsr/<bundle name>``: one experiment per bundle."""
-    return f"{prefix}/{bundle_name(bundle_root)}"
-
-
-def default_run_name(bundle_root: str | os.PathLike | None = None, label: str | None = None) -> str:
-    """Return a readable run name, ``<bundle>-<label>-<YYYYmmdd-HHMMSS>`` (``label`` optional)."""
-    parts = [bundle_name(bundle_root)] + ([str(label)] if label else []) + [time.strftime("%Y%m%d-%H%M%S")]
-    return "-".join(parts)
-
-
-def executed_config_path(value: str | os.PathLike | None) -> Path | None:
-    """Return the executed-config file MONAI wrote for ``--tracking`` (its ``save_execute_config``).
-
-    MONAI builds that value as the text ``<output_dir> + '/config_<time>.json'``, which only evaluates when
-    ``output_dir`` is a ``$`` expression; with a plain ``--output_dir /x`` the text reaches handlers
-    unevaluated. This returns the real path in both cases (``None`` when there is none).
-    """
-    if value is None or value is False:
-        return None
-    text = os.fspath(value)
-    if os.path.isfile(text):
-        return Path(text)
-    match = re.fullmatch(r"\$?(.*?)\s*\+\s*['\"](/?[^'\"]+)['\"]", text.strip())
-    if match and os.path.isfile(match.group(1) + match.group(2)):
-        return Path(match.group(1) + match.group(2))
-    return None
 
 
 def _scalar(value: Any) -> float | None:
@@ -97,11 +70,9 @@ def _pick(item: Mapping[str, Any], keys: Sequence[str]) -> Any:
 
 
 class MLflowSRHandler(MLFlowHandler):
-    """Track a medsr trainer, validator or evaluator in MLflow (see the module docstring for what is logged).
+    """What the three MLflow role handlers share (see the module docstring); use a role class.
 
     Args:
-        role: ``"trainer"``, ``"validator"`` or ``"evaluator"``; ``None`` picks trainer for a
-            ``monai.engines.Trainer`` and evaluator otherwise.
         tracking_uri: ``$MLFLOW_TRACKING_URI`` wins; ``None`` gives ``sqlite:///<output_dir>/mlruns.db``.
         experiment_name: the MLflow experiment (``medsr/<bundle>`` from :func:`default_experiment_name`).
         run_name: a readable name; handlers with the same settings share one run.
@@ -110,23 +81,18 @@ class MLflowSRHandler(MLFlowHandler):
         tags: extra run tags.
         log_figures: write a comparison figure at each validation (validator/evaluator).
         input_keys / pred_key / target_keys: output keys of the input, the SR output and the target.
-        checkpoint_dirs: folders searched for the newest ``.pt`` written during the run (trainer); when
-            none is found the network's weights are saved to ``<output_dir>/tracking/final_checkpoint.pt``.
-        export_model: log the generator as TorchScript (``model_torchscript/``) and in the MLflow PyTorch
-            flavour (``model/``) at the end of training.
-        summary_dirs: folders searched for ``summary.json`` (and sibling ``*.png``/``*.csv``) written during
-            an evaluation run (evaluator); its numbers are logged as ``eval_*`` metrics.
-        close_on_complete: end the MLflow run when the engine completes; default True for trainer and
-            evaluator, False for a validator (the trainer ends the run).
+        close_on_complete: end the MLflow run when the engine completes (default: the role's).
         iteration_log / epoch_log / state_attributes / global_epoch_transform / experiment_param /
-        optimizer_param_names: as in MONAI's MLFlowHandler. ``iteration_log`` defaults to True for a
-            trainer and False otherwise.
+        optimizer_param_names: as in MONAI's MLFlowHandler. ``iteration_log`` defaults to the role's.
         metric_prefix: put before every metric name (``"pretrain_"`` for a GAN's pixel-loss pre-training).
     """
 
+    role = "evaluator"
+    #: the role's defaults for ``iteration_log`` and ``close_on_complete``
+    log_iterations, close_run = False, True
+
     def __init__(
         self,
-        role: str | None = None,
         tracking_uri: str | None = None,
         experiment_name: str = "medsr",
         run_name: str | None = None,
@@ -137,9 +103,6 @@ class MLflowSRHandler(MLFlowHandler):
         input_keys: Sequence[str] = INPUT_KEYS,
         pred_key: str = "pred",
         target_keys: Sequence[str] = TARGET_KEYS,
-        checkpoint_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-        export_model: bool = True,
-        summary_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         close_on_complete: bool | None = None,
         iteration_log: bool | Callable[[Engine, int], bool] | None = None,
         epoch_log: bool | Callable[[Engine, int], bool] = True,
@@ -149,25 +112,21 @@ class MLflowSRHandler(MLFlowHandler):
         optimizer_param_names: str | Sequence[str] = "lr",
         metric_prefix: str = "",
     ) -> None:
-        if role is not None and role not in ROLES:
-            raise ValueError(f"role: expected one of {ROLES}, got {role!r}")
-        self.role = role
         self.output_dir = Path(output_dir if output_dir is not None else os.getcwd()).absolute()
-        uri = resolve_tracking_uri(tracking_uri, self.output_dir)
         super().__init__(
-            tracking_uri=uri,
-            iteration_log=True if iteration_log is None else iteration_log,
+            tracking_uri=resolve_tracking_uri(tracking_uri, self.output_dir),
+            iteration_log=self.log_iterations if iteration_log is None else iteration_log,
             epoch_log=epoch_log,
+            epoch_logger=self._log_epoch,
+            iteration_logger=self._log_iteration,
             global_epoch_transform=global_epoch_transform,
             state_attributes=state_attributes,
             experiment_name=experiment_name,
             run_name=run_name,
             experiment_param=experiment_param,
             optimizer_param_names=optimizer_param_names,
-            close_on_complete=False,
+            close_on_complete=self.close_run if close_on_complete is None else close_on_complete,
         )
-        self._iteration_log_arg = iteration_log
-        self._close_arg = close_on_complete
         self.tracking_uri = tracking_uri
         self.metric_prefix = metric_prefix
         if config is not None and not isinstance(config, Mapping):
@@ -179,33 +138,21 @@ class MLflowSRHandler(MLFlowHandler):
         self.extra_tags = dict(tags or {})
         self.log_figures = log_figures
         self.input_keys, self.pred_key, self.target_keys = tuple(input_keys), pred_key, tuple(target_keys)
-        as_list = lambda v: [] if v is None else [v] if isinstance(v, (str, os.PathLike)) else list(v)  # noqa: E731
-        self.checkpoint_dirs = [Path(p) for p in as_list(checkpoint_dirs)]
-        self.summary_dirs = [Path(p) for p in as_list(summary_dirs)]
-        self.export_model = export_model
         self.session: TrackingSession | None = None
         self._t0 = time.time()
         self._iter_start: float | None = None
         self._epoch_start: float | None = None
         self._sample: Mapping[str, Any] | None = None
         self._engine: Engine | None = None
-        self._example_input: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ wiring
     def attach(self, engine: Engine) -> None:
-        """Attach to a trainer, validator or evaluator engine."""
-        if self.role is None:
-            from monai.engines import Trainer
-
-            self.role = "trainer" if isinstance(engine, Trainer) else "evaluator"
-        if self._iteration_log_arg is None:
-            self.iteration_log = self.role == "trainer"
-        self.close_on_complete = self._close_arg if self._close_arg is not None else self.role != "validator"
+        """Attach to the engine of this handler's role."""
         self._engine = engine
         super().attach(engine)
         engine.add_event_handler(Events.ITERATION_STARTED, self._iteration_started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
-        if self.role != "trainer" and self.log_figures:
+        if self.log_figures:
             engine.add_event_handler(Events.ITERATION_COMPLETED, self._capture_sample)
 
     def _session(self) -> TrackingSession:
@@ -213,16 +160,10 @@ class MLflowSRHandler(MLFlowHandler):
             self.session = get_session(self.tracking_uri, self.experiment_name, self.run_name, self.output_dir)
         return self.session
 
-    # ------------------------------------------------------------------ MONAI hooks, routed to the session
-    def _set_experiment(self) -> None:
-        session = self._session()
-        session.start()
-        self.experiment = session.experiment_id
-
-    def _log_params(self, params: dict[str, Any]) -> None:
+    def _params_to_session(self, params: dict[str, Any]) -> None:
         self._session().log_params(to_mlflow_params(params))
 
-    def _log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+    def _to_session(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         flat: dict[str, Any] = {}
         for key, value in metrics.items():
             if isinstance(value, Mapping):
@@ -233,7 +174,7 @@ class MLflowSRHandler(MLFlowHandler):
         self._session().log_metrics({k: v for k, v in values.items() if v is not None}, step=step or 0)
 
     def start(self, engine: Engine) -> None:
-        """Open the shared run; the trainer logs config, datalist and code version once."""
+        """Open the shared run (the first handler also tags it), log the role's params and the datalist."""
         session = self._session()
         first = session.run_id is None
         session.start()
@@ -245,41 +186,36 @@ class MLflowSRHandler(MLFlowHandler):
             if self.config is not None and not isinstance(self.config, Mapping):
                 tags["medsr.config_file"] = os.fspath(self.config)
             session.set_tags(tags)
-        if self.role == "trainer":
-            params = {attr: getattr(engine.state, attr, None) for attr in self.default_tracking_params}
-            params.update(flatten_config(self.config) if self.config is not None else {})
-            params.update(self.experiment_param or {})
-            self._log_params(params)
-            if self.config is not None and not isinstance(self.config, Mapping):
-                session.log_artifact(self.config, "config")
-        elif self.experiment_param:
-            self._log_params(dict(self.experiment_param))
+        self._log_start_params(engine, session)
         self._log_datalist(engine)
+
+    def _log_start_params(self, engine: Engine, session: TrackingSession) -> None:
+        if self.experiment_param:
+            self._params_to_session(dict(self.experiment_param))
 
     def _log_datalist(self, engine: Engine) -> None:
         dataset = getattr(getattr(engine, "data_loader", None), "dataset", None)
         if dataset is None:
             return
-        name = {"trainer": "train", "validator": "validate", "evaluator": "evaluate"}[self.role or "evaluator"]
+        name = {"trainer": "train", "validator": "validate", "evaluator": "evaluate"}[self.role]
         data = getattr(dataset, "data", None)
         try:
             digest = datalist_digest(data) if data is not None else {"size": len(dataset)}
         except (ValueError, TypeError):
             return
-        self._log_params({f"datalist.{name}.{k}": v for k, v in digest.items()})
+        self._params_to_session({f"datalist.{name}.{k}": v for k, v in digest.items()})
 
     # ------------------------------------------------------------------ per iteration / epoch
     def _iteration_started(self, engine: Engine) -> None:
         self._iter_start = time.perf_counter()
-        if self.role == "trainer" and self._example_input is None:
-            self._example_input = self._example(engine)
 
     def _epoch_started(self, engine: Engine) -> None:
         self._epoch_start = time.perf_counter()
         self._sample = None
 
-    def _default_iteration_log(self, engine: Engine) -> None:
-        item = first_item(engine.state.output)
+    def _log_iteration(self, engine: Engine) -> None:
+        """``iteration_logger``: ``loss`` and every ``loss_<term>``, each optimizer's learning rate, the time."""
+        item = first_sample(engine.state.output)
         metrics: dict[str, float] = {}
         if item is not None:
             for key, value in item.items():
@@ -299,11 +235,11 @@ class MLflowSRHandler(MLFlowHandler):
                             metrics[label if i == 0 else f"{label}_group{i}"] = float(group[name])
         if self._iter_start is not None:
             metrics["time_per_iteration_s"] = time.perf_counter() - self._iter_start
-        self._log_metrics(metrics, step=engine.state.iteration)
+        self._to_session(metrics, step=engine.state.iteration)
 
     def _capture_sample(self, engine: Engine) -> None:
         if self._sample is None:
-            item = first_item(engine.state.output)
+            item = first_sample(engine.state.output)
             if item is not None and isinstance(item.get(self.pred_key), torch.Tensor):
                 self._sample = {
                     "sr": item[self.pred_key].detach().cpu(),
@@ -311,23 +247,19 @@ class MLflowSRHandler(MLFlowHandler):
                     "lr": None if (t := _pick(item, self.input_keys)) is None else t.detach().cpu(),
                 }
 
-    def _default_epoch_log(self, engine: Engine) -> None:
-        # two-stage training (medsr.pipeline.bundle.TrainingStage): a validator shared by the pretrain and GAN
-        # trainers logs at the global epoch (earlier stages' epochs + this one), so steps do not repeat
-        offset = int(getattr(engine.state, "medsr_epoch_offset", 0) or 0)
-        transform = self.global_epoch_transform
-        if offset:
-            self.global_epoch_transform = lambda e: transform(e) + offset
-        try:
-            self._epoch_log_at(engine)
-        finally:
-            self.global_epoch_transform = transform
+    def _log_epoch(self, engine: Engine) -> None:
+        """``epoch_logger``: ``engine.state.metrics`` (and ``state_attributes``) at the epoch, then the figure.
 
-    def _epoch_log_at(self, engine: Engine) -> None:
-        epoch = self.global_epoch_transform(engine.state.epoch)
-        super()._default_epoch_log(engine)
-        if self.role == "trainer" and self._epoch_start is not None:
-            self._log_metrics({"time_per_epoch_s": time.perf_counter() - self._epoch_start}, step=epoch)
+        A validator shared by two training stages (:class:`~medsr.pipeline.handlers.TrainingStage`) logs at
+        the global epoch (earlier stages' epochs + this one), so steps do not repeat.
+        """
+        offset = int(getattr(engine.state, OFFSET_ATTR, 0) or 0)
+        epoch = self.global_epoch_transform(engine.state.epoch) + offset
+        if engine.state.metrics:
+            self._to_session(engine.state.metrics, step=epoch)
+            if self.state_attributes is not None:
+                self._to_session({a: getattr(engine.state, a, None) for a in self.state_attributes}, step=epoch)
+        self._log_epoch_extra(engine, epoch)
         if self._sample is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = comparison_figure(
@@ -337,6 +269,9 @@ class MLflowSRHandler(MLFlowHandler):
                 )
                 self._session().log_artifact(path, "figures")
             self._sample = None
+
+    def _log_epoch_extra(self, engine: Engine, epoch: int) -> None:
+        """What a role logs per epoch besides the metrics (nothing here)."""
 
     # ------------------------------------------------------------------ end of run
     def _newest(self, folders: Sequence[Path], patterns: Sequence[str]) -> list[Path]:
@@ -362,24 +297,83 @@ class MLflowSRHandler(MLFlowHandler):
         return None
 
     def complete(self, engine: Engine | None = None) -> None:
-        """Log the end-of-run artifacts: checkpoint and exported model (trainer), evaluation report (evaluator)."""
+        """Log the role's end-of-run artifacts (checkpoint and model for a trainer, report for an evaluator)."""
         engine = engine or self._engine
         session = self._session()
         if session.run_id is None or engine is None:
             return
-        if self.role == "trainer":
-            self._log_checkpoint(engine, session)
-            if self.export_model:
-                self._log_model(engine, session)
-        if self.summary_dirs:
-            self._log_summary(session, engine)
+        self._log_end(engine, session)
+
+    def _log_end(self, engine: Engine, session: TrackingSession) -> None:
+        """The role's end-of-run artifacts (nothing here)."""
+
+    def close(self) -> None:
+        """End the shared MLflow run."""
+        if self.session is not None:
+            self.session.end("FINISHED")
+        self.cur_run = None
+
+
+class MLflowTrainerHandler(MLflowSRHandler):
+    """Track a medsr trainer: config as params and artifact, per-iteration losses, learning rates and times,
+    time per epoch, and at the end the checkpoint and the exported generator.
+
+    Args:
+        checkpoint_dirs: folders searched for the newest ``.pt`` written during the run; when none is found
+            the network's weights are saved to ``<output_dir>/tracking/final_checkpoint.pt``.
+        export_model: log the generator as TorchScript (``model_torchscript/``) and in the MLflow PyTorch
+            flavour (``model/``) at the end of training.
+        kwargs: the arguments of :class:`MLflowSRHandler` (no figures: a trainer's output is a training patch).
+    """
+
+    role = "trainer"
+    log_iterations, close_run = True, True
+
+    def __init__(
+        self,
+        checkpoint_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+        export_model: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("log_figures", False)
+        super().__init__(**kwargs)
+        self.checkpoint_dirs = [Path(p) for p in _as_paths(checkpoint_dirs)]
+        self.export_model = export_model
+        self._example_input: torch.Tensor | None = None
+
+    def _iteration_started(self, engine: Engine) -> None:
+        super()._iteration_started(engine)
+        if self._example_input is None:
+            self._example_input = self._example(engine)
+
+    def _log_start_params(self, engine: Engine, session: TrackingSession) -> None:
+        params = {attr: getattr(engine.state, attr, None) for attr in self.default_tracking_params}
+        params.update(flatten_config(self.config) if self.config is not None else {})
+        params.update(self.experiment_param or {})
+        self._params_to_session(params)
+        if self.config is not None and not isinstance(self.config, Mapping):
+            session.log_artifact(self.config, "config")
+
+    def _log_epoch_extra(self, engine: Engine, epoch: int) -> None:
+        if self._epoch_start is not None:
+            self._to_session({"time_per_epoch_s": time.perf_counter() - self._epoch_start}, step=epoch)
+
+    def _log_end(self, engine: Engine, session: TrackingSession) -> None:
+        self._log_checkpoint(engine, session)
+        if self.export_model:
+            self._log_model(engine, session)
 
     def _log_checkpoint(self, engine: Engine, session: TrackingSession) -> None:
-        found = self._newest(self.checkpoint_dirs, ("*.pt", "*.pth"))
-        if found:
-            path = found[0]
-            for best in [p for p in found[1:] if "best" in p.name][:1]:
-                session.log_artifact(best, "checkpoints")
+        found: dict[bool, list[Path]] = {False: [], True: []}  # newest / best, written during this run
+        for folder in self.checkpoint_dirs:
+            for prefer_best, out in found.items():
+                with suppress(FileNotFoundError):
+                    out.append(Path(find_checkpoint(folder, None, prefer_best, self._t0 - 1, (".pt", ".pth"))))
+        if found[False]:
+            path = max(found[False], key=lambda p: p.stat().st_mtime)
+            bests = [b for b in found[True] if "best" in b.name and b != path]
+            if bests:
+                session.log_artifact(max(bests, key=lambda p: p.stat().st_mtime), "checkpoints")
         else:
             net = self._network(engine)
             if net is None:
@@ -405,6 +399,37 @@ class MLflowSRHandler(MLFlowHandler):
             session.set_tags({"medsr.torchscript_error": str(err)[:500]})
         flavour = save_pytorch_flavour(net, example, folder / "mlflow_model")
         session.log_artifacts(flavour, "model")
+
+
+class MLflowValidatorHandler(MLflowSRHandler):
+    """Track the validator of a training run: its metrics at the trainer's epoch and a comparison figure per
+    validation; it leaves the run open for the trainer to close. Arguments: :class:`MLflowSRHandler`'s."""
+
+    role = "validator"
+    log_iterations, close_run = False, False
+
+
+class MLflowEvaluatorHandler(MLflowSRHandler):
+    """Track an evaluation run: its metrics, a comparison figure, and the evaluation report.
+
+    Args:
+        summary_dirs: folders searched for ``summary.json`` (and sibling ``*.png``/``*.csv``) written during
+            the run; its numbers are logged as ``eval.*`` metrics.
+        kwargs: the arguments of :class:`MLflowSRHandler`.
+    """
+
+    role = "evaluator"
+    log_iterations, close_run = False, True
+
+    def __init__(
+        self, summary_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.summary_dirs = [Path(p) for p in _as_paths(summary_dirs)]
+
+    def _log_end(self, engine: Engine, session: TrackingSession) -> None:
+        if self.summary_dirs:
+            self._log_summary(session, engine)
 
     def _log_summary(self, session: TrackingSession, engine: Engine) -> None:
         import json
@@ -436,8 +461,6 @@ class MLflowSRHandler(MLFlowHandler):
         walk(content, "")
         session.log_metrics(dict(list(flat.items())[:500]), step=int(getattr(engine.state, "epoch", 0) or 0))
 
-    def close(self) -> None:
-        """End the shared MLflow run."""
-        if self.session is not None:
-            self.session.end("FINISHED")
-        self.cur_run = None
+
+def _as_paths(value: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list:
+    return [] if value is None else [value] if isinstance(value, (str, os.PathLike)) else list(value)

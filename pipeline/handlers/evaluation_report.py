@@ -2,7 +2,7 @@
 
 One line in a bundle's ``evaluating`` handlers::
 
-    {"_target_": "medsr.pipeline.evaluation.EvaluationReportHandler", "output_dir": "@output_dir",
+    {"_target_": "medsr.pipeline.handlers.EvaluationReportHandler", "output_dir": "@output_dir",
      "data_range": 1.0, "scale_factor": "@scale_factor"}
 
 It reads ``hr``, ``lr`` and optional ``mask``/``label`` from ``engine.state.batch`` and ``pred`` from

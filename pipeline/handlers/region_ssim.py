@@ -1,10 +1,9 @@
-"""Ignite handlers (MONAI ``IgniteMetricHandler``) for evaluators and ``validate#handlers`` in bundles.
+"""``RegionSSIMHandler``: region SSIM (MONAI ``IgniteMetricHandler``) for evaluators and ``validate#handlers``.
 
-``PSNRHandler``/``SSIMHandler`` read ``(pred, label)`` through ``output_transform`` like MONAI's handlers.
-``RegionSSIMHandler``/``RegionPSNRHandler`` also read the batch's ``mask`` (and ``label_map``) keys from
-``engine.state.batch``, so a bundle adds, e.g.::
+``RegionSSIMHandler`` reads ``(pred, label)`` through ``output_transform`` like MONAI's handlers, and the
+batch's ``mask`` (and ``label_map``) keys from ``engine.state.batch``, so a bundle adds, e.g.::
 
-    {"_target_": "medsr.pipeline.metrics.RegionSSIMHandler", "data_range": 1.0, "region": "inside",
+    {"_target_": "medsr.pipeline.handlers.RegionSSIMHandler", "data_range": 1.0, "region": "inside",
      "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}
 
 and gets ``engine.state.metrics["region_ssim_inside"]`` (the name given in ``key_val_metric`` /
@@ -22,10 +21,10 @@ import torch
 from ignite.engine import Engine
 from monai.handlers import IgniteMetricHandler
 
-from medsr.pipeline.metrics.monai_metrics import PSNRMetric, RegionPSNRMetric, RegionSSIMMetric, SSIMMetric
+from medsr.pipeline.metrics.monai_metrics import RegionSSIMMetric
 from medsr.pipeline.metrics.regions import DEFAULT_REGIONS
 
-__all__ = ["PSNRHandler", "RegionPSNRHandler", "RegionSSIMHandler", "SSIMHandler"]
+__all__ = ["RegionSSIMHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,28 +33,22 @@ def _identity(x: Any) -> Any:
     return x
 
 
-class PSNRHandler(IgniteMetricHandler):
-    """PSNR with an explicit ``data_range``, averaged over the evaluation.
+class RegionSSIMHandler(IgniteMetricHandler):
+    """Region SSIM handler: mean of ``region`` over the evaluation (see :class:`RegionSSIMMetric`).
 
     Args:
         data_range: intensity range R.
+        region: reported region (``inside``, ``outside``, ``whole``, ``boundary`` or a label name).
+        regions: regions built from the mask.
+        mask_key: batch key of the binary mask (``None``: no mask, ``whole`` only).
+        label_key: batch key of a label map (each value is a region).
+        boundary_width: ring half-width for ``boundary``.
+        units: ``"voxel"`` or ``"mm"``.
+        label_names: names for label values.
         output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
-        save_details: keep per-sample values in ``engine.state.metric_details``.
+        save_details: keep per-sample values.
+        metric_kwargs: passed to the metric (``rule``, ``spatial_dims``).
     """
-
-    def __init__(self, data_range: float, output_transform: Callable = _identity, save_details: bool = True) -> None:
-        super().__init__(PSNRMetric(data_range), output_transform=output_transform, save_details=save_details)
-
-
-class SSIMHandler(IgniteMetricHandler):
-    """SSIM (scikit-image equivalent, fast in 3D) with an explicit ``data_range``."""
-
-    def __init__(self, data_range: float, output_transform: Callable = _identity, save_details: bool = True) -> None:
-        super().__init__(SSIMMetric(data_range), output_transform=output_transform, save_details=save_details)
-
-
-class _RegionHandler(IgniteMetricHandler):
-    metric_cls: type = RegionSSIMMetric
 
     def __init__(
         self,
@@ -71,7 +64,7 @@ class _RegionHandler(IgniteMetricHandler):
         save_details: bool = True,
         **metric_kwargs: Any,
     ) -> None:
-        metric = self.metric_cls(
+        metric = RegionSSIMMetric(
             data_range,
             region,
             regions=regions,
@@ -120,29 +113,3 @@ class _RegionHandler(IgniteMetricHandler):
             engine.state.metrics.pop(name, None)
             return
         engine.state.metrics[name] = result
-
-
-class RegionSSIMHandler(_RegionHandler):
-    """Region SSIM handler: mean of ``region`` over the evaluation (see :class:`RegionSSIMMetric`).
-
-    Args:
-        data_range: intensity range R.
-        region: reported region (``inside``, ``outside``, ``whole``, ``boundary`` or a label name).
-        regions: regions built from the mask.
-        mask_key: batch key of the binary mask (``None``: no mask, ``whole`` only).
-        label_key: batch key of a label map (each value is a region).
-        boundary_width: ring half-width for ``boundary``.
-        units: ``"voxel"`` or ``"mm"``.
-        label_names: names for label values.
-        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
-        save_details: keep per-sample values.
-        metric_kwargs: passed to the metric (``rule``, ``spatial_dims``).
-    """
-
-    metric_cls = RegionSSIMMetric
-
-
-class RegionPSNRHandler(_RegionHandler):
-    """Region PSNR handler; same arguments as :class:`RegionSSIMHandler`."""
-
-    metric_cls = RegionPSNRMetric

@@ -1,0 +1,64 @@
+"""``ComparisonImages``: a PNG of the first validation case (LR, SR, HR, error) after each validation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from medsr.pipeline.engines.distributed import is_main_process
+from medsr.pipeline.handlers.training_stage import STAGE_ATTR
+from medsr.pipeline.handlers.utils import first_sample
+
+__all__ = ["ComparisonImages"]
+
+
+class ComparisonImages:
+    """After each validation, write a PNG of the first validation case: LR, SR, HR and the error.
+
+    Uses :func:`medsr.pipeline.tracking.figures.comparison_figure`; files are
+    ``<output_dir>/epoch_<NNNN>.png`` (3D: the middle slice of the last axis), or
+    ``<output_dir>/<stage>_epoch_<NNNN>.png`` when a :class:`TrainingStage` marks the validator.
+
+    Args:
+        output_dir: folder for the PNGs.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike) -> None:
+        self.output_dir = Path(output_dir)
+        self.first: dict[str, Any] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """Grab the first case of each validation and draw it when the validation completes."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._grab)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self.first = None
+
+    def _grab(self, engine: Engine) -> None:
+        if self.first is not None:
+            return
+        item = first_sample(engine.state.output)
+        if item is not None and "pred" in item:
+            lr = item.get("image")
+            self.first = {
+                k: v.detach().float().cpu() if isinstance(v, torch.Tensor) else v
+                for k, v in (("pred", item["pred"]), ("label", item.get("label")), ("image", lr))
+            }
+
+    def __call__(self, engine: Engine) -> None:
+        from medsr.pipeline.tracking.figures import comparison_figure
+
+        if self.first is None or not is_main_process():
+            return
+        stage = getattr(engine.state, STAGE_ATTR, None)
+        prefix = f"{stage}_" if stage else ""
+        path = self.output_dir / f"{prefix}epoch_{int(engine.state.epoch):04d}.png"
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        title = f"{stage + ' ' if stage else ''}epoch {engine.state.epoch}"
+        comparison_figure(self.first["pred"], self.first["label"], self.first["image"], path=path, title=title)
