@@ -12,8 +12,7 @@ Names are imported lazily, so ``medsr demo`` does not pay for importing MONAI.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medsr.pipeline._lazy import lazy_exports
 
 _EXPORTS = {
     "readers": (
@@ -41,18 +40,4 @@ _EXPORTS = {
     ),
     "demo": ("demo_root", "ensure_demo_dataset", "demo_sources", "slab_ranges", "DEMO_VERSION"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medsr.pipeline.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"medsr.pipeline.data.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,33 +14,16 @@ Names are imported lazily, so a bundle that uses no MLflow handler does not impo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medsr.pipeline._lazy import lazy_exports
 
-_WHERE = {
-    "CheckpointHandler": "checkpoint_handler",
-    "ComparisonImages": "comparison_images",
-    "EvaluationReportHandler": "evaluation_report",
-    "MLflowEvaluatorHandler": "mlflow_handler",
-    "MLflowSRHandler": "mlflow_handler",
-    "MLflowTrainerHandler": "mlflow_handler",
-    "MLflowValidatorHandler": "mlflow_handler",
-    "RegionSSIMHandler": "region_ssim",
-    "SSIMHandler": "ssim",
-    "TrainingStage": "training_stage",
-    "ValidationLog": "validation_log",
+_EXPORTS = {
+    "checkpoint_handler": ("CheckpointHandler",),
+    "comparison_images": ("ComparisonImages",),
+    "evaluation_report": ("EvaluationReportHandler",),
+    "mlflow_handler": ("MLflowSRHandler", "MLflowTrainerHandler", "MLflowValidatorHandler", "MLflowEvaluatorHandler"),
+    "region_ssim": ("RegionSSIMHandler",),
+    "ssim": ("SSIMHandler",),
+    "training_stage": ("TrainingStage",),
+    "validation_log": ("ValidationLog",),
 }
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medsr.pipeline.handlers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"medsr.pipeline.handlers.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

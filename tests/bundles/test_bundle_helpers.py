@@ -9,7 +9,6 @@ import torch
 
 from medsr.pipeline import bundle as mb
 from medsr.pipeline.commands import bundle_dir, list_bundles
-from medsr.pipeline.handlers import ValidationLog
 
 
 def test_parse_scale_forms_and_errors():
@@ -86,21 +85,6 @@ def test_perceptual_weight_is_off_without_weights(tmp_path):
     assert mb.perceptual_weight(0.5, tmp_path / "vgg.pth") == 0.5
     with pytest.raises(ValueError, match="missing.pth"):
         mb.perceptual_weight(1.0, tmp_path / "missing.pth")
-
-
-def test_validation_log_writes_csv_atomically(tmp_path):
-    from types import SimpleNamespace
-
-    log = ValidationLog(tmp_path / "m" / "metrics.csv")
-    for epoch, psnr in ((1, 20.0), (2, 21.5)):
-        log(
-            SimpleNamespace(
-                state=SimpleNamespace(epoch=epoch, iteration=epoch * 3, metrics={"val_psnr": psnr, "x": "na"})
-            )
-        )
-    lines = (tmp_path / "m" / "metrics.csv").read_text().splitlines()
-    assert lines == ["epoch,iteration,val_psnr", "1,3,20.0", "2,6,21.5"]
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["metrics.csv"]
 
 
 def test_list_bundles_and_bundle_dir():

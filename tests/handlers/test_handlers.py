@@ -1,0 +1,59 @@
+"""The handlers of medsr.pipeline.handlers: CSV log, first sample, MLflow roles."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from medsr.pipeline.handlers import (
+    MLflowEvaluatorHandler,
+    MLflowTrainerHandler,
+    MLflowValidatorHandler,
+    TrainingStage,
+    ValidationLog,
+)
+from medsr.pipeline.handlers.utils import first_sample
+
+
+def test_validation_log_writes_csv_atomically(tmp_path):
+    log = ValidationLog(tmp_path / "m" / "metrics.csv")
+    for epoch, psnr in ((1, 20.0), (2, 21.5)):
+        log(
+            SimpleNamespace(
+                state=SimpleNamespace(epoch=epoch, iteration=epoch * 3, metrics={"val_psnr": psnr, "x": "na"})
+            )
+        )
+    lines = (tmp_path / "m" / "metrics.csv").read_text().splitlines()
+    assert lines == ["epoch,iteration,val_psnr", "1,3,20.0", "2,6,21.5"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["metrics.csv"]
+
+
+def test_validation_log_writes_stage_and_global_epoch(tmp_path):
+    validator = SimpleNamespace(state=SimpleNamespace(epoch=2, iteration=4, metrics={"psnr": 30.0}))
+    TrainingStage(validator, "gan", epoch_offset=5)()
+    log = ValidationLog(tmp_path / "metrics.csv")
+    log(validator)
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == [
+        "epoch,iteration,psnr,stage,global_epoch",
+        "2,4,30.0,gan,7",
+    ]
+
+
+def test_first_sample_of_decollated_and_batched_outputs():
+    pred = torch.rand(2, 1, 4, 4)
+    assert first_sample([{"pred": pred[0]}, {"pred": pred[1]}])["pred"] is not None
+    item = first_sample({"pred": pred, "loss": 0.5})
+    assert torch.equal(item["pred"], pred[0]) and item["loss"] == 0.5
+    assert first_sample(torch.zeros(1)) is None and first_sample([]) is None
+
+
+@pytest.mark.parametrize(
+    "cls,iteration_log,close",
+    [(MLflowTrainerHandler, True, True), (MLflowValidatorHandler, False, False), (MLflowEvaluatorHandler, False, True)],
+)
+def test_mlflow_role_defaults(tmp_path, cls, iteration_log, close):
+    handler = cls(output_dir=tmp_path, experiment_name="medsr/test")
+    assert handler.iteration_log is iteration_log and handler.close_on_complete is close
+    assert handler.epoch_logger == handler._log_epoch and handler.iteration_logger == handler._log_iteration
