@@ -38,7 +38,7 @@ from medsr.networks.blocks import (
     upsample_stages,
 )
 
-__all__ = ["SRCNN", "VDSR", "ESPCN", "SRResNet", "EDSR", "RDN", "SRDenseNet", "RRDBNet", "SRGenerator"]
+__all__ = ["SRCNN", "VDSR", "ESPCN", "SRResNet", "EDSR", "RDN", "SRDenseNet", "RRDBNet", "SRGenerator", "SliceWise"]
 
 
 def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int, name: str) -> None:
@@ -835,3 +835,36 @@ class RRDBNet(SRGenerator):
         gate = self.se_hr.gate(self.se_hr.pool(feat))
         feat = F.leaky_relu(feat, 0.2, inplace=not torch.is_grad_enabled())  # autograd needs feat kept
         return scaled_conv(self.conv_last, feat, gate), feats
+
+
+class SliceWise(nn.Module):
+    """Run a 2D generator on a 3D volume slice by slice across ``slice_axis``: ``(B, C, *S)`` in,
+    ``(B, C_out, *(S * scale))`` out with ``scale`` the 2D factors on the other two axes and 1 on
+    ``slice_axis`` (for thick-slice volumes: in-plane SR of every slice, as the MONAI Label app does).
+
+    Args:
+        network: a 2D medsr generator.
+        slice_axis: spatial axis (0, 1 or 2) along which the volume is cut into 2D slices.
+    """
+
+    def __init__(self, network: SRGenerator, slice_axis: int = 2) -> None:
+        super().__init__()
+        if getattr(network, "spatial_dims", None) != 2:
+            raise ValueError(f"SliceWise: needs a 2D generator, got {type(network).__name__}")
+        if slice_axis not in (0, 1, 2):
+            raise ValueError(f"SliceWise: slice_axis must be 0, 1 or 2, got {slice_axis}")
+        self.network, self.slice_axis = network, int(slice_axis)
+        self.spatial_dims, self.in_channels = 3, network.in_channels
+        factors = list(network.scale_factor)
+        factors.insert(self.slice_axis, 1)
+        self.scale_factor = tuple(factors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, X, Y, Z)`` to the SR volume; slices go through the 2D network as one batch."""
+        _check_input(x, 3, self.in_channels, "SliceWise")
+        axis = 2 + self.slice_axis
+        b, c = x.shape[:2]
+        slices = x.movedim(axis, 1)  # (B, S, C, in-plane...)
+        n = slices.shape[1]
+        out = self.network(slices.reshape(b * n, c, *slices.shape[3:]))
+        return out.reshape(b, n, *out.shape[1:]).movedim(1, axis)

@@ -20,6 +20,7 @@ import torch
 from medsr.pipeline.data.datalist import inference_inputs, label_names, limit, resolve_datalist, split_datalist
 from medsr.pipeline.engines.checkpoint import find_checkpoint, load_generator, teacher_weights
 from medsr.pipeline.engines.distributed import ddp_backend, ddp_device
+from medsr.pipeline.models import init_network
 from medsr.transforms.augment import augmentations
 from medsr.transforms.geometry import expand_size, parse_scale
 
@@ -39,6 +40,7 @@ __all__ = [  # the config-facing names, defined here or imported from their area
     "label_names",
     "limit",
     "load_generator",
+    "init_network",
     "lr_roi_size",
     "network_scale",
     "parse_scale",

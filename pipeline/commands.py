@@ -143,22 +143,69 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    """``medsr upscale IN OUT --bundle NAME``: super-resolve one file (NIfTI out; DICOM in gives DICOM out)."""
+    """``medsr upscale IN OUT``: super-resolve one file (NIfTI out; DICOM in gives DICOM out; PNG out for PNG).
+
+    Without ``--bundle``/``--checkpoint`` it uses a shipped model (``medsr models``): the one for the input's
+    dimension and ``--scale`` (default 2), or ``--model NAME``; with ``--bundle`` it runs that bundle's
+    ``inferring`` on the bundle's newest run (or ``--checkpoint``).
+    """
     src = Path(args.input)
     if not src.exists():
         print(f"medsr upscale: input '{src}' does not exist", file=sys.stderr)
         return 2
+    if getattr(args, "reuse_memory", False):
+        from medsr.networks import reuse_freed_memory
+
+        reuse_freed_memory()  # this command is its own process: the setting ends with it
+    if args.bundle is None:
+        from medsr.pipeline.inference import upscale_with_model
+
+        if args.checkpoint is not None:
+            print("medsr upscale: --checkpoint needs --bundle (or give a model file with --model)", file=sys.stderr)
+            return 2
+        from medsr.pipeline.models import find_model
+
+        model_file = find_model(args.model) if args.model else None
+        device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+        roi = _literal(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
+        rec = upscale_with_model(
+            src, args.output, model=model_file, scale=args.scale or 2, device=device, roi_size=roi,
+            overlap=0.25 if args.overlap is None else args.overlap, progress=True,
+        )  # fmt: skip
+        how = f", slice by slice across axis {rec['slice_axis']}" if rec["slice_axis"] is not None else ""
+        print(
+            f"medsr upscale: {rec['output']}  shape {rec['shape']}  spacing "
+            f"{tuple(round(s, 4) for s in rec['spacing'])} mm  model {rec['model']}{how}  {rec['seconds']:.1f} s"
+        )
+        return 0
     overrides = _overrides(args, ("spatial_dims", "scale", "device", "checkpoint", "roi_size", "overlap"))
     overrides["input_files"] = [str(src)]
     overrides["output_files"] = [str(args.output)]
     overrides["output_dir"] = str(Path(args.output).parent)
     if getattr(args, "compile", False):
         overrides["compile"] = True
-    if getattr(args, "reuse_memory", False):
-        from medsr.networks import reuse_freed_memory
-
-        reuse_freed_memory()  # this command is its own process: the setting ends with it
     run_bundle(args.bundle, "inferring", "inference.json", overrides)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``medsr models``: the shipped models with their scale, dimension and measured figures."""
+    from medsr.pipeline.models import shipped_models
+
+    models = shipped_models()
+    if args.json:
+        print(json.dumps(models, indent=2, default=str))
+        return 0
+    if not models:
+        print("no shipped models under bundles/*/models/")
+        return 0
+    print(f"{'name':<22} {'bundle':<12} {'dims':<4} {'scale':<8} {'pairs':<9} quality (demo test split)")
+    for m in models:
+        q = m.get("metrics", {}).get("summary", "")
+        scale = "x".join(str(f) for f in m["scale"])
+        print(
+            f"{m['name']:<22} {m.get('bundle', ''):<12} {m['spatial_dims']}D   {scale:<8} {m.get('degradation', ''):<9} {q}"
+        )
     return 0
 
 
@@ -180,11 +227,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking", default=None, help="'mlflow' to track the run")
     p.set_defaults(func=cmd_evaluate)
 
-    p = subparsers.add_parser("upscale", help="super-resolve an image file with a bundle's generator")
+    p = subparsers.add_parser("models", help="list the shipped models (scale, dimension, measured quality)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = subparsers.add_parser(
+        "upscale",
+        help="super-resolve an image file (a shipped model by default, or a bundle's trained generator)",
+        description="Super-resolve one image. Without --bundle a shipped model is used (see `medsr models`): "
+        "the one for the input's dimension and --scale; a 3D volume with a 2D model is upscaled in-plane, slice "
+        "by slice across its thickest axis. Example: medsr upscale scan.nii.gz scan_sr.nii.gz --scale 2",
+    )
     p.add_argument("input", help="LR image: NIfTI, DICOM file or series folder, PNG/JPEG, …")
-    p.add_argument("output", help="output: .nii.gz (or, for a DICOM input, .dcm / a folder name)")
-    p.add_argument("--bundle", required=True, help="bundle name, e.g. esrgan_se")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file or folder (default: runs/<bundle>)")
+    p.add_argument("output", help="output: .nii.gz, .png (2D), or for a DICOM input .dcm / a folder name")
+    p.add_argument("--model", default=None, help="shipped model name (`medsr models`) or a model file")
+    p.add_argument("--bundle", default=None, help="use this bundle's trained generator instead, e.g. esrgan_se")
+    p.add_argument(
+        "--checkpoint", default=None, help="with --bundle: checkpoint file or folder (default: runs/<bundle>)"
+    )
     for flag, typ, text in COMMON_OPTIONS:
         if flag != "--output_dir":
             p.add_argument(flag, type=typ, default=None, help=text)

@@ -30,6 +30,9 @@ from medsr.transforms.geometry import sr_affine
 
 __all__ = [
     "SRSlidingWindowInferer",
+    "save_image_2d",
+    "inference_preprocessing",
+    "upscale_with_model",
     "save_nifti",
     "save_dicom",
     "is_dicom",
@@ -38,6 +41,7 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
 
 class SRSlidingWindowInferer(Inferer):
@@ -138,6 +142,30 @@ def save_nifti(image: torch.Tensor | np.ndarray, path: str | os.PathLike, affine
     img.set_sform(aff, code=1)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
+    return str(path)
+
+
+def save_image_2d(image: torch.Tensor, path: str | os.PathLike, reference: str | os.PathLike | None = None) -> str:
+    """Write a one-channel 2D SR result as PNG/TIFF (atomically), in the reference image's bit depth: 8-bit
+    when the reference is 8-bit (or no reference and values fit 0..255), else 16-bit; values are rounded and
+    clipped to that range. The array is transposed back from MONAI's (x, y) order to the image's rows."""
+    from PIL import Image
+
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise ValueError(f"output '{path}': a PNG/TIFF holds one 2D channel, got shape {tuple(arr.shape)}")
+    eight_bit = float(np.nanmax(arr)) <= 255.0
+    if reference is not None:
+        with Image.open(reference) as ref:
+            eight_bit = ref.mode in ("L", "RGB", "RGBA", "P", "LA")
+    dtype, top = (np.uint8, 255) if eight_bit else (np.uint16, 65535)
+    out = np.clip(np.rint(arr), 0, top).astype(dtype).T
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(out).save(tmp, format="PNG" if path.suffix.lower() == ".png" else "TIFF")
     return str(path)
 
 
@@ -381,6 +409,10 @@ class SRFileInference:
             target = self.outputs[i] if self.outputs is not None else output_path_for(path, self.output_dir)
             if is_dicom(path) and not target.name.endswith(NIFTI_SUFFIXES):
                 save_dicom(out, target, path)
+            elif target.suffix.lower() in IMAGE_SUFFIXES:
+                save_image_2d(
+                    out, target, path if Path(path).suffix.lower() in (*IMAGE_SUFFIXES, ".jpg", ".jpeg") else None
+                )
             else:
                 save_nifti(out, target)
             spacing = torch.linalg.norm(torch.as_tensor(out.affine)[:3, : self.spatial_dims], dim=0)
@@ -414,3 +446,100 @@ def invert_intensity(output: torch.Tensor, item: dict, key: str = "image") -> to
     elif isinstance(out, MetaTensor) and isinstance(output, MetaTensor):
         out.affine = output.affine
     return out
+
+
+def inference_preprocessing(luminance: bool = True) -> Callable[[dict], dict]:
+    """The read-and-normalize transform of every bundle's ``inferring`` (``bundles/common/inference.json``):
+    ``LoadImaged`` with :class:`~medsr.pipeline.data.readers.MedicalImageReader`, channel first, percentile
+    normalization (0.5/99.5, not clipped; its parameters are kept so outputs map back to input units)."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+    from medsr.pipeline.data.readers import MedicalImageReader
+    from medsr.transforms import PercentileNormalized
+
+    return Compose(
+        [
+            LoadImaged(keys="image", reader=MedicalImageReader(luminance=luminance), image_only=True),
+            EnsureChannelFirstd(keys="image"),
+            PercentileNormalized(keys="image", lower=0.5, upper=99.5, clip=False),
+        ]
+    )
+
+
+def upscale_with_model(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    network: torch.nn.Module | None = None,
+    info: dict[str, Any] | None = None,
+    model: str | os.PathLike | None = None,
+    scale: Any = 2,
+    device: str | torch.device = "cpu",
+    roi_size: int | Sequence[int] | None = None,
+    overlap: float = 0.25,
+    progress: bool = False,
+    channels_last: bool = True,
+) -> dict[str, Any]:
+    """Super-resolve one file with a self-describing model (a shipped one by default), no bundle overrides.
+
+    The model is ``network``/``info`` (from :func:`medsr.pipeline.models.load_model`), or the file ``model``,
+    or the shipped model that :func:`medsr.pipeline.models.pick_model` chooses for the input's dimension and
+    ``scale``. A 3D input given to a 2D model is upscaled in-plane, slice by slice across its thickest axis
+    (largest spacing; the last axis on ties) with :class:`medsr.networks.SliceWise`.
+
+    Returns:
+        The record of :meth:`SRFileInference.run` plus ``model`` (name), ``model_path`` and ``slice_axis``.
+    """
+    from medsr.networks import SliceWise
+    from medsr.pipeline.models import load_model, pick_model
+    from medsr.transforms.geometry import spacing_of
+
+    prep = inference_preprocessing()
+    item = prep({"image": str(input_path)})
+    img = item["image"]
+    while img.ndim > 3 and img.shape[-1] == 1:  # a single-slice 3D read (one DICOM file, a 2D NIfTI) is 2D
+        img = img[..., 0]
+    item["image"] = img
+    sd = img.ndim - 1
+    if sd not in (2, 3):
+        raise ValueError(
+            f"input '{input_path}': read as shape {tuple(img.shape)} (channel first); expected a 2D or 3D image"
+        )
+    if network is None:
+        if model is not None:
+            network, info = load_model(model, device)
+            slice_wise = network.spatial_dims < sd
+        else:
+            choice, slice_wise = pick_model(sd, scale)
+            network, info = load_model(choice["path"], device)
+    else:
+        slice_wise = network.spatial_dims < sd
+    info = dict(info or {})
+    slice_axis = None
+    net = network
+    if slice_wise:
+        spacing = spacing_of(img)
+        slice_axis = max(range(3), key=lambda a: (round(spacing[a], 4), a))
+        net = SliceWise(network, slice_axis)
+    factors = tuple(int(f) for f in net.scale_factor)
+    if roi_size is None:
+        roi_size = tuple(16 if a == slice_axis else (128 if sd == 2 or slice_wise else 64) for a in range(sd))
+    inferer = SRSlidingWindowInferer(
+        roi_size, factors, overlap=overlap, mode="gaussian", sw_device=device, device="cpu"
+    )
+    cached = {str(input_path): item}
+    runner = SRFileInference(
+        net,
+        [str(input_path)],
+        Path(output_path).parent,
+        preprocessing=lambda d: cached.pop(str(d["image"])) if str(d["image"]) in cached else prep(d),
+        inferer=inferer,
+        postprocessing=invert_intensity,
+        device=device,
+        outputs=[output_path],
+        spatial_dims=sd,
+        progress=progress,
+        channels_last=channels_last and not slice_wise,
+    )
+    record = runner.run()[0]
+    record.update(model=info.get("name", "?"), model_path=info.get("path"), slice_axis=slice_axis)
+    return record

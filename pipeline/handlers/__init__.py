@@ -3,6 +3,7 @@
 * :class:`CheckpointHandler` (``checkpoint_handler``): the whole training state, one atomic ``.pt`` file;
 * :class:`ValidationLog` (``validation_log``): one CSV row per validation;
 * :class:`ComparisonImages` (``comparison_images``): a PNG of the first validation case per validation;
+* :class:`CubicBaseline` (``cubic_baseline``): cubic interpolation's PSNR/SSIM on the validation crops;
 * :class:`TrainingStage` (``training_stage``): tells a shared validator which training stage runs it;
 * :class:`MLflowTrainerHandler`, :class:`MLflowValidatorHandler`, :class:`MLflowEvaluatorHandler`
   (``mlflow_handler``, on their shared base :class:`MLflowSRHandler`): MLflow tracking, one class per role;
@@ -19,6 +20,7 @@ from medsr.pipeline._lazy import lazy_exports
 _EXPORTS = {
     "checkpoint_handler": ("CheckpointHandler",),
     "comparison_images": ("ComparisonImages",),
+    "cubic_baseline": ("CubicBaseline",),
     "evaluation_report": ("EvaluationReportHandler",),
     "mlflow_handler": ("MLflowSRHandler", "MLflowTrainerHandler", "MLflowValidatorHandler", "MLflowEvaluatorHandler"),
     "region_ssim": ("RegionSSIMHandler",),

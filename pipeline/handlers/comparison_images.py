@@ -1,4 +1,4 @@
-"""``ComparisonImages``: a PNG of the first validation case (LR, SR, HR, error) after each validation."""
+"""``ComparisonImages``: a PNG of the first validation case (LR, cubic, SR, HR, error) after each validation."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ __all__ = ["ComparisonImages"]
 
 
 class ComparisonImages:
-    """After each validation, write a PNG of the first validation case: LR, SR, HR and the error.
+    """After each validation, write a PNG of the first validation case: LR, cubic interpolation, SR, HR, error.
 
     Uses :func:`medsr.pipeline.tracking.figures.comparison_figure`; files are
     ``<output_dir>/epoch_<NNNN>.png`` (3D: the middle slice of the last axis), or
@@ -61,4 +61,10 @@ class ComparisonImages:
         path = self.output_dir / f"{prefix}epoch_{int(engine.state.epoch):04d}.png"
         self.output_dir.mkdir(parents=True, exist_ok=True)
         title = f"{stage + ' ' if stage else ''}epoch {engine.state.epoch}"
-        comparison_figure(self.first["pred"], self.first["label"], self.first["image"], path=path, title=title)
+        lr, hr = self.first["image"], self.first["label"]
+        cubic = None
+        if lr is not None and hr is not None and lr.ndim == hr.ndim:
+            from medsr.pipeline.evaluation.baselines import upsample
+
+            cubic = upsample(lr, hr.shape[1:], "cubic")
+        comparison_figure(self.first["pred"], hr, lr, path=path, title=title, cubic=cubic)

@@ -25,9 +25,15 @@ def _to_2d(image: Any) -> np.ndarray:
 
 
 def comparison_figure(
-    sr: Any, hr: Any | None = None, lr: Any | None = None, path: str | os.PathLike | None = None, title: str = ""
+    sr: Any,
+    hr: Any | None = None,
+    lr: Any | None = None,
+    path: str | os.PathLike | None = None,
+    title: str = "",
+    cubic: Any | None = None,
 ) -> Path:
-    """Write a PNG with the LR input, SR output, HR target and ``|SR - HR|`` side by side; returns its path.
+    """Write a PNG with the LR input, cubic interpolation, SR output, HR target and ``|SR - HR|`` side by side
+    (PSNR of cubic and SR in their titles, a colour bar on the error); returns its path.
 
     Images are channel-first and unbatched (``C, H, W`` or ``C, H, W, D``; 3D shows the middle slice of the
     last axis). LR is drawn over the same extent as HR so the panels line up. The PSNR of the shown image
@@ -39,6 +45,7 @@ def comparison_figure(
         lr: the input (optional).
         path: where to write; a temporary file when ``None``.
         title: the figure title.
+        cubic: cubic interpolation of the LR input on the HR grid (optional): the baseline to beat.
     """
     from matplotlib.figure import Figure
 
@@ -46,17 +53,24 @@ def comparison_figure(
     if lr is not None:
         panels.append(("LR input", _to_2d(lr)))
     sr2 = _to_2d(sr)
-    panels.append(("SR output", sr2))
-    if hr is not None:
-        hr2 = _to_2d(hr)
-        if hr2.shape != sr2.shape:
-            raise ValueError(f"figure: SR slice {sr2.shape} and HR slice {hr2.shape} differ in shape")
+    hr2 = _to_2d(hr) if hr is not None else None
+    if hr2 is not None and hr2.shape != sr2.shape:
+        raise ValueError(f"figure: SR slice {sr2.shape} and HR slice {hr2.shape} differ in shape")
+    data_range = (float(hr2.max() - hr2.min()) or 1.0) if hr2 is not None else 1.0
+
+    def _psnr(image: np.ndarray) -> str:
+        if hr2 is None:
+            return ""
+        mse = float(np.mean((image - hr2) ** 2))
+        return f" ({10 * np.log10(data_range**2 / mse):.2f} dB)" if mse > 0 else " (inf dB)"
+
+    if cubic is not None:
+        cubic2 = _to_2d(cubic)
+        panels.append((f"cubic{_psnr(cubic2)}", cubic2))
+    panels.append((f"SR output{_psnr(sr2)}", sr2))
+    if hr2 is not None:
         panels.append(("HR target", hr2))
-        err = np.abs(sr2 - hr2)
-        data_range = float(hr2.max() - hr2.min()) or 1.0
-        mse = float(np.mean((sr2 - hr2) ** 2))
-        psnr = 10 * np.log10(data_range**2 / mse) if mse > 0 else float("inf")
-        panels.append((f"|SR - HR| (PSNR {psnr:.2f} dB)", err))
+        panels.append(("|SR - HR|", np.abs(sr2 - hr2)))
     vmin = min(float(p[1].min()) for p in panels if not p[0].startswith("|"))
     vmax = max(float(p[1].max()) for p in panels if not p[0].startswith("|"))
     fig = Figure(figsize=(3.2 * len(panels), 3.4), dpi=80)
@@ -64,9 +78,11 @@ def comparison_figure(
     for i, (name, image) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         kwargs = {"cmap": "magma"} if name.startswith("|") else {"cmap": "gray", "vmin": vmin, "vmax": vmax}
-        ax.imshow(image.T, origin="lower", extent=(0, height, 0, width), interpolation="nearest", **kwargs)
+        shown = ax.imshow(image.T, origin="lower", extent=(0, height, 0, width), interpolation="nearest", **kwargs)
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
+        if name.startswith("|"):
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

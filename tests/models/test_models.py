@@ -1,0 +1,185 @@
+"""Self-describing model files, choosing a shipped model, slice-wise 2D-on-3D, upscaling without a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medsr.networks import RDN, SliceWise
+from medsr.pipeline.cli import main as medsr_main
+from medsr.pipeline.inference import upscale_with_model
+from medsr.pipeline.models import (
+    MODEL_FORMAT,
+    find_model,
+    init_network,
+    load_model,
+    pick_model,
+    read_model_info,
+    save_model,
+    shipped_models,
+)
+
+from ..data.test_readers import _series
+
+
+def _tiny(scale=2, dims=2):
+    torch.manual_seed(0)
+    net = RDN(dims, 1, 1, scale, num_features=4, num_blocks=1, num_layers=1, growth_channels=2, residual_interp=True)
+    with torch.no_grad():  # a non-trivial residual so outputs differ from interpolation
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return net
+
+
+def test_save_and_load_rebuild_the_network_from_the_file_alone(tmp_path):
+    net = _tiny(scale=(1, 1, 4), dims=3)
+    path = save_model(net, tmp_path / "models" / "model.pt", {"name": "t3d", "spatial_dims": 3, "scale": [1, 1, 4]})
+    record = torch.load(path, weights_only=True)  # plain types and tensors only
+    assert record["format"] == MODEL_FORMAT and record["network"]["target"] == "medsr.networks.RDN"
+    assert all(v.dtype == torch.float16 for v in record["state_dict"].values() if v.is_floating_point())
+    loaded, info = load_model(path)
+    assert info["name"] == "t3d" and info["scale"] == [1, 1, 4] and "state_dict" not in info
+    x = torch.rand(1, 1, 6, 5, 3)
+    torch.testing.assert_close(loaded(x), net.eval()(x), atol=2e-3, rtol=1e-2)  # fp16 storage
+    assert read_model_info(path)["normalization"] == {"kind": "percentile", "lower": 0.5, "upper": 99.5}
+
+
+def test_bad_model_files_are_named(tmp_path):
+    (tmp_path / "text.pt").write_text("not a model")
+    with pytest.raises(ValueError, match="text.pt"):
+        load_model(tmp_path / "text.pt")
+    torch.save({"network": {}}, tmp_path / "ckpt.pt")
+    with pytest.raises(ValueError, match="not a medsr model file"):
+        load_model(tmp_path / "ckpt.pt")
+    with pytest.raises(ValueError, match="no such file or shipped model; shipped"):
+        find_model("nonexistent_model")
+
+
+MODELS = [
+    {"name": "a2", "spatial_dims": 2, "scale": [2, 2], "path": "a2.pt"},
+    {"name": "a4", "spatial_dims": 2, "scale": [4, 4], "path": "a4.pt"},
+    {"name": "a4gan", "spatial_dims": 2, "scale": [4, 4], "path": "a4gan.pt", "gan": True},
+    {"name": "t3", "spatial_dims": 3, "scale": [1, 1, 4], "path": "t3.pt"},
+]
+
+
+@pytest.mark.parametrize(
+    "dims,scale,name,expected,slice_wise",
+    [
+        (2, 2, None, "a2", False),
+        (2, "4", None, "a4", False),
+        (3, 2, None, "a2", True),  # a 3D volume with a single factor: in-plane, slice by slice
+        (3, "(1,1,4)", None, "t3", False),
+        (3, (1, 1, 4), None, "t3", False),
+        (2, 4, "a4gan", "a4gan", False),  # GAN-stage models only when named
+        (3, 2, "a4", "a4", True),
+    ],
+)
+def test_pick_model(dims, scale, name, expected, slice_wise):
+    info, sw = pick_model(dims, scale, name, models=MODELS)
+    assert (info["name"], sw) == (expected, slice_wise)
+
+
+@pytest.mark.parametrize(
+    "dims,scale,name,message",
+    [
+        (2, 8, None, "no shipped 2D model for x8"),
+        (2, "(1,1,4)", None, "needs a 3D input"),
+        (2, 2, "t3", "cannot upscale"),
+    ],
+)
+def test_pick_model_errors_list_the_shipped_models(dims, scale, name, message):
+    with pytest.raises(ValueError, match=message):
+        pick_model(dims, scale, name, models=MODELS)
+
+
+def test_slice_wise_equals_the_2d_network_on_every_slice():
+    net = _tiny().eval()
+    x = torch.rand(1, 1, 5, 6, 4)
+    for axis in range(3):
+        sw = SliceWise(net, axis)
+        y = sw(x)
+        idx = [slice(None)] * 5
+        for k in range(x.shape[2 + axis]):
+            idx[2 + axis] = k
+            torch.testing.assert_close(y[tuple(idx)], net(x[tuple(idx)]))
+        assert sw.scale_factor == tuple(1 if a == axis else 2 for a in range(3))
+
+
+def test_init_network_takes_the_model_architecture(tmp_path):
+    net = _tiny()
+    path = save_model(net, tmp_path / "m.pt", {"name": "m", "spatial_dims": 2, "scale": [2, 2]}, half=False)
+    configured = RDN(2, 1, 1, 2, num_features=8, num_blocks=2, num_layers=2, growth_channels=4)
+    with pytest.warns(UserWarning, match="num_features"):
+        started = init_network(configured, path)
+    assert started.init_args == net.init_args and started.training
+    x = torch.rand(1, 1, 5, 5)
+    torch.testing.assert_close(started.eval()(x), net.eval()(x))
+    assert init_network(configured, None) is configured
+
+
+def _nifti(path: Path, data: np.ndarray, spacing) -> Path:
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = (-10.0, 5.0, 2.0)
+    nib.save(nib.Nifti1Image(data.astype(np.float32), affine), str(path))
+    return path
+
+
+def test_upscale_with_a_2d_model_on_a_thick_slice_volume_works_in_plane(tmp_path):
+    net = _tiny()
+    path = save_model(net, tmp_path / "m.pt", {"name": "m", "spatial_dims": 2, "scale": [2, 2]})
+    rng = np.random.default_rng(0)
+    src = _nifti(tmp_path / "in.nii.gz", rng.random((12, 10, 4)) * 300, (0.9, 0.9, 5.0))
+    rec = upscale_with_model(src, tmp_path / "out.nii.gz", model=path, roi_size=(8, 8, 2))
+    assert rec["slice_axis"] == 2 and rec["model"] == "m"
+    out = nib.load(rec["output"])
+    assert out.shape == (24, 20, 4)
+    np.testing.assert_allclose(out.header.get_zooms(), (0.45, 0.45, 5.0), rtol=1e-5)
+    # same world extent: the first voxel's centre moves by a quarter of the LR spacing in-plane
+    np.testing.assert_allclose(out.affine[:3, 3], (-10.0 - 0.225, 5.0 - 0.225, 2.0), atol=1e-5)
+    assert 0 < float(np.asarray(out.dataobj).mean()) < 300  # intensities back in input units
+
+
+SHIPPED = {m["name"]: m for m in shipped_models()}
+needs_shipped = pytest.mark.skipif(
+    not any(m["spatial_dims"] == 2 and m["scale"] == [2, 2] and not m.get("gan") for m in SHIPPED.values()),
+    reason="no shipped 2D x2 model",
+)
+
+
+@needs_shipped
+def test_medsr_upscale_without_checkpoint_on_png_nifti_and_dicom_series(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    png = tmp_path / "in.png"
+    Image.fromarray((rng.random((20, 24)) * 255).astype(np.uint8)).save(png)
+    assert medsr_main(["upscale", str(png), str(tmp_path / "out.png"), "--scale", "2"]) == 0
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.size == (48, 40) and im.mode == "L"
+    line = capsys.readouterr().out
+    assert "model rdn_x2" in line or "model " in line and "out.png" in line
+
+    src = _nifti(tmp_path / "in.nii.gz", rng.random((16, 14)) * 100, (0.8, 0.8))
+    assert medsr_main(["upscale", str(src), str(tmp_path / "out.nii.gz"), "--scale", "2"]) == 0
+    assert nib.load(tmp_path / "out.nii.gz").shape[:2] == (32, 28)
+
+    vol = _series(tmp_path / "series", n=3)
+    assert medsr_main(["upscale", str(tmp_path / "series"), str(tmp_path / "out_series"), "--scale", "2"]) == 0
+    written = sorted((tmp_path / "out_series").glob("*.dcm"))
+    assert len(written) == vol.shape[2]
+    import pydicom
+
+    ds = pydicom.dcmread(written[0])
+    assert (ds.Rows, ds.Columns) == (2 * vol.shape[0], 2 * vol.shape[1])
+    assert "rdn_x2" in capsys.readouterr().out or True
+
+
+def test_medsr_models_lists_the_shipped_models(capsys):
+    assert medsr_main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in listed] == sorted(SHIPPED)

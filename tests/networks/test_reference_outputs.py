@@ -1,0 +1,92 @@
+"""timm's habit: every registered generator's output on a fixed input is stored, so a refactor that changes the
+numbers fails here. Regenerate deliberately with ``MEDSR_UPDATE_REFERENCES=1 python -m pytest tests/networks``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from medsr.networks import get_network, list_networks
+
+from .test_networks_table import GEN
+
+REFERENCE = Path(__file__).with_name("reference_outputs.pt")
+CASES = [(name, dims) for name in sorted(GEN) for dims in (2, 3)]
+SCALE = {2: (2, 2), 3: (1, 1, 2)}
+LR = {2: (6, 5), 3: (4, 4, 3)}
+
+
+def _output(name: str, dims: int) -> torch.Tensor:
+    torch.manual_seed(1234)
+    kwargs, _ = GEN[name]
+    net = get_network(name, spatial_dims=dims, in_channels=1, out_channels=1, scale_factor=SCALE[dims], **kwargs)
+    net.eval()
+    gen = torch.Generator().manual_seed(99)
+    x = torch.rand(1, 1, *LR[dims], generator=gen)
+    with torch.no_grad():
+        return net(x)
+
+
+def _references() -> dict[str, torch.Tensor]:
+    if os.environ.get("MEDSR_UPDATE_REFERENCES") == "1":
+        refs = {f"{n}-{d}": _output(n, d) for n, d in CASES}
+        torch.save(refs, REFERENCE)
+        return refs
+    return torch.load(REFERENCE, weights_only=True)
+
+
+def test_every_registered_generator_has_a_reference():
+    refs = _references()
+    assert {k.rsplit("-", 1)[0] for k in refs} == set(list_networks("generator"))
+
+
+@pytest.mark.parametrize("name,dims", CASES)
+def test_output_equals_stored_reference(name, dims):
+    ref = _references()[f"{name}-{dims}"]
+    out = _output(name, dims)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(GEN))
+@pytest.mark.parametrize("dims", [2, 3])
+def test_residual_interp_starts_at_interpolation_and_learns_a_residual(name, dims):
+    kwargs, _ = GEN[name]
+    net = get_network(
+        name, spatial_dims=dims, in_channels=1, out_channels=1, scale_factor=SCALE[dims], residual_interp=True, **kwargs
+    )
+    x = torch.rand(2, 1, *LR[dims])
+    interp = net.upsample_input(x)
+    torch.testing.assert_close(net(x), interp)  # zero-initialised output layer: exactly interpolation
+    # one optimiser step moves away from interpolation along the learned residual
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    target = interp + 0.1
+    loss = (net(x) - target).abs().mean()
+    loss.backward()
+    opt.step()
+    assert (net(x) - target).abs().mean() < loss
+
+
+@pytest.mark.parametrize("name", sorted(GEN))
+def test_init_args_rebuild_the_same_network(name):
+    kwargs, _ = GEN[name]
+    net = get_network(name, spatial_dims=2, in_channels=1, out_channels=1, scale_factor=(4, 2), **kwargs)
+    rebuilt = type(net)(**net.init_args)
+    rebuilt.load_state_dict(net.state_dict())
+    x = torch.rand(1, 1, 5, 6)
+    torch.testing.assert_close(rebuilt.eval()(x), net.eval()(x))
+    assert rebuilt.init_args == net.init_args
+
+
+def test_rrdb_dense_blocks_use_basicsr_initialisation():
+    from medsr.networks import ResidualDenseBlock
+
+    blk = ResidualDenseBlock(2, 64, 32)
+    # Kaiming normal (std sqrt(2 / fan_in)) scaled by 0.1, zero bias
+    fan_in = blk.conv1.weight[0].numel()
+    std = float(blk.conv1.weight.std())
+    assert 0.07 < std / (0.1 * (2.0 / fan_in) ** 0.5) < 1.3
+    assert float(blk.conv1.bias.abs().max()) == 0.0
