@@ -307,5 +307,7 @@ def init_network(network: nn.Module, weights: str | os.PathLike | None = None) -
         import warnings
 
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in differ.items())
-        warnings.warn(f"init_weights '{weights}': the model's architecture replaces the configured one ({listed})")
+        warnings.warn(
+            f"init_weights '{weights}': the model's architecture replaces the configured one ({listed})", stacklevel=2
+        )
     return record_net.train()

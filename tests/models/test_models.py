@@ -24,8 +24,7 @@ from medsr.pipeline.models import (
     save_model,
     shipped_models,
 )
-
-from ..data.test_readers import _series
+from tests.data.test_readers import _series
 
 
 def _tiny(scale=2, dims=2):
