@@ -189,8 +189,20 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """``medsr models``: the shipped models with their scale, dimension and measured figures."""
-    from medsr.pipeline.models import shipped_models
+    """``medsr models``: the shipped models with their scale, dimension and measured figures;
+    ``medsr models export BUNDLE CHECKPOINT OUTPUT --name NAME --set k=v ...``: package a trained generator."""
+    from medsr.pipeline.models import export_bundle_model, shipped_models
+
+    if args.action == "export":
+        if not (args.bundle and args.checkpoint and args.output and args.name):
+            print("medsr models export: needs BUNDLE CHECKPOINT OUTPUT and --name", file=sys.stderr)
+            return 2
+        info = {"training_command": args.training_command} if args.training_command else {}
+        if args.trained_on:
+            info["trained_on"] = args.trained_on
+        path = export_bundle_model(args.bundle, args.checkpoint, args.output, args.name, parse_sets(args.set), info)
+        print(f"medsr models export: wrote {path}")
+        return 0
 
     models = shipped_models()
     if args.json:
@@ -227,7 +239,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking", default=None, help="'mlflow' to track the run")
     p.set_defaults(func=cmd_evaluate)
 
-    p = subparsers.add_parser("models", help="list the shipped models (scale, dimension, measured quality)")
+    p = subparsers.add_parser(
+        "models",
+        help="list the shipped models (scale, dimension, measured quality), or export a trained one",
+        description="List the shipped models, or package a bundle's trained generator as a self-describing "
+        "model file. Example: medsr models export rdn runs/rdn/checkpoints/best_network.pt "
+        "bundles/rdn/models/model.pt --name rdn_x2 --set scale=2 --set num_features=32",
+    )
+    p.add_argument("action", nargs="?", choices=("list", "export"), default="list")
+    p.add_argument("bundle", nargs="?", help="export: the bundle that trained the generator")
+    p.add_argument("checkpoint", nargs="?", help="export: its checkpoint (best_network.pt, a checkpoint, a folder)")
+    p.add_argument("output", nargs="?", help="export: the model file to write (bundles/<name>/models/model.pt)")
+    p.add_argument("--name", default=None, help="export: the model's name")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="export: the training run's overrides")
+    p.add_argument("--training-command", default=None, help="export: the exact training command (stored)")
+    p.add_argument("--trained-on", default=None, help="export: what it was trained on (stored)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)
 
