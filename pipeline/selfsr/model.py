@@ -87,17 +87,24 @@ class ResidualOverCubic(nn.Module):
     """``net(x) + cubic(x)``, where ``cubic`` is B-spline interpolation by ``scale`` along the last axis.
 
     Input ``(B, C, H, L)``, output ``(B, C, H, L·scale)``; LR sample ``m`` sits at output index
-    ``(m + 1/2)·scale - 1/2`` (as a pixel shuffle places it).
+    ``(m + 1/2)·scale - 1/2`` (as a pixel shuffle places it). The cubic part is always float32; with
+    ``precision="bf16"`` the network runs under bfloat16 autocast (on CPUs with AVX-512 BF16 or AMX this
+    about halves a training step; the residual it adds is small, so its rounding costs nothing measurable).
+    The input is given channels-last, the faster layout for these convolutions on CPU and GPU.
 
     Args:
         net: a 2D generator with ``scale_factor=(1, scale)``.
         scale: integer factor along the last axis.
+        precision: ``"fp32"`` or ``"bf16"``.
     """
 
-    def __init__(self, net: nn.Module, scale: int) -> None:
+    def __init__(self, net: nn.Module, scale: int, precision: str = "fp32") -> None:
         super().__init__()
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
         self.net = net
         self.scale = int(scale)
+        self.precision = precision
         self._mats: dict[int, torch.Tensor] = {}
 
     def cubic(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,22 +113,28 @@ class ResidualOverCubic(nn.Module):
         if w is None:
             pos = (np.arange(n * self.scale) + 0.5) / self.scale - 0.5
             w = self._mats[n] = bspline_matrix(n, pos).float()
-        return x @ w.to(device=x.device, dtype=x.dtype).T
+        return x.float() @ w.to(device=x.device).T
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) + self.cubic(x)
+        base = self.cubic(x)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            res = self.net(x)
+        return res.float() + base
 
 
-def build_model(scale: int, network: dict[str, Any] | str | None = None) -> ResidualOverCubic:
+def build_model(scale: int, network: dict[str, Any] | str | None = None, precision: str = "fp32") -> ResidualOverCubic:
     """A :class:`ResidualOverCubic` around ``medsr.networks.get_network(name, spatial_dims=2, scale_factor=(1, s))``.
 
     Args:
         scale: the integer scale ``s`` along the slice axis.
         network: a registered generator name, or ``{"name": ..., **kwargs}`` (default :data:`DEFAULT_NETWORK`).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast for the network, see :class:`ResidualOverCubic`).
     """
     spec = (
         dict(DEFAULT_NETWORK) if network is None else ({"name": network} if isinstance(network, str) else dict(network))
     )
     name = spec.pop("name")
     net = get_network(name, spatial_dims=2, in_channels=1, out_channels=1, scale_factor=(1, int(scale)), **spec)
-    return ResidualOverCubic(net, scale)
+    net = net.to(memory_format=torch.channels_last)
+    return ResidualOverCubic(net, scale, precision)

@@ -105,9 +105,11 @@ def pair_loader(
     )  # fmt: skip
 
 
-def model_for(scan: dict[str, Any], network: dict[str, Any] | str | None = None) -> ResidualOverCubic:
+def model_for(
+    scan: dict[str, Any], network: dict[str, Any] | str | None = None, precision: str = "fp32"
+) -> ResidualOverCubic:
     """The :class:`ResidualOverCubic` model with the scan's integer scale."""
-    return build_model(scan["grid"].scale, network)
+    return build_model(scan["grid"].scale, network, precision)
 
 
 def set_threads(threads: int | None) -> int:
@@ -176,10 +178,6 @@ def write_result(
         raise ValueError(f"output '{out}': is the input; choose another path (the input is never overwritten)")
     grid: SelfSRGrid = scan["grid"]
     model = model.to(device)
-    try:
-        model = model.to(memory_format=torch.channels_last)
-    except RuntimeError:
-        pass
     t0 = time.perf_counter()
     total = sum(grid.shape[a] for a in grid.inplane_axes)
     bar = _progress(total, "selfsr reconstruct")
