@@ -12,7 +12,7 @@ from torch import nn
 from medsr.networks import PixelShuffle, conv_nd, get_network, list_networks, register_network
 from medsr.pipeline.selfsr.grid import bspline_matrix
 
-__all__ = ["SliceNet", "ResidualOverCubic", "build_model", "DEFAULT_NETWORK"]
+__all__ = ["SliceNet", "ResidualOverCubic", "build_model", "resolve_precision", "DEFAULT_NETWORK"]
 
 #: the default generator: a light EDSR-style net with a one-conv sub-pixel tail (trains in minutes on a CPU)
 DEFAULT_NETWORK: dict[str, Any] = {"name": "slicenet", "num_features": 32, "num_blocks": 4}
@@ -123,13 +123,34 @@ class ResidualOverCubic(nn.Module):
         return res.float() + base
 
 
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``"auto"``: ``"bf16"`` where it is native (a CPU with AVX-512 BF16 or AMX, a CUDA device with bf16),
+    else ``"fp32"`` (emulated bf16 convolutions are ten times slower); other values are returned as given."""
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if dev.type == "cpu" and _cpu_has_bf16() else "fp32"
+
+
 def build_model(scale: int, network: dict[str, Any] | str | None = None, precision: str = "fp32") -> ResidualOverCubic:
     """A :class:`ResidualOverCubic` around ``medsr.networks.get_network(name, spatial_dims=2, scale_factor=(1, s))``.
 
     Args:
         scale: the integer scale ``s`` along the slice axis.
         network: a registered generator name, or ``{"name": ..., **kwargs}`` (default :data:`DEFAULT_NETWORK`).
-        precision: ``"fp32"`` or ``"bf16"`` (autocast for the network, see :class:`ResidualOverCubic`).
+        precision: ``"fp32"``, ``"bf16"`` (autocast for the network, see :class:`ResidualOverCubic`) or
+            ``"auto"`` (:func:`resolve_precision` on the CPU).
     """
     spec = (
         dict(DEFAULT_NETWORK) if network is None else ({"name": network} if isinstance(network, str) else dict(network))
@@ -137,4 +158,4 @@ def build_model(scale: int, network: dict[str, Any] | str | None = None, precisi
     name = spec.pop("name")
     net = get_network(name, spatial_dims=2, in_channels=1, out_channels=1, scale_factor=(1, int(scale)), **spec)
     net = net.to(memory_format=torch.channels_last)
-    return ResidualOverCubic(net, scale, precision)
+    return ResidualOverCubic(net, scale, resolve_precision(precision))

@@ -14,7 +14,7 @@ import torch
 
 from medsr.pipeline.io import atomic_path, write_json_atomic
 from medsr.pipeline.selfsr.grid import SelfSRGrid, load_profile, plan_grid
-from medsr.pipeline.selfsr.model import ResidualOverCubic, build_model
+from medsr.pipeline.selfsr.model import ResidualOverCubic, build_model, resolve_precision
 from medsr.pipeline.selfsr.pairs import SlicePairs, foreground_mask
 from medsr.pipeline.selfsr.recon import cubic_output, degrade_output, reconstruct
 
@@ -106,10 +106,14 @@ def pair_loader(
 
 
 def model_for(
-    scan: dict[str, Any], network: dict[str, Any] | str | None = None, precision: str = "fp32"
+    scan: dict[str, Any],
+    network: dict[str, Any] | str | None = None,
+    precision: str = "auto",
+    device: str | torch.device = "cpu",
 ) -> ResidualOverCubic:
-    """The :class:`ResidualOverCubic` model with the scan's integer scale."""
-    return build_model(scan["grid"].scale, network, precision)
+    """The :class:`ResidualOverCubic` model with the scan's integer scale, on ``device``."""
+    model = build_model(scan["grid"].scale, network, resolve_precision(precision, device))
+    return model.to(device)
 
 
 def set_threads(threads: int | None) -> int:
