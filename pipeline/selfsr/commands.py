@@ -45,6 +45,8 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
         load_profile(args.profile)
         if args.steps is not None and args.steps < 1:
             raise ValueError(f"--steps: must be >= 1, got {args.steps}")
+        if args.minutes is not None and not args.minutes > 0:
+            raise ValueError(f"--minutes: must be > 0, got {args.minutes}")
         extra = parse_sets(args.set)
     except ValueError as err:
         print(f"medsr selfsr: {err}", file=sys.stderr)
@@ -72,6 +74,8 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
     train = dict(common)
     if args.steps is not None:
         train["steps"] = args.steps
+    if args.minutes is not None:
+        train["minutes"] = args.minutes
     if args.resume and (out_dir / "checkpoints").is_dir():
         train["resume_from"] = str(out_dir / "checkpoints")
     train.update(extra)
@@ -108,6 +112,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target-spacing", dest="target_spacing", type=float, default=None,
                    help="output spacing along the slice axis in mm (default: the in-plane spacing)")  # fmt: skip
     p.add_argument("--steps", type=int, default=None, help="training iterations (default: the bundle's)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training time budget: the cosine schedule ends at the budget or after --steps, whichever is first")  # fmt: skip
     p.add_argument("--network", default=None, help="a registered generator name or JSON '{\"name\": ..., ...}'")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default cpu)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -293,3 +294,26 @@ def test_bundle_end_to_end_with_resume_and_reference(tmp_path):
     again = torch.load(str(run / "model.pt"), weights_only=False)["state_dict"]
     for k in first:
         torch.testing.assert_close(again[k], first[k])
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+def test_budget_cosine_steps_time_and_state():
+    from medsr.pipeline.selfsr.schedule import BudgetCosine
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = BudgetCosine(opt, steps=4)
+    lrs = []
+    for _ in range(4):
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    np.testing.assert_allclose(lrs, [0.5 * (1 + np.cos(np.pi * k / 4)) for k in range(1, 5)], atol=1e-12)
+    assert sched.done()
+    # a spent time budget ends the schedule whatever the step count; the elapsed time survives a resume
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    timed = BudgetCosine(opt, steps=10**6, minutes=1e-5)
+    time.sleep(0.01)
+    timed.step()
+    assert timed.done() and opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    again = BudgetCosine(opt, steps=10**6, minutes=10.0)
+    again.load_state_dict({"step_count": 3, "elapsed": 300.0, "base": [1.0]})
+    assert 0.5 <= again.progress() < 0.51
