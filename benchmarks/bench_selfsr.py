@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ import torch
 from monai.data import MetaTensor
 
 from medsr.pipeline.data.demo import demo_sources
-from medsr.pipeline.selfsr.run import score_against
+from medsr.pipeline.selfsr.run import auto_threads, score_against
 from medsr.transforms import SimulateLowResolution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,33 +143,42 @@ def check_real(work: Path, env: dict, threads: int, steps: int | None, extra: st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spacings", type=float, nargs="+", default=[4.0, 5.0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="0: medsr picks (idle cores, at least 1)")
     parser.add_argument("--steps", type=int, default=None, help="medsr training steps (default: the bundle's)")
+    parser.add_argument("--minutes", type=float, default=None, help="medsr training time budget (--minutes)")
     parser.add_argument("--medsr-args", default="", help="extra arguments for `medsr selfsr` (one string)")
     parser.add_argument("--eclare", action="store_true", help="also run ECLARE 1.0.1 (installs its venv once)")
     parser.add_argument("--eclare-patches", type=int, default=7680)
+    parser.add_argument("--eclare-spacings", type=float, nargs="*", default=None, help="run ECLARE only for these")
     parser.add_argument("--real", action="store_true", help="also check real anisotropic scans (dipy, nibabel)")
     parser.add_argument("--work", default=str(ROOT / ".bench_env" / "selfsr_work"))
     parser.add_argument("--png", default=str(ROOT / "benchmarks" / "results" / "selfsr_mni_1x1x5.png"))
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env = dict(os.environ)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     print(f"load average at start: {load()}  (threads {args.threads}, {os.cpu_count()} CPUs)", flush=True)
     ref, inputs = make_inputs(work, args.spacings)
     rows = []
     for s, lr in inputs.items():
         tag = f"1x1x{s:g}"
         res = {}
+        notes = {}
         out = work / f"cubic_{tag}.nii.gz"
         res["cubic B-spline"] = (*run_timed([sys.executable, "-c", CUBIC, str(lr), str(out)], env), out)
         out = work / f"medsr_{tag}.nii.gz"
         cmd = [sys.executable, "-m", "medsr.pipeline.cli", "selfsr", str(lr), str(out), "--threads", str(args.threads)]
         if args.steps:
             cmd += ["--steps", str(args.steps)]
+        if args.minutes:
+            cmd += ["--minutes", str(args.minutes)]
         cmd += args.medsr_args.split()
         res["medsr selfsr"] = (*run_timed(cmd, env, work / f"medsr_{tag}.log"), out)
-        if args.eclare:
+        m = re.search(r"after (\d+) iterations", (work / f"medsr_{tag}.log").read_text(errors="replace"))
+        notes[(tag, "medsr selfsr")] = f"stopped by --minutes after {m.group(1)} steps" if m else ""
+        if args.eclare and (args.eclare_spacings is None or s in args.eclare_spacings):
             exe = ensure_eclare()
             d = work / f"eclare_{tag}"
             shutil.rmtree(d, ignore_errors=True)
@@ -176,7 +186,10 @@ def main() -> int:
                 str(exe), "--in-fpath", str(lr), "--out-dir", str(d), "--relative-slice-thickness", f"{s:g}",
                 "--relative-slice-profile-type", "gaussian", "--n-patches", str(args.eclare_patches), "--gpu-id", "-1",
             ]  # fmt: skip
-            t, mem, rc = run_timed(cmd, env, work / f"eclare_{tag}.log")
+            # the same thread rule as medsr (idle cores, at least 1): 2 threads on a busy 2-core CPU run 6x slower
+            n = args.threads or auto_threads()
+            eenv = dict(env, OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
+            t, mem, rc = run_timed(cmd, eenv, work / f"eclare_{tag}.log")
             found = sorted(d.glob("*_eclare.nii*")) if d.is_dir() else []
             res[f"ECLARE ({args.eclare_patches} patches)"] = (t, mem, rc, found[0] if found else d / "missing")
         base = None
@@ -187,7 +200,8 @@ def main() -> int:
             sc = score_against(path, ref)
             if base is None:
                 base = sc["psnr_brain"]
-            rows.append((tag, name, sc["psnr_brain"], sc["psnr_brain"] - base, sc["ssim_brain"], t, mem, ""))
+            note = notes.get((tag, name), "")
+            rows.append((tag, name, sc["psnr_brain"], sc["psnr_brain"] - base, sc["ssim_brain"], t, mem, note))
         if s == max(args.spacings):
             png = work / f"medsr_{tag}_selfsr" / "through_plane.png"
             if png.is_file():
@@ -202,7 +216,7 @@ def main() -> int:
         if p is None:
             print(f"{tag:9} {name:28} {'':>10} {'':>9} {'':>10} {t:8.0f} {mem:8.0f}  {note}")
         else:
-            print(f"{tag:9} {name:28} {p:10.2f} {d:+9.2f} {ssim:10.4f} {t:8.0f} {mem:8.0f}")
+            print(f"{tag:9} {name:28} {p:10.2f} {d:+9.2f} {ssim:10.4f} {t:8.0f} {mem:8.0f}  {note}")
     if args.real:
         print()
         check_real(work, env, args.threads, args.steps, args.medsr_args)

@@ -116,7 +116,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="training time budget: the cosine schedule ends at the budget or after --steps, whichever is first")  # fmt: skip
     p.add_argument("--network", default=None, help="a registered generator name or JSON '{\"name\": ..., ...}'")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default cpu)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads (default 0: the cores the current load leaves idle, at least 1)",
+    )
     p.add_argument("--tta", type=int, default=1, choices=(1, 2, 4), help="flips per view at test time")
     p.add_argument("--bp-iters", dest="bp_iters", type=int, default=3, help="back-projection iterations (0: off)")
     p.add_argument("--output-dir", dest="output_dir", default=None, help="run folder (default OUT_selfsr/ beside OUT)")

@@ -23,6 +23,7 @@ __all__ = [
     "prepare",
     "pair_loader",
     "model_for",
+    "auto_threads",
     "set_threads",
     "save_model",
     "load_trained",
@@ -116,10 +117,24 @@ def model_for(
     return model.to(device)
 
 
+def auto_threads() -> int:
+    """CPU threads for this process: the cores left idle by the current load, at least 1.
+
+    On a shared CPU a 2-thread convolution whose threads are descheduled waits at every OpenMP barrier: with
+    a load average of 8 on 2 cores, one thread ran a training step 6.5 times faster than two (0.27 s against
+    1.79 s). With the machine to itself every core is used.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not on every platform
+        busy = 0.0
+    return int(max(1, min(cores, round(cores - busy + 0.5))))
+
+
 def set_threads(threads: int | None) -> int:
-    """Use ``threads`` CPU threads (0 or None: leave torch's default); returns the number in use."""
-    if threads:
-        torch.set_num_threads(int(threads))
+    """Use ``threads`` CPU threads (0 or None: :func:`auto_threads`); returns the number in use."""
+    torch.set_num_threads(int(threads) if threads else auto_threads())
     return torch.get_num_threads()
 
 
