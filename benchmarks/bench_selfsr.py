@@ -116,13 +116,13 @@ def slice_extent(img: nib.Nifti1Image, ax: int) -> float:
     return float(np.linalg.norm((img.affine @ hi)[:3] - (img.affine @ lo)[:3]))
 
 
-def check_real(work: Path, env: dict, threads: int, steps: int | None, extra: str) -> None:
+def check_real(work: Path, env: dict, threads: int, minutes: float | None, extra: str) -> None:
     """Target spacing, world extent and data consistency (medsr vs cubic) on real anisotropic scans."""
     for name, src in real_scans(work).items():
         out = work / f"real_{src.name.split('.')[0]}_selfsr.nii.gz"
         cmd = [sys.executable, "-m", "medsr.pipeline.cli", "selfsr", str(src), str(out), "--threads", str(threads)]
-        if steps:
-            cmd += ["--steps", str(steps)]
+        if minutes:
+            cmd += ["--minutes", str(minutes)]
         t, mem, rc = run_timed(cmd + extra.split(), env, work / f"real_{src.name.split('.')[0]}.log")
         if rc != 0:
             print(f"{name}: failed (exit {rc}), see the log in {work}")
@@ -151,6 +151,7 @@ def main() -> int:
     parser.add_argument("--eclare-patches", type=int, default=7680)
     parser.add_argument("--eclare-spacings", type=float, nargs="*", default=None, help="run ECLARE only for these")
     parser.add_argument("--real", action="store_true", help="also check real anisotropic scans (dipy, nibabel)")
+    parser.add_argument("--real-minutes", type=float, default=2.0, help="medsr training budget on the real scans")
     parser.add_argument("--work", default=str(ROOT / ".bench_env" / "selfsr_work"))
     parser.add_argument("--png", default=str(ROOT / "benchmarks" / "results" / "selfsr_mni_1x1x5.png"))
     args = parser.parse_args()
@@ -219,7 +220,7 @@ def main() -> int:
             print(f"{tag:9} {name:28} {p:10.2f} {d:+9.2f} {ssim:10.4f} {t:8.0f} {mem:8.0f}  {note}")
     if args.real:
         print()
-        check_real(work, env, args.threads, args.steps, args.medsr_args)
+        check_real(work, env, args.threads, args.real_minutes, args.medsr_args)
     print(f"\nload average at end: {load()}")
     (work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
     return 0

@@ -123,7 +123,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="CPU threads (default 0: the cores the current load leaves idle, at least 1)",
     )
     p.add_argument("--tta", type=int, default=1, choices=(1, 2, 4), help="flips per view at test time")
-    p.add_argument("--bp-iters", dest="bp_iters", type=int, default=3, help="back-projection iterations (0: off)")
+    p.add_argument(
+        "--bp-iters", dest="bp_iters", type=int, default=0, help="back-projection iterations (default 0: off)"
+    )
     p.add_argument("--output-dir", dest="output_dir", default=None, help="run folder (default OUT_selfsr/ beside OUT)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--reference", default=None, help="an HR reference to score against (evaluate.json)")
