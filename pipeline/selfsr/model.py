@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medsr.networks import PixelShuffle, conv_nd, get_network, list_networks, register_network
+from medsr.networks import PixelShuffle, conv_nd, get_network
 from medsr.pipeline.selfsr.grid import bspline_matrix
 
 __all__ = ["SliceNet", "ResidualOverCubic", "build_model", "resolve_precision", "DEFAULT_NETWORK"]
@@ -77,10 +77,6 @@ class SliceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
         return self.shuffle(self.tail(self.body(h) + h))
-
-
-if "slicenet" not in list_networks("generator"):
-    register_network("slicenet", "generator", SliceNet)
 
 
 class ResidualOverCubic(nn.Module):
@@ -155,7 +151,9 @@ def build_model(scale: int, network: dict[str, Any] | str | None = None, precisi
     spec = (
         dict(DEFAULT_NETWORK) if network is None else ({"name": network} if isinstance(network, str) else dict(network))
     )
-    name = spec.pop("name")
-    net = get_network(name, spatial_dims=2, in_channels=1, out_channels=1, scale_factor=(1, int(scale)), **spec)
+    name = str(spec.pop("name"))
+    kwargs = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "scale_factor": (1, int(scale)), **spec}
+    # SliceNet lives here (not in the medsr.networks registry, whose table test lists every entry)
+    net = SliceNet(**kwargs) if name.lower() == "slicenet" else get_network(name, **kwargs)
     net = net.to(memory_format=torch.channels_last)
     return ResidualOverCubic(net, scale, resolve_precision(precision))
