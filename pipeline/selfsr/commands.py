@@ -82,6 +82,9 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     run_bundle("selfsr", "training", "train.json", train, args.tracking)
     t1 = time.perf_counter()
+    from medsr.networks import reuse_freed_memory
+
+    reuse_freed_memory()  # this command is its own process: freed feature maps are reused, not page-faulted again
     infer = dict(common, tta=args.tta, bp_iters=args.bp_iters)
     infer.update({k: v for k, v in extra.items() if k in ("tta", "bp_iters", "report", "png")})
     run_bundle("selfsr", "inferring", "inference.json", infer)

@@ -29,7 +29,7 @@ def predict_view(
     grid: SelfSRGrid,
     view: int,
     tta: int = 1,
-    chunk: int = 16,
+    chunk: int = 4,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """The working-grid volume from one view: slices across in-plane axis ``grid.inplane_axes[view]``.
@@ -99,7 +99,7 @@ def reconstruct(
     profile: str | np.ndarray = "gaussian",
     tta: int = 1,
     bp_iters: int = 0,
-    chunk: int = 16,
+    chunk: int = 4,
     views: tuple[int, ...] = (0, 1),
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
@@ -112,7 +112,7 @@ def reconstruct(
         profile: the slice profile (for back-projection).
         tta: flips per view as test-time augmentation (1, 2 or 4).
         bp_iters: back-projection iterations (0: off).
-        chunk: slices per forward pass.
+        chunk: slices per forward pass (small: the feature maps stay in the heap instead of fresh pages).
         views: which in-plane axes to cut across (both by default).
         progress: called with the number of slices done.
     """
