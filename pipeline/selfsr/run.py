@@ -181,7 +181,7 @@ def write_result(
     model: torch.nn.Module,
     output: str | os.PathLike,
     tta: int = 1,
-    bp_iters: int = 0,
+    bp_iters: int = 1,
     report: str | os.PathLike | None = None,
     png: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
