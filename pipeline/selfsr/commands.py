@@ -127,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tta", type=int, default=1, choices=(1, 2, 4), help="flips per view at test time")
     p.add_argument(
-        "--bp-iters", dest="bp_iters", type=int, default=0, help="back-projection iterations (default 0: off)"
+        "--bp-iters", dest="bp_iters", type=int, default=1, help="back-projection iterations (default 1; 0: off)"
     )
     p.add_argument("--output-dir", dest="output_dir", default=None, help="run folder (default OUT_selfsr/ beside OUT)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
