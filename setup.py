@@ -49,7 +49,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "test": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.5"],
     # torchio is only a point of comparison in benchmarks/
-    "bench": ["torchio>=0.20"],
+    "bench": ["torchio>=0.20", "dipy>=1.9"],
 }
 
 setup(

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "medsr.pipeline.commands",
     "medsr.pipeline.tracking.commands",
     "medsr.pipeline.label_app.commands",
+    "medsr.pipeline.selfsr.commands",
 )
 
 

@@ -1,0 +1,230 @@
+"""Benchmark: self-supervised thick-slice SR on the demo MNI T1: cubic B-spline, ``medsr selfsr`` and ECLARE.
+
+The 1 mm MNI ICBM152 T1 (nilearn) is degraded along its last axis to 1×1×S mm (Gaussian slice profile,
+FWHM = S, sampled at the slice centres: ``medsr.transforms.SimulateLowResolution``) for each ``--spacings``
+value. Each method runs as its own process on that file; the script prints PSNR and SSIM inside the brain
+(reference T1 > 0) on the 1 mm grid, the gain over cubic B-spline, the wall time and the peak resident memory
+of the process (``wait4``), and the load average before and after (the machine is shared: quote it).
+
+* cubic: ``scipy.ndimage.map_coordinates(order=3, mode="nearest")`` onto the output grid;
+* medsr: ``medsr selfsr LR OUT`` (training + reconstruction, default recipe; ``--steps`` to change);
+* ECLARE 1.0.1 (``--eclare``): installed by this script into ``.bench_env/eclare`` (its own venv: torch 2.13.0
+  first, then ``eclare==1.0.1``), run with the known profile (``--relative-slice-thickness S``, gaussian),
+  ``--n-patches`` (default 7680: about 6 minutes on a quiet 2-core CPU) and ``--gpu-id -1``.
+
+Usage: ``python benchmarks/bench_selfsr.py [--spacings 4 5] [--threads 2] [--eclare] [--work DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from medsr.pipeline.data.demo import demo_sources
+from medsr.pipeline.selfsr.run import auto_threads, score_against
+from medsr.transforms import SimulateLowResolution
+
+ROOT = Path(__file__).resolve().parents[1]
+ECLARE_ENV = ROOT / ".bench_env" / "eclare"
+
+
+def load() -> str:
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def run_timed(cmd: list[str], env: dict | None = None, log: Path | None = None) -> tuple[float, float, int]:
+    """Run ``cmd``; returns (wall seconds, peak RSS in MB of that process tree's largest process, exit code)."""
+    t0 = time.perf_counter()
+    with open(log, "w") if log else open(os.devnull, "w") as fh:
+        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024.0, os.waitstatus_to_exitcode(status)
+
+
+def make_inputs(work: Path, spacings: list[float]) -> tuple[Path, dict[float, Path]]:
+    src = demo_sources()["mni_t1"]["path"]
+    img = nib.load(src)
+    ref = work / "mni_t1_1mm.nii.gz"
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    nib.save(nib.Nifti1Image(data, img.affine), str(ref))
+    mt = MetaTensor(torch.from_numpy(data)[None], affine=torch.as_tensor(img.affine))
+    out = {}
+    for s in spacings:
+        lr = SimulateLowResolution((None, None, float(s)), profile="gaussian")(mt)
+        path = work / f"mni_t1_1x1x{s:g}.nii.gz"
+        nib.save(nib.Nifti1Image(lr[0].numpy().astype(np.float32), lr.affine.numpy()), str(path))
+        out[s] = path
+    return ref, out
+
+
+CUBIC = """
+import sys, nibabel as nib, numpy as np, torch
+from medsr.pipeline.selfsr.grid import plan_grid
+from medsr.pipeline.selfsr.recon import cubic_output
+img = nib.load(sys.argv[1]); vol = torch.from_numpy(np.asarray(img.dataobj, dtype=np.float32))
+g = plan_grid(vol.shape, img.affine)
+nib.save(nib.Nifti1Image(cubic_output(vol, g).numpy(), g.out_affine(img.affine)), sys.argv[2])
+"""
+
+
+def ensure_eclare() -> Path:
+    exe = ECLARE_ENV / "bin" / "run-eclare"
+    if exe.exists():
+        return exe
+    print(f"installing ECLARE 1.0.1 into {ECLARE_ENV} (torch 2.13.0 first) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(ECLARE_ENV)], check=True)
+    pip = [str(ECLARE_ENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True)
+    subprocess.run([*pip, "eclare==1.0.1"], check=True)
+    return exe
+
+
+def real_scans(work: Path) -> dict[str, Path]:
+    """Real anisotropic scans that pip packages ship: dipy's ``aniso_vox`` (if installed) and the first frame of
+    nibabel's ``example4d`` (2 × 2 × 2.2 mm EPI)."""
+    out = {}
+    try:
+        from dipy.data import get_fnames
+
+        out["dipy aniso_vox (4x4x5 mm)"] = Path(get_fnames(name="aniso_vox"))
+    except Exception:  # dipy not installed, or an older API
+        pass
+    img = nib.load(str(Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"))
+    path = work / "example4d_frame0.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj[..., 0], dtype=np.float32), img.affine), str(path))
+    out["nibabel example4d frame 0 (2x2x2.2 mm)"] = path
+    return out
+
+
+def slice_extent(img: nib.Nifti1Image, ax: int) -> float:
+    """World distance between the outer edges of the first and last slice along axis ``ax``."""
+    lo, hi = np.zeros(4), np.zeros(4)
+    lo[3] = hi[3] = 1.0
+    lo[ax], hi[ax] = -0.5, img.shape[ax] - 0.5
+    return float(np.linalg.norm((img.affine @ hi)[:3] - (img.affine @ lo)[:3]))
+
+
+def check_real(work: Path, env: dict, threads: int, minutes: float | None, extra: str) -> None:
+    """Target spacing, world extent and data consistency (medsr vs cubic) on real anisotropic scans."""
+    for name, src in real_scans(work).items():
+        out = work / f"real_{src.name.split('.')[0]}_selfsr.nii.gz"
+        cmd = [sys.executable, "-m", "medsr.pipeline.cli", "selfsr", str(src), str(out), "--threads", str(threads)]
+        if minutes:
+            cmd += ["--minutes", str(minutes)]
+        t, mem, rc = run_timed(cmd + extra.split(), env, work / f"real_{src.name.split('.')[0]}.log")
+        if rc != 0:
+            print(f"{name}: failed (exit {rc}), see the log in {work}")
+            continue
+        a, b = nib.load(str(src)), nib.load(str(out))
+        ax = int(np.argmax(a.header.get_zooms()[:3]))
+        ext_in, ext_out = slice_extent(a, ax), slice_extent(b, ax)
+        rep = json.loads((out.parent / (out.name.split(".")[0] + "_selfsr") / "report.json").read_text())
+        dc = rep["data_consistency"]
+        print(
+            f"{name}: {a.shape[:3]} at {tuple(round(float(z), 3) for z in a.header.get_zooms()[:3])} mm -> "
+            f"{b.shape} at {tuple(round(float(z), 3) for z in b.header.get_zooms()[:3])} mm; slice-axis extent "
+            f"{ext_in:.2f} -> {ext_out:.2f} mm; data consistency RMSE medsr {dc['medsr_rmse']:.4g} vs cubic "
+            f"{dc['cubic_rmse']:.4g}; {t:.0f} s, {mem:.0f} MB"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spacings", type=float, nargs="+", default=[4.0, 5.0])
+    parser.add_argument("--threads", type=int, default=0, help="0: medsr picks (idle cores, at least 1)")
+    parser.add_argument("--steps", type=int, default=None, help="medsr training steps (default: the bundle's)")
+    parser.add_argument("--minutes", type=float, default=None, help="medsr training time budget (--minutes)")
+    parser.add_argument("--medsr-args", default="", help="extra arguments for `medsr selfsr` (one string)")
+    parser.add_argument("--eclare", action="store_true", help="also run ECLARE 1.0.1 (installs its venv once)")
+    parser.add_argument("--eclare-patches", type=int, default=7680)
+    parser.add_argument("--eclare-spacings", type=float, nargs="*", default=None, help="run ECLARE only for these")
+    parser.add_argument("--real", action="store_true", help="also check real anisotropic scans (dipy, nibabel)")
+    parser.add_argument("--real-minutes", type=float, default=2.0, help="medsr training budget on the real scans")
+    parser.add_argument("--work", default=str(ROOT / ".bench_env" / "selfsr_work"))
+    parser.add_argument("--png", default=str(ROOT / "benchmarks" / "results" / "selfsr_mni_1x1x5.png"))
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    print(f"load average at start: {load()}  (threads {args.threads}, {os.cpu_count()} CPUs)", flush=True)
+    ref, inputs = make_inputs(work, args.spacings)
+    rows = []
+    for s, lr in inputs.items():
+        tag = f"1x1x{s:g}"
+        res = {}
+        notes = {}
+        out = work / f"cubic_{tag}.nii.gz"
+        res["cubic B-spline"] = (*run_timed([sys.executable, "-c", CUBIC, str(lr), str(out)], env), out)
+        out = work / f"medsr_{tag}.nii.gz"
+        cmd = [sys.executable, "-m", "medsr.pipeline.cli", "selfsr", str(lr), str(out), "--threads", str(args.threads)]
+        if args.steps:
+            cmd += ["--steps", str(args.steps)]
+        if args.minutes:
+            cmd += ["--minutes", str(args.minutes)]
+        cmd += args.medsr_args.split()
+        res["medsr selfsr"] = (*run_timed(cmd, env, work / f"medsr_{tag}.log"), out)
+        m = re.search(r"after (\d+) iterations", (work / f"medsr_{tag}.log").read_text(errors="replace"))
+        notes[(tag, "medsr selfsr")] = f"stopped by --minutes after {m.group(1)} steps" if m else ""
+        if args.eclare and (args.eclare_spacings is None or s in args.eclare_spacings):
+            exe = ensure_eclare()
+            d = work / f"eclare_{tag}"
+            shutil.rmtree(d, ignore_errors=True)
+            cmd = [
+                str(exe), "--in-fpath", str(lr), "--out-dir", str(d), "--relative-slice-thickness", f"{s:g}",
+                "--relative-slice-profile-type", "gaussian", "--n-patches", str(args.eclare_patches), "--gpu-id", "-1",
+            ]  # fmt: skip
+            # the same thread rule as medsr (idle cores, at least 1): 2 threads on a busy 2-core CPU run 6x slower
+            n = args.threads or auto_threads()
+            eenv = dict(env, OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
+            t, mem, rc = run_timed(cmd, eenv, work / f"eclare_{tag}.log")
+            found = sorted(d.glob("*_eclare.nii*")) if d.is_dir() else []
+            res[f"ECLARE ({args.eclare_patches} patches)"] = (t, mem, rc, found[0] if found else d / "missing")
+        base = None
+        for name, (t, mem, rc, path) in res.items():
+            if rc != 0 or not Path(path).is_file():
+                rows.append((tag, name, None, None, None, t, mem, f"failed (exit {rc})"))
+                continue
+            sc = score_against(path, ref)
+            if base is None:
+                base = sc["psnr_brain"]
+            note = notes.get((tag, name), "")
+            rows.append((tag, name, sc["psnr_brain"], sc["psnr_brain"] - base, sc["ssim_brain"], t, mem, note))
+        if s == max(args.spacings):
+            png = work / f"medsr_{tag}_selfsr" / "through_plane.png"
+            if png.is_file():
+                Path(args.png).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(png, args.png)
+        print(f"done {tag}; load average {load()}", flush=True)
+    print()
+    print(
+        f"{'input':9} {'method':28} {'PSNR brain':>10} {'vs cubic':>9} {'SSIM brain':>10} {'time s':>8} {'peak MB':>8}"
+    )
+    for tag, name, p, d, ssim, t, mem, note in rows:
+        if p is None:
+            print(f"{tag:9} {name:28} {'':>10} {'':>9} {'':>10} {t:8.0f} {mem:8.0f}  {note}")
+        else:
+            print(f"{tag:9} {name:28} {p:10.2f} {d:+9.2f} {ssim:10.4f} {t:8.0f} {mem:8.0f}  {note}")
+    if args.real:
+        print()
+        check_real(work, env, args.threads, args.real_minutes, args.medsr_args)
+    print(f"\nload average at end: {load()}")
+    (work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""A cosine learning-rate schedule over steps or a wall-time budget, whichever ends first.
+
+Self-supervised SR is trained per scan, so what a user has is minutes, not epochs. With ``minutes`` set, the
+schedule's progress is ``max(step / steps, elapsed / budget)``: on a busy machine training ends on time with a
+fully annealed learning rate, on a quiet one it ends after ``steps``. :class:`StopAtBudget` ends the ignite
+run when the schedule is done. The elapsed time is part of the state, so a resumed run continues the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from torch.optim import Optimizer
+
+__all__ = ["BudgetCosine", "StopAtBudget"]
+
+
+class BudgetCosine:
+    """``lr = base · (floor + (1 - floor) · (1 + cos(π · progress)) / 2)``, stepped once per iteration.
+
+    Args:
+        optimizer: the optimizer (its current learning rates are the bases).
+        steps: iterations of the full schedule.
+        minutes: wall-time budget of the full schedule (``None`` or 0: steps only).
+        floor: final learning rate as a fraction of the base.
+    """
+
+    def __init__(self, optimizer: Optimizer, steps: int, minutes: float | None = None, floor: float = 0.0) -> None:
+        if steps < 1:
+            raise ValueError(f"steps: must be >= 1, got {steps}")
+        self.optimizer = optimizer
+        self.steps = int(steps)
+        self.seconds = float(minutes) * 60.0 if minutes else None
+        self.floor = float(floor)
+        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.step_count = 0
+        self.elapsed_before = 0.0
+        self._t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._t0
+
+    def progress(self) -> float:
+        p = self.step_count / self.steps
+        if self.seconds:
+            p = max(p, self.elapsed() / self.seconds)
+        return min(1.0, p)
+
+    def done(self) -> bool:
+        return self.progress() >= 1.0
+
+    def step(self) -> None:
+        self.step_count += 1
+        c = 0.5 * (1.0 + math.cos(math.pi * self.progress()))
+        for g, b in zip(self.optimizer.param_groups, self.base):
+            g["lr"] = b * (self.floor + (1.0 - self.floor) * c)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step_count": self.step_count, "elapsed": self.elapsed(), "base": list(self.base)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = int(state["step_count"])
+        self.elapsed_before = float(state["elapsed"])
+        self.base = list(state["base"])
+        self._t0 = time.perf_counter()
+
+
+class StopAtBudget:
+    """Ends the trainer's run once ``schedule`` is done (the wall-time budget is spent); a no-op on steps alone."""
+
+    def __init__(self, schedule: BudgetCosine) -> None:
+        self.schedule = schedule
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        if self.schedule.seconds and self.schedule.done() and engine.state.iteration < engine.state.epoch_length:
+            engine.logger.info(
+                f"selfsr: time budget of {self.schedule.seconds / 60:g} min spent after {engine.state.iteration} iterations"
+            )
+            engine.terminate()
