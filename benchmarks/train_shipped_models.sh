@@ -31,7 +31,7 @@ M=esrgan_se_x4; if want "${ARGS[@]}"; then
   run medsr models export esrgan_se runs/ship_esrgan_se/checkpoints/best_network.pt bundles/esrgan_se/models/model.pt \
     --name esrgan_se_x4 "${SET[@]/#/--set=}" --trained-on "medsr demo training split, physical x4 pairs (L1 stage)"
   run medsr models export esrgan_se "$(ls runs/ship_esrgan_se/checkpoints/checkpoint_*.pt | tail -n 1)" bundles/esrgan_se/models/model_gan.pt \
-    --name esrgan_se_x4_gan "${SET[@]/#/--set=}" --trained-on "medsr demo training split, physical x4 pairs (GAN stage)"
+    --name esrgan_se_x4_gan --gan "${SET[@]/#/--set=}" --trained-on "medsr demo training split, physical x4 pairs (GAN stage)"
 fi
 
 M=rdn_3d_x1x1x4; if want "${ARGS[@]}"; then

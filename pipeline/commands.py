@@ -200,6 +200,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         info = {"training_command": args.training_command} if args.training_command else {}
         if args.trained_on:
             info["trained_on"] = args.trained_on
+        if args.gan:
+            info["gan"] = True  # a GAN-stage model: used only when named (--model)
         path = export_bundle_model(args.bundle, args.checkpoint, args.output, args.name, parse_sets(args.set), info)
         print(f"medsr models export: wrote {path}")
         return 0
@@ -254,6 +256,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="export: the training run's overrides")
     p.add_argument("--training-command", default=None, help="export: the exact training command (stored)")
     p.add_argument("--trained-on", default=None, help="export: what it was trained on (stored)")
+    p.add_argument("--gan", action="store_true", help="export: a GAN-stage model (chosen only by name)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)
 
