@@ -25,6 +25,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, sliding_window_inference
 
 from medsr.networks import optimize_for_inference
+from medsr.pipeline.errors import MedsrError, check_outputs, name_files
 from medsr.pipeline.io import atomic_path
 from medsr.transforms.geometry import sr_affine
 
@@ -327,28 +328,57 @@ class SRFileInference:
         if outputs is not None and len(outputs) != len(self.files):
             raise ValueError(f"outputs: {len(outputs)} names for {len(self.files)} inputs")
         self.outputs = [Path(o) for o in outputs] if outputs is not None else None
+        self.output_dir = Path(output_dir)
+        # before any work: an output that is an input, a folder given as a file, a read-only folder
+        check_outputs(
+            self.files,
+            [self.target_for(i, f) for i, f in enumerate(self.files)],
+            suffixes=NIFTI_SUFFIXES,
+            dicom_inputs=[is_dicom(f) for f in self.files],
+        )
         self.spatial_dims = int(spatial_dims)
         self.network = optimize_for_inference(
             network, self.spatial_dims, compile=bool(compile), channels_last=bool(channels_last)
         )
-        self.output_dir = Path(output_dir)
         self.preprocessing = preprocessing
         self.postprocessing = postprocessing
         self.inferer = inferer
         self.device = torch.device(device)
         self.progress = progress
 
+    def target_for(self, index: int, path: str) -> Path:
+        """The output path of input number ``index`` (``outputs[index]``, else a name in ``output_dir``)."""
+        return self.outputs[index] if self.outputs is not None else output_path_for(path, self.output_dir)
+
     def _prepare(self, path: str) -> tuple[MetaTensor, dict]:
-        item = self.preprocessing({"image": path})
+        try:
+            item = self.preprocessing({"image": path})
+        except Exception as exc:
+            named = name_files(exc, [path], "input")
+            if named is exc:
+                raise
+            raise named from exc
         img = item["image"]
         if not isinstance(img, MetaTensor):
             img = MetaTensor(img)
         while img.ndim - 1 > self.spatial_dims and img.shape[-1] == 1:
             img = img[..., 0]
+        if img.ndim == 4 and img.shape[0] > 1 and img.meta.get("source_format") == "nifti":
+            n = int(img.shape[0])
+            raise MedsrError(
+                f"input '{path}': a 4D image ({n} volumes of {tuple(img.shape[1:])}); medsr upscales one 2D or 3D "
+                'image at a time: extract one volume first, e.g. python -c "import nibabel as nib; '
+                f"i = nib.load('{path}'); nib.save(i.slicer[..., 0], 'volume0.nii.gz')\", then upscale "
+                "volume0.nii.gz (a 3D volume needs a bundle run with --spatial_dims 3)"
+            )
         if img.ndim - 1 != self.spatial_dims:
-            raise ValueError(
+            if img.ndim - 1 == 3 and self.spatial_dims == 2:
+                todo = "a 3D volume needs a model trained in 3D: add --spatial_dims 3 (and a 3D checkpoint)"
+            else:
+                todo = f"use a model trained in {img.ndim - 1}D (--spatial_dims {img.ndim - 1} and its checkpoint)"
+            raise MedsrError(
                 f"input '{path}': read as shape {tuple(img.shape)} (channel first), which is not a "
-                f"{self.spatial_dims}D image; set spatial_dims to match the bundle"
+                f"{self.spatial_dims}D image; {todo}"
             )
         item["image"] = img
         return img, item
@@ -378,7 +408,7 @@ class SRFileInference:
         for i, path in enumerate(tqdm(self.files, desc="upscale", disable=not self.progress)):
             start = time.perf_counter()
             out, _ = self.upscale(path)
-            target = self.outputs[i] if self.outputs is not None else output_path_for(path, self.output_dir)
+            target = self.target_for(i, path)
             if is_dicom(path) and not target.name.endswith(NIFTI_SUFFIXES):
                 save_dicom(out, target, path)
             else:
