@@ -1,6 +1,7 @@
 """medsr.pipeline.handlers: the ignite/MONAI handlers of medsr, one per module as in ``monai.handlers``.
 
 * :class:`CheckpointHandler` (``checkpoint_handler``): the whole training state, one atomic ``.pt`` file;
+* :class:`BestCheckpoint` (``best_checkpoint``): the best validation's network, replaced atomically;
 * :class:`ValidationLog` (``validation_log``): one CSV row per validation;
 * :class:`ComparisonImages` (``comparison_images``): a PNG of the first validation case per validation;
 * :class:`TrainingStage` (``training_stage``): tells a shared validator which training stage runs it;
@@ -18,6 +19,7 @@ import importlib
 from typing import Any
 
 _WHERE = {
+    "BestCheckpoint": "best_checkpoint",
     "CheckpointHandler": "checkpoint_handler",
     "ComparisonImages": "comparison_images",
     "EvaluationReportHandler": "evaluation_report",
