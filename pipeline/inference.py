@@ -33,6 +33,7 @@ __all__ = [
     "SRSlidingWindowInferer",
     "save_nifti",
     "save_dicom",
+    "derived_dataset",
     "is_dicom",
     "SRFileInference",
     "output_path_for",
@@ -163,6 +164,91 @@ def _dicom_files(path: Path) -> list[Path]:
     return sorted(f for f in path.iterdir() if f.is_file() and is_dicom(f))
 
 
+#: elements of the reference that describe its pixels or one instance, never copied to the derived series
+_INSTANCE_TAGS = (
+    "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
+    "NumberOfFrames",
+    "PerFrameFunctionalGroupsSequence",
+    "SharedFunctionalGroupsSequence",
+    "PlanarConfiguration",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "WindowCenter",
+    "WindowWidth",
+    "WindowCenterWidthExplanation",
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "SmallestPixelValueInSeries",
+    "LargestPixelValueInSeries",
+    "RedPaletteColorLookupTableDescriptor",
+    "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor",
+    "IconImageSequence",
+    "SourceImageSequence",
+    "ReferencedImageSequence",
+    "DerivationCodeSequence",
+    "SpacingBetweenSlices",
+    "SliceLocation",
+    "AcquisitionNumber",
+    "ImageComments",
+)
+
+
+def derived_dataset(ref: Any, description: str = "medsr super-resolution") -> Any:
+    """A clean dataset for a series derived from the DICOM dataset ``ref`` (patient, study, equipment kept).
+
+    Dropped: command-set elements (group 0000, which ``dcmwrite`` refuses), file-meta elements misplaced in
+    the body (group 0002), private and retired elements, and everything that describes the reference's
+    pixels or instance (:data:`_INSTANCE_TAGS`). Set: ``ImageType`` ``DERIVED\\SECONDARY``,
+    ``DerivationDescription``, ``SeriesDescription``, a ``SourceImageSequence`` pointing at the reference,
+    and a ``SeriesNumber`` of the reference's + 1000. Geometry and UIDs are the caller's.
+    """
+    from pydicom.datadict import dictionary_is_retired, keyword_for_tag
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    for elem in ref:
+        tag = elem.tag
+        if tag.group in (0x0000, 0x0002) or tag.is_private:
+            continue
+        try:
+            if dictionary_is_retired(tag):
+                continue
+        except KeyError:
+            continue  # not in the dictionary at all: drop rather than copy an element we cannot vouch for
+        if keyword_for_tag(tag) in _INSTANCE_TAGS:
+            continue
+        ds.add(copy.deepcopy(elem))
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.DerivationDescription = f"{description} (medsr) of series {ref.get('SeriesInstanceUID', '?')}"[:1024]
+    ds.SeriesDescription = str(description)[:64]
+    try:
+        ds.SeriesNumber = int(ref.get("SeriesNumber") or 0) + 1000
+    except (TypeError, ValueError):
+        ds.SeriesNumber = 1000
+    if "SOPClassUID" in ref and "SOPInstanceUID" in ref:
+        src = Dataset()
+        src.ReferencedSOPClassUID = ref.SOPClassUID
+        src.ReferencedSOPInstanceUID = ref.SOPInstanceUID
+        ds.SourceImageSequence = [src]
+    return ds
+
+
+def _file_meta(ds: Any, sop_uid: str) -> Any:
+    """A fresh file meta group (explicit VR little endian) for one derived instance."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.7")  # else Secondary Capture
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    return meta
+
+
 def save_dicom(
     image: torch.Tensor,
     path: str | os.PathLike,
@@ -176,16 +262,19 @@ def save_dicom(
     column, axis 1 = row, axis 2 = slice). A 2D image (or a 3D one with one slice) is written as the single
     file ``path``; a 3D image as a series ``path/IM00001.dcm …`` (written to a temporary folder first, then
     moved into place). Intensities go back to stored values through the reference's rescale slope/intercept;
-    geometry tags (``PixelSpacing``, ``ImagePositionPatient``, ``ImageOrientationPatient``,
-    ``SliceThickness``) come from the HR affine; new Series/SOP instance UIDs are generated.
+    geometry tags (``PixelSpacing``, ``ImagePositionPatient``, ``ImageOrientationPatient``, ``SliceLocation``,
+    ``SliceThickness``) come from the HR affine, per slice; new Series/SOP instance UIDs are generated. The
+    files are a derived series built from a clean copy of the reference (:func:`derived_dataset`: no
+    command-set, private or retired elements, ``ImageType`` DERIVED, ``DerivationDescription``), which
+    viewers open and ``dcmwrite`` accepts even when the input carried network command elements.
     """
     import pydicom
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     ref_files = _dicom_files(Path(reference))
     if not ref_files:
         raise ValueError(f"reference '{reference}': no DICOM file found")
-    ref = pydicom.dcmread(str(ref_files[0]))
+    ref = pydicom.dcmread(str(ref_files[0]), stop_before_pixels=True)
     if affine is None:
         affine = image.affine if isinstance(image, MetaTensor) else None
     if affine is None:
@@ -213,24 +302,25 @@ def save_dicom(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     single = n_slices == 1
+    normal = np.cross(col_dir, row_dir)
+    base = derived_dataset(ref, description)
     target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     written = []
     try:
         for k in range(n_slices):
-            ds = copy.deepcopy(ref)
-            ds.file_meta = copy.deepcopy(ref.file_meta)
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = copy.deepcopy(base)
             sop_uid = generate_uid()
             ds.SOPInstanceUID = sop_uid
-            ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+            ds.file_meta = _file_meta(ds, sop_uid)
             ds.SeriesInstanceUID = series_uid
-            ds.SeriesDescription = description
             ds.InstanceNumber = k + 1
             pixels = np.ascontiguousarray(stored[:, :, k].T)  # rows = axis 1, columns = axis 0
             ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
             ds.PixelSpacing = [f"{spacing[1]:.6g}", f"{spacing[0]:.6g}"]
             ds.ImageOrientationPatient = [f"{v:.6g}" for v in (*col_dir, *row_dir)]
-            ds.ImagePositionPatient = [f"{v:.6g}" for v in (aff[:3, :3] @ np.array([0.0, 0.0, k]) + aff[:3, 3])]
+            position = aff[:3, :3] @ np.array([0.0, 0.0, k]) + aff[:3, 3]
+            ds.ImagePositionPatient = [f"{v:.6g}" for v in position]
+            ds.SliceLocation = f"{float(position @ normal):.6g}"
             ds.SliceThickness = f"{spacing[2]:.6g}"
             if not single:
                 ds.SpacingBetweenSlices = f"{spacing[2]:.6g}"
@@ -242,9 +332,6 @@ def save_dicom(
             ds.PixelRepresentation = 1 if signed else 0
             ds.RescaleSlope = f"{slope:.6g}"
             ds.RescaleIntercept = f"{intercept:.6g}"
-            for tag in ("WindowCenter", "WindowWidth", "SmallestImagePixelValue", "LargestImagePixelValue"):
-                if tag in ds:
-                    del ds[tag]
             ds.PixelData = pixels.tobytes()
             ds["PixelData"].VR = "OW"
             name = target_dir / f"IM{k + 1:05d}.dcm"
