@@ -37,6 +37,7 @@ __all__ = [
     "run_command",
     "install_excepthook",
     "check_overrides",
+    "quiet_logging",
     "config_keys",
     "argv_overrides",
     "check_outputs",
@@ -138,6 +139,16 @@ def format_error(exc: BaseException, hint: str | None = None) -> str:
     return line
 
 
+#: log messages that repeat an error on its way up (ignite engines, MONAI ``StatsHandler``)
+_ERROR_ECHOES = (
+    "Exception: ",
+    "Engine run is terminating due to exception",
+    "Current run is terminating due to exception",
+)
+#: loggers that get their own handlers later (MONAI ``StatsHandler``): filtered at the logger
+_ECHO_LOGGERS = ("StatsHandler", "monai.handlers.StatsHandler")
+
+
 class _QuietTracebacks(logging.Filter):
     """Drop the tracebacks that MONAI/ignite log while an error propagates (the error line says it once)."""
 
@@ -145,7 +156,7 @@ class _QuietTracebacks(logging.Filter):
         if debug_enabled():
             return True
         msg = str(record.msg)
-        if record.exc_info or msg.startswith(("Exception: ", "Engine run is terminating due to exception")):
+        if record.exc_info or msg.startswith(_ERROR_ECHOES):
             return False
         return True
 
@@ -164,6 +175,20 @@ def _quiet_logging() -> None:
                 h.addFilter(_QUIET)
     if logging.lastResort is not None and _QUIET not in logging.lastResort.filters:
         logging.lastResort.addFilter(_QUIET)
+    for name in _ECHO_LOGGERS:
+        lg = logging.getLogger(name)
+        if _QUIET not in lg.filters:
+            lg.addFilter(_QUIET)
+
+
+def quiet_logging() -> None:
+    """Keep tracebacks that MONAI/ignite log while an error propagates out of the log (unless debugging).
+
+    The error is then reported once, as one line, by :func:`run_command` or the excepthook. Run by
+    :func:`check_overrides` (every bundle's ``initialize``), i.e. after the bundle's ``logging.conf``.
+    """
+    if not debug_enabled():
+        _quiet_logging()
 
 
 def run_command(func: Any, args: Any, prog: str = "medsr", debug: bool | None = None) -> int:
@@ -309,6 +334,7 @@ def check_overrides(
     Raises:
         MedsrError: ``--key: no config defines it (did you mean --closest?) …``.
     """
+    quiet_logging()
     if keys is None:
         if argv is None:
             if not _bundle_main():
@@ -470,14 +496,19 @@ class NamedCompose(_compose_base()):  # type: ignore[misc]
 
     With hundreds of cases, ``image: contains NaN`` does not say which case; this says
     ``datalist item 'p07/t1.nii.gz', 'p07/mask.nii.gz': image: contains NaN …``. Works for cached datasets
-    too (the loaded MetaTensors keep their file names). Same arguments as ``Compose``.
+    too (the loaded MetaTensors keep their file names). Same arguments as ``Compose``, plus ``what``: how the
+    message calls the item (``"datalist item"``, ``"input"``).
     """
+
+    def __init__(self, *args: Any, what: str = "datalist item", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.what = what
 
     def __call__(self, input_, *args, **kwargs):  # noqa: D102 - as Compose
         try:
             return super().__call__(input_, *args, **kwargs)
         except Exception as exc:
-            named = name_files(exc, item_files(input_))
+            named = name_files(exc, item_files(input_), getattr(self, "what", "datalist item"))
             if named is exc:
                 raise
             raise named from exc
