@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import re
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -312,3 +314,176 @@ def test_debug_gives_the_traceback(tmp_path, capsys):
     assert medsr_main(["--debug", *argv]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "is the input" in err
+
+
+# ------------------------------------------------------------------------------- kill -9 (subprocesses)
+SLOW_SAVE = """
+import sys, time, torch
+real_save = torch.save
+calls = [0]
+def slow_save(obj, f, *args, **kwargs):  # the N-th save writes a few bytes, says so, and hangs: kill -9 lands here
+    calls[0] += 1
+    if calls[0] == HANG_AT:
+        (f if hasattr(f, "write") else open(f, "wb")).write(b"PK\\x03\\x04 half a checkpoint")
+        print("WRITING", flush=True)
+        time.sleep(300)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = slow_save
+"""
+
+TRAIN_CHILD = """
+from pathlib import Path
+from ignite.engine import Engine
+from medsr.pipeline.handlers import CheckpointHandler
+net = torch.nn.Linear(4, 4)
+engine = Engine(lambda e, b: None)
+engine.checkpoint_objects = lambda: {"generator": net}
+CheckpointHandler(Path(sys.argv[1]), every_n_iterations=1, every_n_epochs=None, keep_last=2).attach(engine)
+engine.run(range(3), max_epochs=1)
+"""
+
+BEST_CHILD = """
+import json
+from pathlib import Path
+from ignite.engine import Engine, Events
+from monai.bundle import ConfigParser
+cfg = json.loads(Path(sys.argv[2]).read_text())["best_checkpoint"]  # the handler every bundle uses
+parser = ConfigParser({"imports": ["$import torch"], "ckpt_dir": sys.argv[1], "resume_from": None,
+                       "network": "$torch.nn.Linear(4, 4)", "best": cfg})
+best = parser.get_parsed_content("best")
+evaluator = Engine(lambda e, b: None)
+scores = {1: 10.0, 2: 20.0}
+@evaluator.on(Events.EPOCH_COMPLETED)
+def _metrics(engine):
+    engine.state.key_metric_name = "val_psnr"
+    engine.state.metrics = {"val_psnr": scores[engine.state.epoch]}
+best.attach(evaluator)
+evaluator.run([0], max_epochs=2)
+"""
+
+
+def _run_until_killed(tmp_path: Path, body: str, hang_at: int, *args: str) -> None:
+    """Run ``body`` in a fresh Python, wait until its ``hang_at``-th ``torch.save`` is mid-write, kill -9 it."""
+    script = tmp_path / "child.py"
+    script.write_text(SLOW_SAVE.replace("HANG_AT", str(hang_at)) + body)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = []
+    try:
+        for line in proc.stdout:  # the child prints WRITING at the save it hangs in
+            lines.append(line)
+            if line.startswith("WRITING"):
+                break
+        else:
+            pytest.fail("the child ended before the save to kill:\n" + "".join(lines[-30:]))
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_kill9_while_a_checkpoint_is_written_keeps_the_previous_one(tmp_path, caplog):
+    """DATA LOSS 2: the half-written temp file is never picked, a partial file is skipped, stale temps go."""
+    from ignite.engine import Engine
+
+    from medsr.pipeline.engines.checkpoint import find_checkpoint, load_checkpoint, load_generator
+    from medsr.pipeline.handlers import CheckpointHandler
+
+    ckpts = tmp_path / "checkpoints"
+    _run_until_killed(tmp_path, TRAIN_CHILD, 2, str(ckpts))
+    first = ckpts / "checkpoint_00000001.pt"
+    temps = [p for p in ckpts.iterdir() if p.name.startswith(".")]
+    assert first.is_file() and len(temps) == 1, sorted(p.name for p in ckpts.iterdir())
+    assert load_checkpoint(first)["engine"]["iteration"] == 1  # the previous checkpoint is intact
+    assert find_checkpoint(ckpts) == str(first) and find_checkpoint(ckpts, prefix="checkpoint") == str(first)
+    load_generator(torch.nn.Linear(4, 4), ckpts)  # inference on the folder loads the intact one
+
+    # the same half file under a visible name (copied folder, full disk): skipped with a warning, never loaded
+    partial = ckpts / "checkpoint_00000002.pt"
+    partial.write_bytes(temps[0].read_bytes())
+    with caplog.at_level(logging.WARNING):
+        assert find_checkpoint(ckpts, prefix="checkpoint") == str(first)
+        assert find_checkpoint(ckpts) == str(first)
+    assert "checkpoint_00000002.pt" in caplog.text
+    partial.unlink()
+
+    # the next run removes what the killed one left half-written
+    engine = Engine(lambda e, b: None)
+    engine.checkpoint_objects = lambda: {"generator": torch.nn.Linear(4, 4)}
+    CheckpointHandler(ckpts, every_n_epochs=1).attach(engine)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint_00000001.pt"]
+
+
+@pytest.mark.slow
+def test_kill9_while_a_new_best_is_saved_keeps_best_network(tmp_path):
+    """DATA LOSS 3: the bundles' best-checkpoint handler (validate.json) keeps the old best until the new one is whole."""
+    from medsr.pipeline.engines.checkpoint import find_checkpoint, load_generator_weights
+
+    ckpts = tmp_path / "checkpoints"
+    _run_until_killed(tmp_path, BEST_CHILD, 2, str(ckpts), str(REPO / "bundles" / "common" / "validate.json"))
+    best = ckpts / "best_network.pt"
+    assert best.is_file(), f"best_network.pt was deleted: {sorted(p.name for p in ckpts.iterdir())}"
+    load_generator_weights(torch.nn.Linear(4, 4), best)  # still loads
+    assert torch.load(best, weights_only=False)["best_metric"]["value"] == 10.0  # the previous best
+    assert find_checkpoint(ckpts) == str(best)  # the temp file of the new one is not picked
+
+
+# ------------------------------------------------------------------------------------------ resume
+def test_resumed_run_keeps_the_rows_of_metrics_csv(tmp_path):
+    """DATA LOSS 4: a resumed run (a new process, a new ValidationLog) continues metrics.csv."""
+    import csv
+    import stat
+
+    from ignite.engine import Engine
+
+    from medsr.pipeline.handlers import ValidationLog
+
+    path = tmp_path / "metrics.csv"
+
+    def validate(log, epoch, psnr):
+        ev = Engine(lambda e, b: None)
+        ev.state.epoch, ev.state.iteration, ev.state.metrics = epoch, 1, {"val_psnr": psnr}
+        log(ev)
+
+    first = ValidationLog(path)
+    for epoch in (1, 2, 3):
+        validate(first, epoch, 20.0 + epoch)
+    # killed after epoch 3's validation but with the last checkpoint at epoch 2: the resumed run redoes epoch 3
+    resumed = ValidationLog(path)
+    validate(resumed, 3, 30.0)
+    validate(resumed, 4, 31.0)
+    rows = list(csv.DictReader(path.open()))
+    assert [(int(r["epoch"]), float(r["val_psnr"])) for r in rows] == [(1, 21.0), (2, 22.0), (3, 30.0), (4, 31.0)]
+    assert stat.S_IMODE(path.stat().st_mode) & 0o044, "metrics.csv must be readable by others (not 0600)"
+
+
+# ------------------------------------------------------------------------ python -m monai.bundle run
+BUNDLE_CASES = [
+    ("output is the input", ["inferring", "bundles/espcn/inference.json"], r"output '.*scan\.nii\.gz': is the input"),
+    ("misspelt override", ["training", "bundles/espcn/train.json"], r"--epoch_lenght: .*did you mean --epoch_length\?"),
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,run,expect", BUNDLE_CASES, ids=[c[0] for c in BUNDLE_CASES])
+def test_monai_bundle_run_gives_one_line(tmp_path, name, run, expect):
+    scan = nifti(tmp_path / "scan.nii.gz")
+    run_id, config = run
+    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config]
+    if run_id == "inferring":
+        cmd += ["--checkpoint", "''", "--input_files", f"['{scan}']", "--output_files", f"['{scan}']"]
+    else:
+        cmd += ["--output_dir", str(tmp_path / "run"), "--epoch_lenght", "1"]
+    before = snapshot(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "MEDSR_DEBUG"}
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    lines = [ln for ln in error_lines(res.stderr) if not ln.startswith(("parsing config_file", "20"))]
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert len(lines) == 1 and re.search(expect, lines[0]), res.stderr[-3000:]
+    assert "Traceback" not in res.stdout + res.stderr
+    assert snapshot(tmp_path) == before
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**env, "MEDSR_DEBUG": "1"})
+    assert res.returncode == 1 and "Traceback" in res.stderr  # the traceback on request
