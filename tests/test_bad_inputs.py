@@ -267,6 +267,56 @@ def _mismatched_mask(t: Path) -> list[str]:
     return _train_args(t, _datalist(t, items))
 
 
+def dicom(path: Path, series: str | None = None, k: int = 0, pixels: bool = True) -> Path:
+    """A small MR slice written here (pydicom's own test files are kept for reader tests)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4", series or generate_uid()
+    ds.Modality, ds.PatientID, ds.InstanceNumber = "MR", "P1", k + 1
+    ds.PixelSpacing, ds.SliceThickness = ["0.8", "0.8"], "5"
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, 5.0 * k]
+    ds.Rows = ds.Columns = 16
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if pixels:
+        ds.PixelData = np.arange(256, dtype=np.uint16).tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = MRImageStorage, ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def _dicom_without_pixels(t: Path) -> list[str]:
+    dicom(t / "nopix.dcm", pixels=False)
+    return upscale(str(t / "nopix.dcm"), str(t / "sr.nii.gz"))
+
+
+def _two_series_folder(t: Path) -> list[str]:
+    for k in range(2):
+        dicom(t / "mixed" / f"a{k}.dcm", series="1.2.3.4.1", k=k)
+        dicom(t / "mixed" / f"b{k}.dcm", series="1.2.3.4.2", k=k)
+    return upscale(str(t / "mixed"), str(t / "sr.nii.gz"), "--spatial_dims", "3")
+
+
+def _dicom_series_output_exists(t: Path) -> list[str]:
+    for k in range(2):
+        dicom(t / "series" / f"s{k}.dcm", series="1.2.3.4.1", k=k)
+    dicom(t / "sr_series" / "old.dcm", series="1.2.3.4.9")
+    return upscale(str(t / "series"), str(t / "sr_series"), "--spatial_dims", "3")
+
+
+def _output_inside_input_series(t: Path) -> list[str]:
+    for k in range(2):
+        dicom(t / "series" / f"s{k}.dcm", series="1.2.3.4.1", k=k)
+    return upscale(str(t / "series"), str(t / "series" / "s0.dcm"), "--spatial_dims", "3")
+
+
 CASES = [
     # DATA LOSS 1: the output is the input (same path, through .., a hard link, a symlink)
     Case("output is the input", _same_path, r"output '.*scan\.nii\.gz': is the input .*choose another output"),
@@ -291,6 +341,10 @@ CASES = [
     Case("unknown bundle", _unknown_bundle, r"bundle 'espnc': not found"),
     Case("NaN image inside a datalist", _nan_in_datalist, r"datalist item '.*case1\.nii\.gz'.*contains NaN"),
     Case("mask that does not match its image", _mismatched_mask, r"'.*mask2\.nii\.gz'.*(shape|match)"),
+    Case("DICOM file without pixel data", _dicom_without_pixels, r"nopix\.dcm'?: DICOM file has no pixel data"),
+    Case("DICOM folder with two series", _two_series_folder, r"mixed.*(two|2|several) series|series.*1\.2\.3\.4\.1.*1\.2\.3\.4\.2"),
+    Case("DICOM series output folder exists", _dicom_series_output_exists, r"output '.*sr_series': folder already exists"),
+    Case("output inside the input series", _output_inside_input_series, r"output '.*series/s0\.dcm': is the input"),
 ]  # fmt: skip
 
 
