@@ -150,14 +150,15 @@ _ECHO_LOGGERS = ("StatsHandler", "monai.handlers.StatsHandler")
 
 
 class _QuietTracebacks(logging.Filter):
-    """Drop the tracebacks that MONAI/ignite log while an error propagates (the error line says it once)."""
+    """Drop MONAI/ignite's echoes of an error on its way up; other records keep their message, not the traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if debug_enabled():
             return True
-        msg = str(record.msg)
-        if record.exc_info or msg.startswith(_ERROR_ECHOES):
+        if str(record.msg).startswith(_ERROR_ECHOES):
             return False
+        if record.exc_info:  # another logged error: its message stays, its traceback goes
+            record.exc_info, record.exc_text = None, None
         return True
 
 
