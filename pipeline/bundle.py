@@ -5,6 +5,10 @@ the names the configs use: datalists (:mod:`medsr.pipeline.data.datalist`), chec
 (:mod:`medsr.pipeline.engines.checkpoint`), DDP (:mod:`medsr.pipeline.engines.distributed`), geometry
 (:mod:`medsr.transforms.geometry`) and augmentations (:mod:`medsr.transforms.augment`). Tested in
 ``tests/bundles/test_bundle_helpers.py``. Nothing here downloads anything.
+
+Every config imports this module, so importing it under ``python -m monai.bundle`` installs the one-line error
+report of :mod:`medsr.pipeline.errors` (``MEDSR_DEBUG=1`` keeps the traceback); each ``initialize`` list
+starts with ``mb.check_overrides()``, which refuses a misspelt ``--key``.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import torch
 from medsr.pipeline.data.datalist import inference_inputs, label_names, limit, resolve_datalist, split_datalist
 from medsr.pipeline.engines.checkpoint import find_checkpoint, load_generator, teacher_weights
 from medsr.pipeline.engines.distributed import ddp_backend, ddp_device
+from medsr.pipeline.errors import check_overrides, install_excepthook
 from medsr.pipeline.models import init_network
 from medsr.transforms.augment import augmentations
 from medsr.transforms.geometry import expand_size, parse_scale
 
 __all__ = [  # the config-facing names, defined here or imported from their area
     "augmentations",
+    "check_overrides",
     "ddp_backend",
     "ddp_device",
     "ensure_dir",
@@ -49,6 +55,9 @@ __all__ = [  # the config-facing names, defined here or imported from their area
     "split_datalist",
     "teacher_weights",
 ]
+
+
+install_excepthook()
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:

@@ -23,7 +23,12 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``medsr`` parser with every available sub-command registered."""
-    parser = argparse.ArgumentParser(prog="medsr", description="Super-resolution for medical images (MONAI).")
+    parser = argparse.ArgumentParser(
+        prog="medsr",
+        description="Super-resolution for medical images (MONAI). Errors are one line; --debug (anywhere on "
+        "the command line) or MEDSR_DEBUG=1 shows the full traceback.",
+    )
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -37,13 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``medsr`` command; returns the exit code."""
+    """Run the ``medsr`` command; returns the exit code.
+
+    An error is printed as one line naming the file or argument (:func:`medsr.pipeline.errors.run_command`);
+    ``--debug`` anywhere on the command line (or ``MEDSR_DEBUG=1``) prints the full traceback instead.
+    """
+    from medsr.pipeline.errors import debug_enabled, run_command
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_enabled(argv)
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    return run_command(args.func, args, debug=debug)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from medsr.pipeline.errors import check_outputs, check_overrides
+
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
 
@@ -91,12 +93,23 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, An
     return out
 
 
+def _truthy_value(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None) -> None:
     """Run ``run_id`` of ``bundles/<name>/<config>`` in this process (metadata and logging from the bundle)."""
     from monai.bundle import run
 
     folder = bundle_dir(name)
     kwargs: dict[str, Any] = dict(overrides)
+    allow = kwargs.get("allow_new_keys")
+    check_overrides(
+        list(kwargs),
+        config_files=str(folder / config),
+        meta_file=str(folder / "metadata.json"),
+        allow_new_keys=None if allow is None else _truthy_value(allow),
+    )
     if tracking:
         kwargs["tracking"] = tracking
     run(
@@ -153,6 +166,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if not src.exists():
         print(f"medsr upscale: input '{src}' does not exist", file=sys.stderr)
         return 2
+    from medsr.pipeline.inference import IMAGE_SUFFIXES, NIFTI_SUFFIXES, is_dicom
+
+    suffixes = NIFTI_SUFFIXES if args.bundle else (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)
+    check_outputs([src], [Path(args.output)], suffixes=suffixes, dicom_inputs=[is_dicom(src)])
     if getattr(args, "reuse_memory", False):
         from medsr.networks import reuse_freed_memory
 

@@ -25,6 +25,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, sliding_window_inference
 
 from medsr.networks import optimize_for_inference
+from medsr.pipeline.errors import MedsrError, check_outputs, name_files
 from medsr.pipeline.io import atomic_path
 from medsr.transforms.geometry import sr_affine
 
@@ -35,6 +36,7 @@ __all__ = [
     "upscale_with_model",
     "save_nifti",
     "save_dicom",
+    "derived_dataset",
     "is_dicom",
     "SRFileInference",
     "output_path_for",
@@ -190,6 +192,91 @@ def _dicom_files(path: Path) -> list[Path]:
     return sorted(f for f in path.iterdir() if f.is_file() and is_dicom(f))
 
 
+#: elements of the reference that describe its pixels or one instance, never copied to the derived series
+_INSTANCE_TAGS = (
+    "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
+    "NumberOfFrames",
+    "PerFrameFunctionalGroupsSequence",
+    "SharedFunctionalGroupsSequence",
+    "PlanarConfiguration",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "WindowCenter",
+    "WindowWidth",
+    "WindowCenterWidthExplanation",
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "SmallestPixelValueInSeries",
+    "LargestPixelValueInSeries",
+    "RedPaletteColorLookupTableDescriptor",
+    "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor",
+    "IconImageSequence",
+    "SourceImageSequence",
+    "ReferencedImageSequence",
+    "DerivationCodeSequence",
+    "SpacingBetweenSlices",
+    "SliceLocation",
+    "AcquisitionNumber",
+    "ImageComments",
+)
+
+
+def derived_dataset(ref: Any, description: str = "medsr super-resolution") -> Any:
+    """A clean dataset for a series derived from the DICOM dataset ``ref`` (patient, study, equipment kept).
+
+    Dropped: command-set elements (group 0000, which ``dcmwrite`` refuses), file-meta elements misplaced in
+    the body (group 0002), private and retired elements, and everything that describes the reference's
+    pixels or instance (:data:`_INSTANCE_TAGS`). Set: ``ImageType`` ``DERIVED\\SECONDARY``,
+    ``DerivationDescription``, ``SeriesDescription``, a ``SourceImageSequence`` pointing at the reference,
+    and a ``SeriesNumber`` of the reference's + 1000. Geometry and UIDs are the caller's.
+    """
+    from pydicom.datadict import dictionary_is_retired, keyword_for_tag
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    for elem in ref:
+        tag = elem.tag
+        if tag.group in (0x0000, 0x0002) or tag.is_private:
+            continue
+        try:
+            if dictionary_is_retired(tag):
+                continue
+        except KeyError:
+            continue  # not in the dictionary at all: drop rather than copy an element we cannot vouch for
+        if keyword_for_tag(tag) in _INSTANCE_TAGS:
+            continue
+        ds.add(copy.deepcopy(elem))
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.DerivationDescription = f"{description} (medsr) of series {ref.get('SeriesInstanceUID', '?')}"[:1024]
+    ds.SeriesDescription = str(description)[:64]
+    try:
+        ds.SeriesNumber = int(ref.get("SeriesNumber") or 0) + 1000
+    except (TypeError, ValueError):
+        ds.SeriesNumber = 1000
+    if "SOPClassUID" in ref and "SOPInstanceUID" in ref:
+        src = Dataset()
+        src.ReferencedSOPClassUID = ref.SOPClassUID
+        src.ReferencedSOPInstanceUID = ref.SOPInstanceUID
+        ds.SourceImageSequence = [src]
+    return ds
+
+
+def _file_meta(ds: Any, sop_uid: str) -> Any:
+    """A fresh file meta group (explicit VR little endian) for one derived instance."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.7")  # else Secondary Capture
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    return meta
+
+
 def save_dicom(
     image: torch.Tensor,
     path: str | os.PathLike,
@@ -203,16 +290,19 @@ def save_dicom(
     column, axis 1 = row, axis 2 = slice). A 2D image (or a 3D one with one slice) is written as the single
     file ``path``; a 3D image as a series ``path/IM00001.dcm …`` (written to a temporary folder first, then
     moved into place). Intensities go back to stored values through the reference's rescale slope/intercept;
-    geometry tags (``PixelSpacing``, ``ImagePositionPatient``, ``ImageOrientationPatient``,
-    ``SliceThickness``) come from the HR affine; new Series/SOP instance UIDs are generated.
+    geometry tags (``PixelSpacing``, ``ImagePositionPatient``, ``ImageOrientationPatient``, ``SliceLocation``,
+    ``SliceThickness``) come from the HR affine, per slice; new Series/SOP instance UIDs are generated. The
+    files are a derived series built from a clean copy of the reference (:func:`derived_dataset`: no
+    command-set, private or retired elements, ``ImageType`` DERIVED, ``DerivationDescription``), which
+    viewers open and ``dcmwrite`` accepts even when the input carried network command elements.
     """
     import pydicom
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     ref_files = _dicom_files(Path(reference))
     if not ref_files:
         raise ValueError(f"reference '{reference}': no DICOM file found")
-    ref = pydicom.dcmread(str(ref_files[0]))
+    ref = pydicom.dcmread(str(ref_files[0]), stop_before_pixels=True)
     if affine is None:
         affine = image.affine if isinstance(image, MetaTensor) else None
     if affine is None:
@@ -240,24 +330,25 @@ def save_dicom(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     single = n_slices == 1
+    normal = np.cross(col_dir, row_dir)
+    base = derived_dataset(ref, description)
     target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     written = []
     try:
         for k in range(n_slices):
-            ds = copy.deepcopy(ref)
-            ds.file_meta = copy.deepcopy(ref.file_meta)
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = copy.deepcopy(base)
             sop_uid = generate_uid()
             ds.SOPInstanceUID = sop_uid
-            ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+            ds.file_meta = _file_meta(ds, sop_uid)
             ds.SeriesInstanceUID = series_uid
-            ds.SeriesDescription = description
             ds.InstanceNumber = k + 1
             pixels = np.ascontiguousarray(stored[:, :, k].T)  # rows = axis 1, columns = axis 0
             ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
             ds.PixelSpacing = [f"{spacing[1]:.6g}", f"{spacing[0]:.6g}"]
             ds.ImageOrientationPatient = [f"{v:.6g}" for v in (*col_dir, *row_dir)]
-            ds.ImagePositionPatient = [f"{v:.6g}" for v in (aff[:3, :3] @ np.array([0.0, 0.0, k]) + aff[:3, 3])]
+            position = aff[:3, :3] @ np.array([0.0, 0.0, k]) + aff[:3, 3]
+            ds.ImagePositionPatient = [f"{v:.6g}" for v in position]
+            ds.SliceLocation = f"{float(position @ normal):.6g}"
             ds.SliceThickness = f"{spacing[2]:.6g}"
             if not single:
                 ds.SpacingBetweenSlices = f"{spacing[2]:.6g}"
@@ -269,9 +360,6 @@ def save_dicom(
             ds.PixelRepresentation = 1 if signed else 0
             ds.RescaleSlope = f"{slope:.6g}"
             ds.RescaleIntercept = f"{intercept:.6g}"
-            for tag in ("WindowCenter", "WindowWidth", "SmallestImagePixelValue", "LargestImagePixelValue"):
-                if tag in ds:
-                    del ds[tag]
             ds.PixelData = pixels.tobytes()
             ds["PixelData"].VR = "OW"
             name = target_dir / f"IM{k + 1:05d}.dcm"
@@ -355,28 +443,57 @@ class SRFileInference:
         if outputs is not None and len(outputs) != len(self.files):
             raise ValueError(f"outputs: {len(outputs)} names for {len(self.files)} inputs")
         self.outputs = [Path(o) for o in outputs] if outputs is not None else None
+        self.output_dir = Path(output_dir)
+        # before any work: an output that is an input, a folder given as a file, a read-only folder
+        check_outputs(
+            self.files,
+            [self.target_for(i, f) for i, f in enumerate(self.files)],
+            suffixes=NIFTI_SUFFIXES,
+            dicom_inputs=[is_dicom(f) for f in self.files],
+        )
         self.spatial_dims = int(spatial_dims)
         self.network = optimize_for_inference(
             network, self.spatial_dims, compile=bool(compile), channels_last=bool(channels_last)
         )
-        self.output_dir = Path(output_dir)
         self.preprocessing = preprocessing
         self.postprocessing = postprocessing
         self.inferer = inferer
         self.device = torch.device(device)
         self.progress = progress
 
+    def target_for(self, index: int, path: str) -> Path:
+        """The output path of input number ``index`` (``outputs[index]``, else a name in ``output_dir``)."""
+        return self.outputs[index] if self.outputs is not None else output_path_for(path, self.output_dir)
+
     def _prepare(self, path: str) -> tuple[MetaTensor, dict]:
-        item = self.preprocessing({"image": path})
+        try:
+            item = self.preprocessing({"image": path})
+        except Exception as exc:
+            named = name_files(exc, [path], "input")
+            if named is exc:
+                raise
+            raise named from exc
         img = item["image"]
         if not isinstance(img, MetaTensor):
             img = MetaTensor(img)
         while img.ndim - 1 > self.spatial_dims and img.shape[-1] == 1:
             img = img[..., 0]
+        if img.ndim == 4 and img.shape[0] > 1 and img.meta.get("source_format") == "nifti":
+            n = int(img.shape[0])
+            raise MedsrError(
+                f"input '{path}': a 4D image ({n} volumes of {tuple(img.shape[1:])}); medsr upscales one 2D or 3D "
+                'image at a time: extract one volume first, e.g. python -c "import nibabel as nib; '
+                f"i = nib.load('{path}'); nib.save(i.slicer[..., 0], 'volume0.nii.gz')\", then upscale "
+                "volume0.nii.gz (a 3D volume needs a bundle run with --spatial_dims 3)"
+            )
         if img.ndim - 1 != self.spatial_dims:
-            raise ValueError(
+            if img.ndim - 1 == 3 and self.spatial_dims == 2:
+                todo = "a 3D volume needs a model trained in 3D: add --spatial_dims 3 (and a 3D checkpoint)"
+            else:
+                todo = f"use a model trained in {img.ndim - 1}D (--spatial_dims {img.ndim - 1} and its checkpoint)"
+            raise MedsrError(
                 f"input '{path}': read as shape {tuple(img.shape)} (channel first), which is not a "
-                f"{self.spatial_dims}D image; set spatial_dims to match the bundle"
+                f"{self.spatial_dims}D image; {todo}"
             )
         item["image"] = img
         return img, item
@@ -406,7 +523,7 @@ class SRFileInference:
         for i, path in enumerate(tqdm(self.files, desc="upscale", disable=not self.progress)):
             start = time.perf_counter()
             out, _ = self.upscale(path)
-            target = self.outputs[i] if self.outputs is not None else output_path_for(path, self.output_dir)
+            target = self.target_for(i, path)
             if is_dicom(path) and not target.name.endswith(NIFTI_SUFFIXES):
                 save_dicom(out, target, path)
             elif target.suffix.lower() in IMAGE_SUFFIXES:

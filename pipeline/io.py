@@ -14,12 +14,46 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_open", "write_bytes_atomic", "write_text_atomic", "write_json_atomic"]
+__all__ = [
+    "atomic_path",
+    "atomic_open",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "write_json_atomic",
+    "is_temp_file",
+    "remove_stale_temps",
+]
 
 
 def _suffix(path: Path) -> str:
     """The file's suffixes as writers read them (``.nii.gz`` stays whole, so nibabel still compresses)."""
     return ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """True for a temporary file of :func:`atomic_path` (``.<name>.<random>.tmp<suffix>``): never a real output."""
+    name = Path(path).name
+    return name.startswith(".") and ".tmp" in name
+
+
+def remove_stale_temps(folder: str | os.PathLike, target: str | None = None) -> list[Path]:
+    """Remove the temporary files a killed writer left in ``folder`` (only those of ``target`` when given).
+
+    Call at the start of a run, before anything writes there. Returns the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for f in folder.iterdir():
+        if not f.is_file() or not is_temp_file(f):
+            continue
+        if target is not None and not f.name.startswith(f".{target}."):
+            continue
+        with suppress(FileNotFoundError):
+            f.unlink()
+            removed.append(f)
+    return removed
 
 
 def _umask_mode() -> int:

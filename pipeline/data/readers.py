@@ -21,6 +21,7 @@ so a 2D image ``I[row, col]`` comes back as ``arr[col, row]``.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "FigshareMatReader",
     "MedicalImageReader",
     "load_image",
+    "nifti_affine",
     "read_figshare_mat",
     "detect_format",
     "LUMINANCE_WEIGHTS",
@@ -50,6 +52,8 @@ __all__ = [
     "PHOTO_SUFFIXES",
     "MAT_SUFFIXES",
 ]
+
+_logger = logging.getLogger(__name__)
 
 #: ITU-R BT.601 luma weights (R, G, B), the ones PIL's ``convert("L")`` uses.
 LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
@@ -232,17 +236,21 @@ class _MedsrReader(ImageReader):
 class NiftiReader(_MedsrReader):
     """NIfTI-1/2 (and Analyze) through MONAI's :class:`~monai.data.NibabelReader`.
 
-    Spacing and orientation come from the header affine (``spacing_source="header"``). Truncated or corrupt
-    files raise :class:`ImageReadError` naming the file.
+    Spacing and orientation come from the header affine (``spacing_source="header"``): the sform when its
+    code is set, else the qform, as nibabel and FSL choose (:func:`nifti_affine`; ``meta["affine_source"]``
+    says which), with a warning when both are set and disagree. Truncated or corrupt files raise
+    :class:`ImageReadError` naming the file.
 
     Args:
+        geometry_tolerance: largest qform/sform difference (mm) accepted without a warning.
         kwargs: passed to :class:`~monai.data.NibabelReader` (e.g. ``as_closest_canonical=True``).
     """
 
     source_format = "nifti"
 
-    def __init__(self, **kwargs):
+    def __init__(self, geometry_tolerance: float = 1e-3, **kwargs):
         super().__init__()
+        self.geometry_tolerance = float(geometry_tolerance)
         self._reader = NibabelReader(**kwargs)
 
     def verify_suffix(self, filename: Sequence[os.PathLike | str] | os.PathLike | str) -> bool:
@@ -265,7 +273,39 @@ class NiftiReader(_MedsrReader):
                 item.path,
                 f"NIfTI image data cannot be read, the file is truncated or corrupt ({type(err).__name__}: {err})",
             ) from err
+        if not self._reader.as_closest_canonical:
+            affine, source = nifti_affine(item.path, self.geometry_tolerance)
+            if affine is not None:
+                meta["affine"], meta["original_affine"] = affine, affine.copy()
+                meta["affine_source"] = source
         return arr, _finish_meta(meta, arr, source_format="nifti", spacing_source="header", path=item.path)
+
+
+def nifti_affine(path: str | os.PathLike, tolerance: float = 1e-3) -> tuple[np.ndarray | None, str]:
+    """The affine of a NIfTI file as nibabel (and FSL) choose it: the sform when its code is set, else the qform.
+
+    Logs a warning naming the file when both are set and differ by more than ``tolerance`` (mm, any entry).
+    Returns ``(None, "")`` for files that are not NIfTI-1/2 (Analyze).
+    """
+    import nibabel as nib
+
+    try:
+        hdr = nib.load(str(path)).header
+        s_code, q_code = int(hdr["sform_code"]), int(hdr["qform_code"])
+    except Exception:  # noqa: BLE001 - Analyze and friends: MONAI's affine stands
+        return None, ""
+    sform, qform = hdr.get_sform(), hdr.get_qform()
+    if s_code and q_code and not np.allclose(sform, qform, atol=tolerance, rtol=0):
+        worst = float(np.max(np.abs(sform - qform)))
+        _logger.warning(
+            f"{str(path)!r}: qform and sform disagree (largest difference {worst:.4g} mm); using the sform "
+            f"(code {s_code}), as nibabel and FSL do; check the header if the image looks misplaced"
+        )
+    if s_code:
+        return np.asarray(sform, dtype=np.float64), "sform"
+    if q_code:
+        return np.asarray(qform, dtype=np.float64), "qform"
+    return np.asarray(hdr.get_base_affine(), dtype=np.float64), "base"
 
 
 # ----------------------------------------------------------------------------------------------- DICOM

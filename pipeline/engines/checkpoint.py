@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,7 @@ __all__ = [
     "restore_pending_rng",
     "load_generator_weights",
     "find_checkpoint",
+    "checkpoint_problem",
     "load_generator",
     "teacher_weights",
     "FORMAT",
@@ -156,7 +158,13 @@ def load_generator_weights(
         raise FileNotFoundError(
             f"generator weights '{path}' do not exist (set g_pretrained=None to train from scratch)"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(
+            f"generator weights '{path}' could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+            "the file is truncated or not a PyTorch checkpoint: pick another checkpoint"
+        ) from e
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         objects = ckpt["objects"]
         if use_ema and "ema" in objects:
@@ -197,7 +205,8 @@ def find_checkpoint(
     * else every file below the folder (recursively) ending in one of ``suffixes``; the ``best`` checkpoint
       (file name containing ``best``, the one validation picked) wins when ``prefer_best``, then the newest.
 
-    Hidden files (an atomic write's temporary file) never count.
+    Hidden files (an atomic write's temporary file) never count. A file that fails to load (truncated by a
+    kill, a text file) is skipped with a warning, and the next one in that order (the newest intact) is used.
 
     Args:
         path: a checkpoint file or a folder.
@@ -225,9 +234,50 @@ def find_checkpoint(
     if not files:
         raise FileNotFoundError(f"checkpoint '{path}': folder holds no {what} (train the bundle first)")
     if prefix is not None:
-        return str(max(files, key=lambda f: int(_ITER_RE.search(f.name).group(1))))
-    pool = ([f for f in files if "best" in f.name] if prefer_best else []) or files
-    return str(max(pool, key=lambda f: (f.stat().st_mtime, f.name)))
+        order = sorted(files, key=lambda f: int(_ITER_RE.search(f.name).group(1)), reverse=True)
+    else:
+        newest = sorted(files, key=lambda f: (f.stat().st_mtime, f.name), reverse=True)
+        best = [f for f in newest if "best" in f.name] if prefer_best else []
+        order = best + [f for f in newest if f not in best]
+    broken = []
+    for f in order:
+        problem = checkpoint_problem(f)
+        if problem is None:
+            if broken:
+                logger.warning(
+                    f"checkpoint search in '{path}': skipped {', '.join(broken)}; using '{f}', the newest intact one"
+                )
+            return str(f)
+        broken.append(f"'{f}' ({problem})")
+        logger.warning(f"checkpoint '{f}': {problem}; skipped")
+    raise ValueError(
+        f"checkpoint '{path}': no intact {what}: {'; '.join(broken)} (a run was killed while writing? train again "
+        "or resume from an older copy)"
+    )
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be a checkpoint (truncated, not a PyTorch file), or ``None`` when it looks intact.
+
+    Cheap for ``torch.save``'s zip format (reads the archive's directory, not the tensors); other files are
+    loaded.
+    """
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+            if not any(n.endswith("data.pkl") for n in names):
+                return "a zip archive without a PyTorch data.pkl"
+            return None
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head[:1] != b"\x80":  # a legacy torch.save file is a pickle (protocol >= 2 starts with 0x80)
+            return "not a PyTorch checkpoint (truncated or another kind of file)"
+        torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        return f"unreadable: {type(e).__name__}: {' '.join(str(e).split())[:120]}"
+    return None
 
 
 def load_generator(network: torch.nn.Module, checkpoint: str | os.PathLike | None, use_ema: bool = False):

@@ -9,6 +9,7 @@ from ignite.engine import Engine, Events
 
 from medsr.pipeline.engines.checkpoint import checkpoint_payload, save_checkpoint
 from medsr.pipeline.engines.distributed import is_main_process
+from medsr.pipeline.io import remove_stale_temps
 
 __all__ = ["CheckpointHandler"]
 
@@ -17,7 +18,8 @@ class CheckpointHandler:
     """Save the whole training state every ``every_n_iterations`` / ``every_n_epochs`` and at the end (rank 0).
 
     Files are ``{save_dir}/{prefix}_{iteration:08d}.pt``, written atomically; only the newest ``keep_last``
-    are kept. Resume with ``resume(trainer, save_dir)`` or the trainers' ``resume_from=save_dir``.
+    are kept; temporary files that a killed run left in ``save_dir`` are removed at attach. Resume with
+    ``resume(trainer, save_dir)`` or the trainers' ``resume_from=save_dir``.
 
     Args:
         save_dir: output folder.
@@ -60,6 +62,8 @@ class CheckpointHandler:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=int(self.every_n_epochs)), self)
         if self.save_final:
             engine.add_event_handler(Events.COMPLETED, self)
+        if is_main_process():  # what a killed run left half-written never counts and is removed now
+            remove_stale_temps(self.save_dir)
 
     def __call__(self, engine: Engine) -> None:
         if not is_main_process():

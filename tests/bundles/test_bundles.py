@@ -249,8 +249,10 @@ def test_medsr_upscale_and_bundles_commands(datalists, tmp_path, monkeypatch, ca
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     np.testing.assert_allclose(nib.load(str(fast)).get_fdata(), nib.load(str(dst)).get_fdata(), rtol=1e-4, atol=1e-4)
     assert main(["upscale", str(tmp_path / "missing.nii.gz"), str(dst), "--bundle", "vdsr"]) == 2
-    with pytest.raises(ValueError, match="bundle 'nope'"):
-        main(["upscale", str(src), str(dst), "--bundle", "nope"])
+    capsys.readouterr()
+    assert main(["upscale", str(src), str(dst), "--bundle", "nope"]) == 1  # one line, no traceback
+    err = capsys.readouterr().err
+    assert "bundle 'nope': not found" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

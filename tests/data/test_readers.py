@@ -305,3 +305,39 @@ def test_unsupported_and_missing_files(tmp_path):
         load_image(tmp_path / "absent.nii.gz")
     with pytest.raises(ValueError, match="mat_field 'border'"):
         MedicalImageReader(mat_field="border")
+
+
+def test_nifti_prefers_the_sform_and_warns_when_qform_disagrees(tmp_path, caplog):
+    """As nibabel and FSL: the sform when its code is set, else the qform; a warning when both are set and differ."""
+    import logging
+
+    import nibabel as nib
+
+    from medsr.pipeline.data.readers import load_image
+
+    data = np.random.rand(6, 5, 4).astype(np.float32)
+    qform = np.diag([1.0, 1.0, 1.0, 1.0])
+    sform = np.diag([2.0, 2.0, 3.0, 1.0])
+    sform[:3, 3] = [10.0, 20.0, 30.0]
+
+    img = nib.Nifti1Image(data, None)
+    img.set_qform(qform, code=1)
+    img.set_sform(sform, code=2)
+    nib.save(img, str(tmp_path / "both.nii.gz"))
+    with caplog.at_level(logging.WARNING):
+        out = load_image(tmp_path / "both.nii.gz")
+    assert np.allclose(np.asarray(out.affine), sform) and np.allclose(
+        np.asarray(out.affine), nib.load(str(tmp_path / "both.nii.gz")).affine
+    )
+    assert "qform and sform disagree" in caplog.text and "both.nii.gz" in caplog.text
+    assert out.meta["affine_source"] == "sform"
+
+    img = nib.Nifti1Image(data, None)
+    img.set_qform(sform, code=1)
+    img.set_sform(np.eye(4), code=0)  # sform not set: the qform counts
+    nib.save(img, str(tmp_path / "qonly.nii.gz"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        out = load_image(tmp_path / "qonly.nii.gz")
+    assert np.allclose(np.asarray(out.affine), sform) and out.meta["affine_source"] == "qform"
+    assert "disagree" not in caplog.text

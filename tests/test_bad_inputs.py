@@ -1,0 +1,543 @@
+"""Bad inputs and faults, one table: each case exits non-zero with one line naming the file or argument, no
+traceback (``--debug`` gives it), and leaves every input byte-identical and nothing new at the output.
+
+Cases run ``medsr …`` in this process (:func:`medsr.pipeline.cli.main`); the ``python -m monai.bundle`` entry
+point and the kill -9 faults run as real subprocesses. The four data-loss cases of issue 16 are marked
+``DATA LOSS`` in their test: each fails on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medsr.pipeline.cli import main as medsr_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------- files
+def nifti(path: Path, shape=(16, 16), value: float | None = None, affine=None) -> Path:
+    data = np.random.default_rng(0).random(shape, dtype=np.float32) * 100.0
+    if value is not None:
+        data.flat[3] = value
+    nib.save(nib.Nifti1Image(data, np.diag([0.8, 0.8, 1.0, 1.0]) if affine is None else affine), str(path))
+    return path
+
+
+def truncated(path: Path) -> Path:
+    nifti(path, shape=(32, 32))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    return path
+
+
+def text_file(path: Path, text: str = "this is not an image\n") -> Path:
+    path.write_text(text)
+    return path
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with its hash (folders are not counted: a run may create its empty folder)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def error_lines(err: str) -> list[str]:
+    """stderr lines that are not progress bars or library warnings printed at import."""
+    skip = ("it/s]", "nvImageCodec", "NvImgCodec", "%|")
+    return [ln for ln in err.splitlines() if ln.strip() and not any(s in ln for s in skip)]
+
+
+@pytest.fixture(autouse=True)
+def _own_logging():
+    """An in-process bundle run points log handlers at this test's captured streams: drop them afterwards."""
+    yield
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for lg in loggers:
+        for h in list(lg.handlers):
+            stream = getattr(h, "stream", None)
+            if isinstance(h, logging.StreamHandler) and stream not in (sys.__stdout__, sys.__stderr__):
+                lg.removeHandler(h)
+
+
+# ------------------------------------------------------------------------------------------ the table
+@dataclass
+class Case:
+    name: str
+    setup: Callable[[Path], list[str]]  # builds files in tmp_path, returns the medsr argv
+    expect: str  # regex the one error line must match
+    rc: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+def upscale(inp: str, out: str, *more: str) -> list[str]:
+    return ["upscale", inp, out, "--bundle", "espcn", "--checkpoint", "", *more]
+
+
+def _same_path(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    return upscale(str(t / "scan.nii.gz"), str(t / "scan.nii.gz"))
+
+
+def _dotdot(t: Path) -> list[str]:
+    (t / "in").mkdir()
+    nifti(t / "in" / "scan.nii.gz")
+    return upscale(str(t / "in" / "scan.nii.gz"), str(t / "in" / ".." / "in" / "scan.nii.gz"))
+
+
+def _hardlink(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    os.link(t / "scan.nii.gz", t / "link.nii.gz")
+    return upscale(str(t / "scan.nii.gz"), str(t / "link.nii.gz"))
+
+
+def _symlink(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    (t / "alias.nii.gz").symlink_to(t / "scan.nii.gz")
+    return upscale(str(t / "scan.nii.gz"), str(t / "alias.nii.gz"))
+
+
+def _folder_output(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    (t / "out").mkdir()
+    return upscale(str(t / "scan.nii.gz"), str(t / "out"))
+
+
+def _bad_suffix(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    return upscale(str(t / "scan.nii.gz"), str(t / "sr.png"))
+
+
+def _parent_is_file(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    text_file(t / "notes.txt")
+    return upscale(str(t / "scan.nii.gz"), str(t / "notes.txt" / "sr.nii.gz"))
+
+
+def _truncated_nifti(t: Path) -> list[str]:
+    truncated(t / "cut.nii.gz")
+    return upscale(str(t / "cut.nii.gz"), str(t / "sr.nii.gz"))
+
+
+def _text_as_nifti(t: Path) -> list[str]:
+    text_file(t / "fake.nii.gz")
+    return upscale(str(t / "fake.nii.gz"), str(t / "sr.nii.gz"))
+
+
+def _four_d(t: Path) -> list[str]:
+    nifti(t / "fmri.nii.gz", shape=(8, 8, 4, 3))
+    return upscale(str(t / "fmri.nii.gz"), str(t / "sr.nii.gz"))
+
+
+def _three_d_to_2d(t: Path) -> list[str]:
+    nifti(t / "vol.nii.gz", shape=(8, 8, 4))
+    return upscale(str(t / "vol.nii.gz"), str(t / "sr.nii.gz"))
+
+
+def _nan_image(t: Path) -> list[str]:
+    nifti(t / "nan.nii.gz", value=float("nan"))
+    return upscale(str(t / "nan.nii.gz"), str(t / "sr.nii.gz"))
+
+
+def _missing_input(t: Path) -> list[str]:
+    return upscale(str(t / "nope.nii.gz"), str(t / "sr.nii.gz"))
+
+
+def _text_checkpoint(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    text_file(t / "model.pt", "version https://git-lfs.github.com/spec/v1\n")
+    return [
+        "upscale",
+        str(t / "scan.nii.gz"),
+        str(t / "sr.nii.gz"),
+        "--bundle",
+        "espcn",
+        "--checkpoint",
+        str(t / "model.pt"),
+    ]
+
+
+def _truncated_checkpoint(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    torch.save({"network": torch.nn.Linear(64, 64).state_dict()}, t / "model.pt")
+    raw = (t / "model.pt").read_bytes()
+    (t / "model.pt").write_bytes(raw[: len(raw) // 2])
+    return [
+        "upscale",
+        str(t / "scan.nii.gz"),
+        str(t / "sr.nii.gz"),
+        "--bundle",
+        "espcn",
+        "--checkpoint",
+        str(t / "model.pt"),
+    ]
+
+
+def _no_intact_checkpoint(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    (t / "ckpts").mkdir()
+    text_file(t / "ckpts" / "best_network.pt", "garbage")
+    return [
+        "upscale",
+        str(t / "scan.nii.gz"),
+        str(t / "sr.nii.gz"),
+        "--bundle",
+        "espcn",
+        "--checkpoint",
+        str(t / "ckpts"),
+    ]
+
+
+def _wrong_checkpoint(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    torch.save({"network": torch.nn.Linear(3, 3).state_dict()}, t / "other.pt")
+    return [
+        "upscale",
+        str(t / "scan.nii.gz"),
+        str(t / "sr.nii.gz"),
+        "--bundle",
+        "espcn",
+        "--checkpoint",
+        str(t / "other.pt"),
+    ]
+
+
+def _misspelt_set(t: Path) -> list[str]:
+    return ["train", "espcn", "--output_dir", str(t / "run"), "--set", "epoch_lenght=1"]
+
+
+def _misspelt_upscale_set(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    return upscale(str(t / "scan.nii.gz"), str(t / "sr.nii.gz"), "--set", "roi_sise=8")
+
+
+def _unknown_bundle(t: Path) -> list[str]:
+    nifti(t / "scan.nii.gz")
+    return ["upscale", str(t / "scan.nii.gz"), str(t / "sr.nii.gz"), "--bundle", "espnc"]
+
+
+def _datalist(t: Path, items: list[dict]) -> Path:
+    path = t / "datalist.json"
+    path.write_text(json.dumps({"training": items, "validation": items[:1]}))
+    return path
+
+
+def _train_args(t: Path, datalist: Path) -> list[str]:
+    return ["train", "espcn", "--datalist", str(datalist), "--output_dir", str(t / "run"), "--epochs", "1",
+            "--set", "epoch_length=1", "--set", "num_workers=0"]  # fmt: skip
+
+
+def _nan_in_datalist(t: Path) -> list[str]:
+    items = [{"image": str(nifti(t / f"case{i}.nii.gz", shape=(32, 32)))} for i in range(3)]
+    nifti(t / "case1.nii.gz", shape=(32, 32), value=float("nan"))
+    return _train_args(t, _datalist(t, items))
+
+
+def mask(path: Path, shape=(32, 32)) -> Path:
+    data = np.zeros(shape, dtype=np.uint8)
+    data[8:20, 8:20] = 1
+    nib.save(nib.Nifti1Image(data, np.diag([0.8, 0.8, 1.0, 1.0])), str(path))
+    return path
+
+
+def _mismatched_mask(t: Path) -> list[str]:
+    items = [{"image": str(nifti(t / f"case{i}.nii.gz", shape=(32, 32))),
+              "mask": str(mask(t / f"mask{i}.nii.gz"))} for i in range(3)]  # fmt: skip
+    mask(t / "mask2.nii.gz", shape=(24, 32))
+    return _train_args(t, _datalist(t, items))
+
+
+def dicom(path: Path, series: str | None = None, k: int = 0, pixels: bool = True) -> Path:
+    """A small MR slice written here (pydicom's own test files are kept for reader tests)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4", series or generate_uid()
+    ds.Modality, ds.PatientID, ds.InstanceNumber = "MR", "P1", k + 1
+    ds.PixelSpacing, ds.SliceThickness = ["0.8", "0.8"], "5"
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, 5.0 * k]
+    ds.Rows = ds.Columns = 16
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if pixels:
+        ds.PixelData = np.arange(256, dtype=np.uint16).tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = MRImageStorage, ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def _dicom_without_pixels(t: Path) -> list[str]:
+    dicom(t / "nopix.dcm", pixels=False)
+    return upscale(str(t / "nopix.dcm"), str(t / "sr.nii.gz"))
+
+
+def _two_series_folder(t: Path) -> list[str]:
+    for k in range(2):
+        dicom(t / "mixed" / f"a{k}.dcm", series="1.2.3.4.1", k=k)
+        dicom(t / "mixed" / f"b{k}.dcm", series="1.2.3.4.2", k=k)
+    return upscale(str(t / "mixed"), str(t / "sr.nii.gz"), "--spatial_dims", "3")
+
+
+def _dicom_series_output_exists(t: Path) -> list[str]:
+    for k in range(2):
+        dicom(t / "series" / f"s{k}.dcm", series="1.2.3.4.1", k=k)
+    dicom(t / "sr_series" / "old.dcm", series="1.2.3.4.9")
+    return upscale(str(t / "series"), str(t / "sr_series"), "--spatial_dims", "3")
+
+
+def _output_inside_input_series(t: Path) -> list[str]:
+    for k in range(2):
+        dicom(t / "series" / f"s{k}.dcm", series="1.2.3.4.1", k=k)
+    return upscale(str(t / "series"), str(t / "series" / "s0.dcm"), "--spatial_dims", "3")
+
+
+CASES = [
+    # DATA LOSS 1: the output is the input (same path, through .., a hard link, a symlink)
+    Case("output is the input", _same_path, r"output '.*scan\.nii\.gz': is the input .*choose another output"),
+    Case("output is the input via ..", _dotdot, r"output '.*in/\.\./in/scan\.nii\.gz': is the input"),
+    Case("output is a hard link to the input", _hardlink, r"output '.*link\.nii\.gz': is the input"),
+    Case("output is a symlink to the input", _symlink, r"output '.*alias\.nii\.gz': is the input"),
+    Case("output is a folder", _folder_output, r"output '.*out': is a folder; give a file name"),
+    Case("output has an unsupported suffix", _bad_suffix, r"output '.*sr\.png': unsupported output type"),
+    Case("output folder is a file", _parent_is_file, r"output '.*notes\.txt/sr\.nii\.gz': '.*notes\.txt' is a file"),
+    Case("truncated NIfTI", _truncated_nifti, r"cut\.nii\.gz.*(truncated|corrupt|not a readable NIfTI)"),
+    Case("text file named .nii.gz", _text_as_nifti, r"fake\.nii\.gz.*not a readable NIfTI"),
+    Case("4D NIfTI", _four_d, r"input '.*fmri\.nii\.gz': a 4D image .*nib\.save\(i\.slicer\[\.\.\., 0\]"),
+    Case("3D volume into a 2D model", _three_d_to_2d, r"input '.*vol\.nii\.gz'.*not a 2D image.*--spatial_dims 3"),
+    Case("NaN voxels", _nan_image, r"input '.*nan\.nii\.gz'.*contains NaN"),
+    Case("missing input", _missing_input, r"input '.*nope\.nii\.gz' does not exist", rc=2),
+    Case("text checkpoint (git-lfs pointer)", _text_checkpoint, r"'.*model\.pt'.*could not be read"),
+    Case("truncated checkpoint", _truncated_checkpoint, r"'.*model\.pt'.*could not be read"),
+    Case("folder of broken checkpoints", _no_intact_checkpoint, r"checkpoint '.*ckpts': no intact .*best_network\.pt"),
+    Case("checkpoint of another network", _wrong_checkpoint, r"'.*other\.pt'.*do not fit"),
+    Case("misspelt override (train --set)", _misspelt_set, r"--epoch_lenght: no config defines it.*did you mean --epoch_length\?"),
+    Case("misspelt override (upscale --set)", _misspelt_upscale_set, r"--roi_sise: .*did you mean --roi_size\?"),
+    Case("unknown bundle", _unknown_bundle, r"bundle 'espnc': not found"),
+    Case("NaN image inside a datalist", _nan_in_datalist, r"datalist item '.*case1\.nii\.gz'.*contains NaN"),
+    Case("mask that does not match its image", _mismatched_mask, r"'.*mask2\.nii\.gz'.*(shape|match)"),
+    Case("DICOM file without pixel data", _dicom_without_pixels, r"nopix\.dcm'?: DICOM file has no pixel data"),
+    Case("DICOM folder with two series", _two_series_folder, r"mixed.*(two|2|several) series|series.*1\.2\.3\.4\.1.*1\.2\.3\.4\.2"),
+    Case("DICOM series output folder exists", _dicom_series_output_exists, r"output '.*sr_series': folder already exists"),
+    Case("output inside the input series", _output_inside_input_series, r"output '.*series/s0\.dcm': is the input"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gives_one_line_and_changes_nothing(case, tmp_path, capsys):
+    argv = case.setup(tmp_path)
+    before = snapshot(tmp_path)
+    rc = medsr_main(argv)
+    out, err = capsys.readouterr()
+    lines = error_lines(err)
+    assert rc == case.rc, (rc, err[-2000:])
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("medsr"), lines
+    assert re.search(case.expect, lines[0]), lines[0]
+    assert "Traceback" not in out + err
+    assert snapshot(tmp_path) == before, "an input changed or a file (partial, temp) was written"
+
+
+def test_debug_gives_the_traceback(tmp_path, capsys):
+    argv = _same_path(tmp_path)
+    assert medsr_main(["--debug", *argv]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "is the input" in err
+
+
+# ------------------------------------------------------------------------------- kill -9 (subprocesses)
+SLOW_SAVE = """
+import sys, time, torch
+real_save = torch.save
+calls = [0]
+def slow_save(obj, f, *args, **kwargs):  # the N-th save writes a few bytes, says so, and hangs: kill -9 lands here
+    calls[0] += 1
+    if calls[0] == HANG_AT:
+        (f if hasattr(f, "write") else open(f, "wb")).write(b"PK\\x03\\x04 half a checkpoint")
+        print("WRITING", flush=True)
+        time.sleep(300)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = slow_save
+"""
+
+TRAIN_CHILD = """
+from pathlib import Path
+from ignite.engine import Engine
+from medsr.pipeline.handlers import CheckpointHandler
+net = torch.nn.Linear(4, 4)
+engine = Engine(lambda e, b: None)
+engine.checkpoint_objects = lambda: {"generator": net}
+CheckpointHandler(Path(sys.argv[1]), every_n_iterations=1, every_n_epochs=None, keep_last=2).attach(engine)
+engine.run(range(3), max_epochs=1)
+"""
+
+BEST_CHILD = """
+import json
+from pathlib import Path
+from ignite.engine import Engine, Events
+from monai.bundle import ConfigParser
+cfg = json.loads(Path(sys.argv[2]).read_text())["best_checkpoint"]  # the handler every bundle uses
+parser = ConfigParser({"imports": ["$import torch"], "ckpt_dir": sys.argv[1], "resume_from": None,
+                       "network": "$torch.nn.Linear(4, 4)", "best": cfg})
+best = parser.get_parsed_content("best")
+evaluator = Engine(lambda e, b: None)
+scores = {1: 10.0, 2: 20.0}
+@evaluator.on(Events.EPOCH_COMPLETED)
+def _metrics(engine):
+    engine.state.key_metric_name = "val_psnr"
+    engine.state.metrics = {"val_psnr": scores[engine.state.epoch]}
+best.attach(evaluator)
+evaluator.run([0], max_epochs=2)
+"""
+
+
+def _run_until_killed(tmp_path: Path, body: str, hang_at: int, *args: str) -> None:
+    """Run ``body`` in a fresh Python, wait until its ``hang_at``-th ``torch.save`` is mid-write, kill -9 it."""
+    script = tmp_path / "child.py"
+    script.write_text(SLOW_SAVE.replace("HANG_AT", str(hang_at)) + body)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = []
+    try:
+        for line in proc.stdout:  # the child prints WRITING at the save it hangs in
+            lines.append(line)
+            if line.startswith("WRITING"):
+                break
+        else:
+            pytest.fail("the child ended before the save to kill:\n" + "".join(lines[-30:]))
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_kill9_while_a_checkpoint_is_written_keeps_the_previous_one(tmp_path, caplog):
+    """DATA LOSS 2: the half-written temp file is never picked, a partial file is skipped, stale temps go."""
+    from ignite.engine import Engine
+
+    from medsr.pipeline.engines.checkpoint import find_checkpoint, load_checkpoint, load_generator
+    from medsr.pipeline.handlers import CheckpointHandler
+
+    ckpts = tmp_path / "checkpoints"
+    _run_until_killed(tmp_path, TRAIN_CHILD, 2, str(ckpts))
+    first = ckpts / "checkpoint_00000001.pt"
+    temps = [p for p in ckpts.iterdir() if p.name.startswith(".")]
+    assert first.is_file() and len(temps) == 1, sorted(p.name for p in ckpts.iterdir())
+    assert load_checkpoint(first)["engine"]["iteration"] == 1  # the previous checkpoint is intact
+    assert find_checkpoint(ckpts) == str(first) and find_checkpoint(ckpts, prefix="checkpoint") == str(first)
+    load_generator(torch.nn.Linear(4, 4), ckpts)  # inference on the folder loads the intact one
+
+    # the same half file under a visible name (copied folder, full disk): skipped with a warning, never loaded
+    partial = ckpts / "checkpoint_00000002.pt"
+    partial.write_bytes(temps[0].read_bytes())
+    with caplog.at_level(logging.WARNING):
+        assert find_checkpoint(ckpts, prefix="checkpoint") == str(first)
+        assert find_checkpoint(ckpts) == str(first)
+    assert "checkpoint_00000002.pt" in caplog.text
+    partial.unlink()
+
+    # the next run removes what the killed one left half-written
+    engine = Engine(lambda e, b: None)
+    engine.checkpoint_objects = lambda: {"generator": torch.nn.Linear(4, 4)}
+    CheckpointHandler(ckpts, every_n_epochs=1).attach(engine)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint_00000001.pt"]
+
+
+@pytest.mark.slow
+def test_kill9_while_a_new_best_is_saved_keeps_best_network(tmp_path):
+    """DATA LOSS 3: the bundles' best-checkpoint handler (validate.json) keeps the old best until the new one is whole."""
+    from medsr.pipeline.engines.checkpoint import find_checkpoint, load_generator_weights
+
+    ckpts = tmp_path / "checkpoints"
+    _run_until_killed(tmp_path, BEST_CHILD, 2, str(ckpts), str(REPO / "bundles" / "common" / "validate.json"))
+    best = ckpts / "best_network.pt"
+    assert best.is_file(), f"best_network.pt was deleted: {sorted(p.name for p in ckpts.iterdir())}"
+    load_generator_weights(torch.nn.Linear(4, 4), best)  # still loads
+    assert torch.load(best, weights_only=False)["best_metric"]["value"] == 10.0  # the previous best
+    assert find_checkpoint(ckpts) == str(best)  # the temp file of the new one is not picked
+
+
+# ------------------------------------------------------------------------------------------ resume
+def test_resumed_run_keeps_the_rows_of_metrics_csv(tmp_path):
+    """DATA LOSS 4: a resumed run (a new process, a new ValidationLog) continues metrics.csv."""
+    import csv
+    import stat
+
+    from ignite.engine import Engine
+
+    from medsr.pipeline.handlers import ValidationLog
+
+    path = tmp_path / "metrics.csv"
+
+    def validate(log, epoch, psnr):
+        ev = Engine(lambda e, b: None)
+        ev.state.epoch, ev.state.iteration, ev.state.metrics = epoch, 1, {"val_psnr": psnr}
+        log(ev)
+
+    first = ValidationLog(path)
+    for epoch in (1, 2, 3):
+        validate(first, epoch, 20.0 + epoch)
+    # killed after epoch 3's validation but with the last checkpoint at epoch 2: the resumed run redoes epoch 3
+    resumed = ValidationLog(path)
+    validate(resumed, 3, 30.0)
+    validate(resumed, 4, 31.0)
+    rows = list(csv.DictReader(path.open()))
+    assert [(int(r["epoch"]), float(r["val_psnr"])) for r in rows] == [(1, 21.0), (2, 22.0), (3, 30.0), (4, 31.0)]
+    assert stat.S_IMODE(path.stat().st_mode) & 0o044, "metrics.csv must be readable by others (not 0600)"
+
+
+# ------------------------------------------------------------------------ python -m monai.bundle run
+BUNDLE_CASES = [
+    ("output is the input", ["inferring", "bundles/espcn/inference.json"], r"output '.*scan\.nii\.gz': is the input"),
+    ("misspelt override", ["training", "bundles/espcn/train.json"], r"--epoch_lenght: .*did you mean --epoch_length\?"),
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,run,expect", BUNDLE_CASES, ids=[c[0] for c in BUNDLE_CASES])
+def test_monai_bundle_run_gives_one_line(tmp_path, name, run, expect):
+    scan = nifti(tmp_path / "scan.nii.gz")
+    run_id, config = run
+    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config]
+    if run_id == "inferring":
+        cmd += ["--checkpoint", "''", "--input_files", f"['{scan}']", "--output_files", f"['{scan}']"]
+    else:
+        cmd += ["--output_dir", str(tmp_path / "run"), "--epoch_lenght", "1"]
+    before = snapshot(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "MEDSR_DEBUG"}
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    lines = [ln for ln in error_lines(res.stderr) if not ln.startswith(("parsing config_file", "20"))]
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert len(lines) == 1 and re.search(expect, lines[0]), res.stderr[-3000:]
+    assert "Traceback" not in res.stdout + res.stderr
+    assert snapshot(tmp_path) == before
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**env, "MEDSR_DEBUG": "1"})
+    assert res.returncode == 1 and "Traceback" in res.stderr  # the traceback on request
