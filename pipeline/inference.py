@@ -448,7 +448,7 @@ class SRFileInference:
         check_outputs(
             self.files,
             [self.target_for(i, f) for i, f in enumerate(self.files)],
-            suffixes=NIFTI_SUFFIXES,
+            suffixes=(*NIFTI_SUFFIXES, *IMAGE_SUFFIXES) if int(spatial_dims) == 2 else NIFTI_SUFFIXES,
             dicom_inputs=[is_dicom(f) for f in self.files],
         )
         self.spatial_dims = int(spatial_dims)
