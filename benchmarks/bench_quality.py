@@ -160,6 +160,46 @@ def print_table(summary: list[dict]) -> None:
               f"{lz_txt:>14}  {m['psnr_mean']:6.2f}/{m['ssim_mean']:.4f}  {gain:>21}")  # fmt: skip
 
 
+def record(summary: list[dict], models: list[dict]) -> None:
+    """Store each model's test-split figures in its model file (``metrics``) and its bundle's ``metadata.json``
+    (``eval_metrics``), next to cubic's, so ``medsr models`` and the model-zoo metadata show them."""
+    from medsr.pipeline.io import atomic_path, write_text_atomic
+
+    for info in models:
+        name = info["name"]
+        mine = [s for s in summary if s["model"] == name]
+        figures: dict[str, dict] = {}
+        for s in mine:
+            if s["method"] not in (name, "cubic") or (
+                s["modality"] != "all" and not s["modality"].startswith("MR (3D")
+            ):
+                continue
+            entry = figures.setdefault(s["degradation"], {"n": s["n"]})
+            tag = "model" if s["method"] == name else "cubic"
+            entry[f"psnr_{tag}"] = round(s["psnr_mean"], 3)
+            entry[f"psnr_median_{tag}"] = round(s["psnr_median"], 3)
+            entry[f"ssim_{tag}"] = round(s["ssim_mean"], 4)
+        for entry in figures.values():
+            entry["psnr_gain"] = round(entry["psnr_model"] - entry["psnr_cubic"], 3)
+        main = figures.get(info.get("degradation")) or next(iter(figures.values()), None)
+        if main is None:
+            continue
+        summary_line = (f"{info.get('degradation')} pairs: {main['psnr_model']:.2f} dB vs cubic {main['psnr_cubic']:.2f} "
+                        f"({main['psnr_gain']:+.2f} dB), SSIM {main['ssim_model']:.4f} vs {main['ssim_cubic']:.4f}")  # fmt: skip
+        metrics = {"summary": summary_line, "demo_test_split": figures, "command": "python benchmarks/bench_quality.py"}
+        path = Path(info["path"])
+        rec = torch.load(path, map_location="cpu", weights_only=True)
+        rec["metrics"] = metrics
+        with atomic_path(path) as tmp:
+            torch.save(rec, tmp)
+        meta_path = path.parents[1] / "metadata.json"
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            meta.setdefault("eval_metrics", {})[name] = {"file": f"models/{path.name}", **metrics}
+            write_text_atomic(meta_path, json.dumps(meta, indent=4) + "\n")
+        print(f"recorded {name}: {summary_line}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="*", default=None, help="shipped model names (default: all)")
@@ -168,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the per-image rows and the summary here")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--models_root", default=None, help="folder of <bundle>/models/*.pt (default: bundles/)")
+    ap.add_argument("--record", action="store_true", help="store the figures in the model files and metadata.json")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -182,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_3d([m for m in models if m["spatial_dims"] == 3], root, Path(tmp))
     summary = summarise(rows)
     print_table(summary)
+    if args.record:
+        record(summary, models)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))

@@ -163,11 +163,13 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 def shipped_models(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Every model file under ``<root>/*/models/*.pt`` (default: the repository's ``bundles/``), described by
-    :func:`read_model_info`, sorted by name."""
+    :func:`read_model_info` plus its ``sha256``, sorted by name."""
     base = Path(root) if root is not None else BUNDLES_DIR
     out = []
     for path in sorted(base.glob(f"*/models/*{MODEL_SUFFIX}")):
-        out.append(read_model_info(path))
+        info = read_model_info(path)
+        info["sha256"] = sha256_of(path)
+        out.append(info)
     return sorted(out, key=lambda m: m["name"])
 
 
