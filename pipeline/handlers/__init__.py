@@ -1,6 +1,7 @@
 """medsr.pipeline.handlers: the ignite/MONAI handlers of medsr, one per module as in ``monai.handlers``.
 
 * :class:`CheckpointHandler` (``checkpoint_handler``): the whole training state, one atomic ``.pt`` file;
+* :class:`BestModelSaver` (``best_model``): the best generator of each training stage, a self-describing file;
 * :class:`ValidationLog` (``validation_log``): one CSV row per validation;
 * :class:`ComparisonImages` (``comparison_images``): a PNG of the first validation case per validation;
 * :class:`TrainingStage` (``training_stage``): tells a shared validator which training stage runs it;
@@ -18,6 +19,7 @@ import importlib
 from typing import Any
 
 _WHERE = {
+    "BestModelSaver": "best_model",
     "CheckpointHandler": "checkpoint_handler",
     "ComparisonImages": "comparison_images",
     "EvaluationReportHandler": "evaluation_report",

@@ -132,7 +132,7 @@ def test_server_stopped_mid_run_keeps_local_records(server, tmp_path, monkeypatc
     assert any("medsr mlflow-sync" in str(w.message) for w in caught), "the user is told how to send records later"
 
     # training finished: its checkpoint is there and the records after the outage are in the local store
-    assert sorted((out / "checkpoints").glob("checkpoint_*.pt"))
+    assert sorted((out / "latest" / "checkpoints").glob("checkpoint_*.pt"))
     offline_db = out / OFFLINE_DB
     assert offline_db.is_file()
     local = mlflow.MlflowClient(f"sqlite:///{offline_db}")
