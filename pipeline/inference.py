@@ -337,6 +337,7 @@ class SRFileInference:
         self.inferer = inferer
         self.device = torch.device(device)
         self.progress = progress
+        self.records: list[dict[str, Any]] = []
 
     def _prepare(self, path: str) -> tuple[MetaTensor, dict]:
         item = self.preprocessing({"image": path})
@@ -393,6 +394,7 @@ class SRFileInference:
                     "seconds": time.perf_counter() - start,
                 }
             )
+        self.records = records
         return records
 
 
