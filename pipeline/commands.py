@@ -228,9 +228,45 @@ def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[st
 
 
 def cmd_bundles(args: argparse.Namespace) -> int:
-    """``medsr bundles [NAME]``: list the bundles, or show one."""
-    if getattr(args, "name", None):
-        info = describe_bundle(args.name, args.runs_root)
+    """``medsr bundles [NAME]``, ``medsr bundles verify NAME...``, ``medsr bundles export NAME DIR``."""
+    name, extra = getattr(args, "name", None), list(getattr(args, "extra", None) or [])
+    if name == "verify":
+        from medsr.pipeline.zoo import verify_bundle
+
+        names = extra or [b["name"] for b in list_bundles()]
+        failed = 0
+        for bundle in names:
+            try:
+                for line in verify_bundle(bundle_dir(bundle), args.checkpoint):
+                    print(f"{bundle}: ok: {line}")
+            except ValueError as err:
+                print(f"medsr bundles verify: {err}", file=sys.stderr)
+                failed += 1
+        return 1 if failed else 0
+    if name == "export":
+        from medsr.pipeline.zoo import export_bundle
+
+        if len(extra) != 2:
+            print("medsr bundles export: expected NAME DIR", file=sys.stderr)
+            return 2
+        try:
+            dest = export_bundle(bundle_dir(extra[0]), extra[1], args.checkpoint)
+        except FileNotFoundError as err:
+            print(f"medsr bundles export: {err}", file=sys.stderr)
+            return 2
+        print(
+            f"{dest}: configs/, models/model.pt, docs/, LICENSE; run it with: python -m monai.bundle run inferring "
+            f"--config_file {dest}/configs/inference.json --bundle_root {dest} --input_files \"['lr.nii.gz']\""
+        )
+        return 0
+    if extra:
+        print(
+            f"medsr bundles: unexpected {extra} (try: medsr bundles verify NAME, medsr bundles export NAME DIR)",
+            file=sys.stderr,
+        )
+        return 2
+    if name:
+        info = describe_bundle(name, args.runs_root)
         if args.json:
             print(json.dumps(info, indent=2, default=str))
             return 0
@@ -339,10 +375,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list the SR bundles, or show one (recipe, scale, overrides, runs and checkpoints)",
         description="Without NAME: one line per bundle. With NAME: its network, scale, every top-level override "
         "and the runs (with their checkpoints) and shipped models that exist.",
-        epilog="examples:\n  medsr bundles\n  medsr bundles esrgan_se\n  medsr bundles esrgan_se --json",
+        epilog="examples:\n  medsr bundles\n  medsr bundles esrgan_se\n  medsr bundles esrgan_se --json\n"
+        "  medsr bundles verify              # every bundle: output = scale x input, spacing / scale, schema\n"
+        "  medsr bundles verify esrgan_se --checkpoint runs/esrgan_se/latest/checkpoints/best_network.pt\n"
+        "  medsr bundles export esrgan_se /tmp/esrgan_se_bundle   # configs/, models/model.pt, docs/, LICENSE",
         formatter_class=fmt,
     )
-    p.add_argument("name", nargs="?", default=None, help="a bundle to show")
+    p.add_argument("name", nargs="?", default=None, help="a bundle to show, or 'verify' / 'export'")
+    p.add_argument("extra", nargs="*", help="verify: bundle names (default all); export: NAME DIR")
+    p.add_argument("--checkpoint", default=None, help="verify/export: the weights to use (default: newest run)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--runs-root", default="runs", help="folder holding runs/<bundle>/ (default: runs)")
     p.set_defaults(func=cmd_bundles)
