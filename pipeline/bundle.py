@@ -2,7 +2,7 @@
 
 Bundle configs hold the wiring only. Helpers that belong to an area live there and are imported here under
 the names the configs use: datalists (:mod:`medsr.pipeline.data.datalist`), checkpoints
-(:mod:`medsr.pipeline.engines.checkpoint`), DDP (:mod:`medsr.pipeline.engines.distributed`), geometry
+(:mod:`medsr.pipeline.engines.checkpoint`), run folders (:mod:`medsr.pipeline.runs`), DDP (:mod:`medsr.pipeline.engines.distributed`), geometry
 (:mod:`medsr.transforms.geometry`) and augmentations (:mod:`medsr.transforms.augment`). Tested in
 ``tests/bundles/test_bundle_helpers.py``. Nothing here downloads anything.
 
@@ -26,6 +26,7 @@ from medsr.pipeline.engines.checkpoint import find_checkpoint, load_generator, t
 from medsr.pipeline.engines.distributed import ddp_backend, ddp_device
 from medsr.pipeline.errors import check_overrides, install_excepthook
 from medsr.pipeline.models import init_network
+from medsr.pipeline.runs import find_run, new_run_name, resume_path, run_checkpoints, run_dir, run_subdir
 from medsr.transforms.augment import augmentations
 from medsr.transforms.geometry import expand_size, parse_scale
 
@@ -38,6 +39,7 @@ __all__ = [  # the config-facing names, defined here or imported from their area
     "expand_size",
     "feature_channels",
     "find_checkpoint",
+    "find_run",
     "fit_stages",
     "get_device",
     "hr_patch_size",
@@ -49,9 +51,14 @@ __all__ = [  # the config-facing names, defined here or imported from their area
     "init_network",
     "lr_roi_size",
     "network_scale",
+    "new_run_name",
     "parse_scale",
     "perceptual_weight",
     "resolve_datalist",
+    "resume_path",
+    "run_checkpoints",
+    "run_dir",
+    "run_subdir",
     "split_datalist",
     "teacher_weights",
 ]

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    from medsr.pipeline.commands import accept_both_spellings
+
+    accept_both_spellings(parser)  # --spatial-dims and --spatial_dims alike
     return parser
 
 

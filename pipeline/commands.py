@@ -53,11 +53,30 @@ def bundle_dir(name: str, root: str | os.PathLike | None = None) -> Path:
 
 
 COMMON_OPTIONS = (
-    ("--spatial_dims", int, "2 or 3"),
-    ("--scale", str, "scale factor: 4 or per axis '(1,1,4)'"),
-    ("--output_dir", str, "run folder (default runs/<bundle>)"),
+    ("--spatial-dims", int, "2 or 3 (default: the bundle's, or the checkpoint's for evaluate/upscale)"),
+    ("--scale", str, "scale factor: 4, or per axis '(1,1,4)' for thick slices"),
+    ("--output-dir", str, "the bundle's runs folder (default runs/<bundle>); each run writes <output-dir>/<run name>/"),
     ("--device", str, "cpu, cuda, cuda:1 (default: CUDA when present)"),
 )
+
+
+def accept_both_spellings(parser: argparse.ArgumentParser) -> None:
+    """Let every ``--long-option`` of ``parser`` and its sub-parsers also be written ``--long_option``.
+
+    The ``medsr`` command shows one style (dashes); the other spelling (``--spatial_dims``, as in
+    ``python -m monai.bundle run`` overrides, or an older ``--reuse-memory``) keeps working as a hidden alias.
+    """
+    for action in list(parser._actions):
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                accept_both_spellings(sub)
+            continue
+        for flag in list(action.option_strings):
+            if not flag.startswith("--"):
+                continue
+            for other in ("--" + flag[2:].replace("-", "_"), "--" + flag[2:].replace("_", "-")):
+                if other not in parser._option_string_actions:
+                    parser._option_string_actions[other] = action
 
 
 def _literal(text: str) -> Any:
@@ -84,8 +103,8 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, An
         value = getattr(args, name, None)
         if value is None:
             continue
-        if name == "scale":
-            value = _literal(value)
+        if name in ("scale", "patch_size"):
+            value = _literal(value) if isinstance(value, str) else value
         if name == "device":
             value = f"$mb.get_device({value!r})"
         out[name] = value
@@ -97,41 +116,186 @@ def _truthy_value(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None) -> None:
-    """Run ``run_id`` of ``bundles/<name>/<config>`` in this process (metadata and logging from the bundle)."""
-    from monai.bundle import run
+def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None):
+    """Run ``run_id`` of ``bundles/<name>/<config>`` in this process, as ``python -m monai.bundle run`` does
+    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`."""
+    from monai.bundle.scripts import create_workflow
 
     folder = bundle_dir(name)
-    kwargs: dict[str, Any] = dict(overrides)
-    allow = kwargs.get("allow_new_keys")
+    allow = overrides.get("allow_new_keys")
     check_overrides(
-        list(kwargs),
+        list(overrides),
         config_files=str(folder / config),
         meta_file=str(folder / "metadata.json"),
         allow_new_keys=None if allow is None else _truthy_value(allow),
     )
-    if tracking:
-        kwargs["tracking"] = tracking
-    run(
-        run_id,
+    workflow = create_workflow(
         config_file=str(folder / config),
         meta_file=str(folder / "metadata.json"),
         logging_file=str(folder / "logging.conf"),
-        **kwargs,
+        run_id=run_id,
+        tracking=tracking or None,
+        **overrides,
     )
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def _runs_folder(bundle: str, args: argparse.Namespace) -> Path:
+    return Path(getattr(args, "output_dir", None) or f"runs/{bundle_dir(bundle).name}")
+
+
+def model_overrides(bundle: str, args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Dims, scale and channels from the checkpoint that will be used, unless given: a self-describing
+    checkpoint (see :mod:`medsr.pipeline.engines.checkpoint`) needs no network overrides."""
+    from medsr.pipeline.engines.checkpoint import find_checkpoint, read_model_info
+    from medsr.pipeline.runs import run_checkpoints
+
+    given = overrides.get("checkpoint")
+    if given == "":
+        return {}
+    try:
+        path = find_checkpoint(given or run_checkpoints(_runs_folder(bundle, args), getattr(args, "run", None)))
+        info = read_model_info(path)
+    except (FileNotFoundError, ValueError, OSError):
+        return {}  # the bundle run itself reports a missing checkpoint
+    out: dict[str, Any] = {"checkpoint": path}
+    if info.get("scale"):
+        if "spatial_dims" not in overrides:
+            out["spatial_dims"] = int(info["spatial_dims"])
+        if "scale" not in overrides:
+            out["scale"] = list(info["scale"])
+        if "in_channels" not in overrides and "in_channels" in info:
+            out["in_channels"] = int(info["in_channels"])
+    return out
+
+
+def _one_line_error(command: str, err: BaseException) -> int | None:
+    """Print the first medsr error of a chain (a wrapped config error) as one line; ``None`` if there is none."""
+    from medsr.pipeline.engines.checkpoint import NetworkMismatchError
+
+    seen = err
+    while seen is not None:
+        if isinstance(seen, (NetworkMismatchError, FileNotFoundError)):
+            print(f"medsr {command}: {seen}", file=sys.stderr)
+            return 2
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle name (see `medsr bundles`) or bundle folder")
     for flag, typ, text in COMMON_OPTIONS:
         p.add_argument(flag, type=typ, default=None, help=text)
-    p.add_argument("--dataset_dir", default=None, help="folder of your images (default: the demo dataset)")
-    p.add_argument("--datalist", default=None, help="datalist JSON (default: built from --dataset_dir or demo)")
+    p.add_argument("--dataset-dir", default=None, help="folder of your images (default: the demo dataset)")
+    p.add_argument("--datalist", default=None, help="datalist JSON (default: built from --dataset-dir or demo)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
 
 
+def _checkpoints_of(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.glob("*.pt")) if folder.is_dir() else []
+
+
+def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[str, Any]:
+    """What ``medsr bundles NAME`` shows: recipe, scale, network, overrides, runs with checkpoints, models."""
+    from medsr.pipeline.runs import LATEST, list_runs
+
+    folder = bundle_dir(name)
+    meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    train = json.loads((folder / "train.json").read_text(encoding="utf-8"))
+    overrides = {
+        k: v
+        for k, v in train.items()
+        if not isinstance(v, (dict, list)) or (isinstance(v, list) and all(not isinstance(i, (dict, list)) for i in v))
+    }
+    overrides = {
+        k: v
+        for k, v in overrides.items()
+        if k not in ("imports", "bundle_name", "bundle_root")
+        and not (isinstance(v, str) and v.startswith(("$", "@", "%")))
+    }
+    runs_dir = Path(runs_root) / folder.name
+    latest = runs_dir / LATEST
+    runs = [
+        {
+            "run": r.name,
+            "checkpoints": _checkpoints_of(r / "checkpoints"),
+            "latest": latest.exists() and latest.resolve() == r.resolve(),
+        }
+        for r in list_runs(runs_dir)
+    ]
+    return {
+        "name": folder.name,
+        "description": meta.get("description", ""),
+        "version": meta.get("version", ""),
+        "network": train.get("network_def", {}).get("_target_"),
+        "scale": train.get("scale"),
+        "spatial_dims": train.get("spatial_dims"),
+        "overrides": overrides,
+        "runs_dir": str(runs_dir),
+        "runs": runs,
+        "models": sorted(str(p) for p in (folder / "models").glob("*")) if (folder / "models").is_dir() else [],
+        "readme": str(folder / "README.md"),
+    }
+
+
 def cmd_bundles(args: argparse.Namespace) -> int:
-    """Print the bundles (name, version, description)."""
+    """``medsr bundles [NAME]``, ``medsr bundles verify NAME...``, ``medsr bundles export NAME DIR``."""
+    name, extra = getattr(args, "name", None), list(getattr(args, "extra", None) or [])
+    if name == "verify":
+        from medsr.pipeline.zoo import verify_bundle
+
+        names = extra or [b["name"] for b in list_bundles()]
+        failed = 0
+        for bundle in names:
+            try:
+                for line in verify_bundle(bundle_dir(bundle), args.checkpoint):
+                    print(f"{bundle}: ok: {line}")
+            except ValueError as err:
+                print(f"medsr bundles verify: {err}", file=sys.stderr)
+                failed += 1
+        return 1 if failed else 0
+    if name == "export":
+        from medsr.pipeline.zoo import export_bundle
+
+        if len(extra) != 2:
+            print("medsr bundles export: expected NAME DIR", file=sys.stderr)
+            return 2
+        try:
+            dest = export_bundle(bundle_dir(extra[0]), extra[1], args.checkpoint)
+        except FileNotFoundError as err:
+            print(f"medsr bundles export: {err}", file=sys.stderr)
+            return 2
+        print(
+            f"{dest}: configs/, models/model.pt, docs/, LICENSE; run it with: python -m monai.bundle run inferring "
+            f"--config_file {dest}/configs/inference.json --bundle_root {dest} --input_files \"['lr.nii.gz']\""
+        )
+        return 0
+    if extra:
+        print(
+            f"medsr bundles: unexpected {extra} (try: medsr bundles verify NAME, medsr bundles export NAME DIR)",
+            file=sys.stderr,
+        )
+        return 2
+    if name:
+        info = describe_bundle(name, args.runs_root)
+        if args.json:
+            print(json.dumps(info, indent=2, default=str))
+            return 0
+        print(f"{info['name']} {info['version']}: {info['description']}")
+        print(f"  network: {info['network']}  scale: {info['scale']}  spatial_dims: {info['spatial_dims']}")
+        print(f"  recipe and every override: {info['readme']}")
+        print("  overrides (python -m monai.bundle run ... --KEY VALUE, or medsr train --set KEY=VALUE):")
+        for k, v in info["overrides"].items():
+            print(f"    --{k} {json.dumps(v)}")
+        print(f"  runs in {info['runs_dir']}: {len(info['runs']) or 'none (train it first)'}")
+        for r in info["runs"][:10]:
+            mark = " (latest)" if r["latest"] else ""
+            files = ", ".join(Path(c).name for c in r["checkpoints"]) or "no checkpoint"
+            print(f"    {r['run']}{mark}: {files}")
+        print(f"  shipped models: {', '.join(info['models']) or 'none'}")
+        return 0
     items = list_bundles()
     if getattr(args, "json", False):
         print(json.dumps(items, indent=2))
@@ -141,17 +305,36 @@ def cmd_bundles(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_FLAGS = ("spatial_dims", "scale", "output_dir", "device", "dataset_dir", "datalist", "epochs", "epoch_length",
+               "batch_size", "patch_size", "run_name", "resume_from")  # fmt: skip
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``medsr train BUNDLE``: run the bundle's ``training``."""
-    names = ("spatial_dims", "scale", "output_dir", "device", "dataset_dir", "datalist", "epochs")
-    run_bundle(args.bundle, "training", "train.json", _overrides(args, names), args.tracking)
+    if getattr(args, "resume", None) is not None:
+        args.resume_from = args.resume
+    try:
+        run_bundle(args.bundle, "training", "train.json", _overrides(args, TRAIN_FLAGS), args.tracking)
+    except Exception as err:  # noqa: BLE001 - a known medsr error is one line; the rest propagates
+        code = _one_line_error("train", err)
+        if code is None:
+            raise
+        return code
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``medsr evaluate BUNDLE``: run the bundle's ``evaluating`` on a trained checkpoint."""
-    names = ("spatial_dims", "scale", "output_dir", "device", "dataset_dir", "datalist", "checkpoint")
-    run_bundle(args.bundle, "evaluating", "evaluate.json", _overrides(args, names), args.tracking)
+    names = ("spatial_dims", "scale", "output_dir", "device", "dataset_dir", "datalist", "checkpoint", "run")
+    overrides = _overrides(args, names)
+    overrides.update(model_overrides(args.bundle, args, overrides))
+    try:
+        run_bundle(args.bundle, "evaluating", "evaluate.json", overrides, args.tracking)
+    except Exception as err:  # noqa: BLE001
+        code = _one_line_error("evaluate", err)
+        if code is None:
+            raise
+        return code
     return 0
 
 
@@ -162,6 +345,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     dimension and ``--scale`` (default 2), or ``--model NAME``; with ``--bundle`` it runs that bundle's
     ``inferring`` on the bundle's newest run (or ``--checkpoint``).
     """
+    import time
+
     src = Path(args.input)
     if not src.exists():
         print(f"medsr upscale: input '{src}' does not exist", file=sys.stderr)
@@ -195,13 +380,33 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             f"{tuple(round(s, 4) for s in rec['spacing'])} mm  model {rec['model']}{how}  {rec['seconds']:.1f} s"
         )
         return 0
-    overrides = _overrides(args, ("spatial_dims", "scale", "device", "checkpoint", "roi_size", "overlap"))
+    overrides = _overrides(
+        args, ("spatial_dims", "scale", "device", "checkpoint", "roi_size", "overlap", "output_dir", "run")
+    )
+    overrides.update(model_overrides(args.bundle, args, overrides))
     overrides["input_files"] = [str(src)]
     overrides["output_files"] = [str(args.output)]
-    overrides["output_dir"] = str(Path(args.output).parent)
+    overrides["pred_dir"] = str(Path(args.output).parent)
+    overrides.setdefault("progress", not args.quiet)
     if getattr(args, "compile", False):
         overrides["compile"] = True
-    run_bundle(args.bundle, "inferring", "inference.json", overrides)
+    start = time.perf_counter()
+    try:
+        workflow = run_bundle(args.bundle, "inferring", "inference.json", overrides)
+    except Exception as err:  # noqa: BLE001
+        code = _one_line_error("upscale", err)
+        if code is None:
+            raise
+        return code
+    runner = workflow.parser.get_parsed_content("runner")
+    model = overrides.get("checkpoint") or workflow.parser.get_parsed_content("checkpoint") or "random weights"
+    for rec in getattr(runner, "records", []):
+        shape = "x".join(map(str, rec["shape"]))
+        spacing = "x".join(f"{s:.3g}" for s in rec["spacing"])
+        print(
+            f"{rec['output']}: {shape} at {spacing} mm, model {model}, {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
     return 0
 
 
@@ -242,19 +447,67 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate``, ``upscale`` and ``bundles`` to the ``medsr`` command."""
-    p = subparsers.add_parser("bundles", help="list the SR bundles")
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "bundles",
+        help="list the SR bundles, or show one (recipe, scale, overrides, runs and checkpoints)",
+        description="Without NAME: one line per bundle. With NAME: its network, scale, every top-level override "
+        "and the runs (with their checkpoints) and shipped models that exist.",
+        epilog="examples:\n  medsr bundles\n  medsr bundles esrgan_se\n  medsr bundles esrgan_se --json\n"
+        "  medsr bundles verify              # every bundle: output = scale x input, spacing / scale, schema\n"
+        "  medsr bundles verify esrgan_se --checkpoint runs/esrgan_se/latest/checkpoints/best_network.pt\n"
+        "  medsr bundles export esrgan_se /tmp/esrgan_se_bundle   # configs/, models/model.pt, docs/, LICENSE",
+        formatter_class=fmt,
+    )
+    p.add_argument("name", nargs="?", default=None, help="a bundle to show, or 'verify' / 'export'")
+    p.add_argument("extra", nargs="*", help="verify: bundle names (default all); export: NAME DIR")
+    p.add_argument("--checkpoint", default=None, help="verify/export: the weights to use (default: newest run)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--runs-root", default="runs", help="folder holding runs/<bundle>/ (default: runs)")
     p.set_defaults(func=cmd_bundles)
 
-    p = subparsers.add_parser("train", help="train a bundle (default: on the demo dataset)")
+    p = subparsers.add_parser(
+        "train",
+        help="train a bundle (default: on the demo dataset)",
+        description="Run the bundle's `training` (python -m monai.bundle run training --config_file "
+        "bundles/<bundle>/train.json). Each run writes runs/<bundle>/<run name>/ (checkpoints/, metrics.csv, "
+        "images/) and points runs/<bundle>/latest at it.",
+        epilog="examples:\n"
+        "  medsr train espcn --epochs 2 --epoch-length 10 --batch-size 4 --patch-size 32\n"
+        "  medsr train esrgan_se --set num_blocks=2 --set num_features=16 --tracking mlflow\n"
+        "  medsr train espcn --spatial-dims 3 --scale '(1,1,4)' --patch-size '(64,64,32)'\n"
+        "  medsr train espcn --resume            # go on with the newest run, in its own folder",
+        formatter_class=fmt,
+    )
     _add_common(p)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--tracking", default=None, help="'mlflow' to track the run")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (GAN bundles: of the GAN stage)")
+    p.add_argument("--epoch-length", type=int, default=None, help="iterations per epoch (default: the whole dataset)")
+    p.add_argument("--batch-size", type=int, default=None, help="training patches per iteration")
+    p.add_argument("--patch-size", type=str, default=None, help="LR training patch: 32, or per axis '(64,64,16)'")
+    p.add_argument("--run-name", default=None, help="name of the run folder and MLflow run (default <bundle>-<time>)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="RUN",
+        help="resume a run: its name or folder, or a checkpoint (default: the newest run)",
+    )
+    p.add_argument("--tracking", default=None, help="'mlflow' (or mlflow/tracking.json) to track the run")
     p.set_defaults(func=cmd_train)
 
-    p = subparsers.add_parser("evaluate", help="evaluate a trained bundle (metrics.csv, summary.json, figures)")
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a trained bundle (metrics.csv, summary.json, figures)",
+        description="Run the bundle's `evaluating` on the validation list with the newest run's best checkpoint "
+        "(or --run / --checkpoint); the report goes to <run folder>/eval/. The network is rebuilt from the "
+        "checkpoint: no width overrides needed.",
+        epilog="examples:\n  medsr evaluate espcn\n  medsr evaluate esrgan_se --run esrgan_se-20260101-120000",
+        formatter_class=fmt,
+    )
     _add_common(p)
-    p.add_argument("--checkpoint", default=None, help="checkpoint file or folder (default: the run's folder)")
+    p.add_argument("--run", default=None, help="run name or folder (default: the newest trained run)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file or folder (default: the run's best)")
     p.add_argument("--tracking", default=None, help="'mlflow' to track the run")
     p.set_defaults(func=cmd_evaluate)
 
@@ -280,21 +533,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "upscale",
         help="super-resolve an image file (a shipped model by default, or a bundle's trained generator)",
-        description="Super-resolve one image. Without --bundle a shipped model is used (see `medsr models`): "
-        "the one for the input's dimension and --scale; a 3D volume with a 2D model is upscaled in-plane, slice "
-        "by slice across its thickest axis. Example: medsr upscale scan.nii.gz scan_sr.nii.gz --scale 2",
+        description="Super-resolve INPUT. Without --bundle a shipped model is used (`medsr models`): the one for "
+        "the input's dimension and --scale (default 2); a 3D volume with a 2D model is upscaled in-plane, slice by "
+        "slice across its thickest axis. With --bundle: the newest run's best generator of that bundle (or --run / "
+        "--checkpoint). The network, scale and dims come from the checkpoint. Windows show a progress bar; "
+        "the last line gives output path, shape, spacing, model and time.",
+        epilog="examples:\n"
+        "  medsr upscale scan.nii.gz scan_sr.nii.gz --scale 2\n"
+        "  medsr upscale t1_thick.nii.gz t1_iso.nii.gz --scale '(1,1,4)'\n"
+        "  medsr upscale lr.nii.gz sr.nii.gz --bundle esrgan_se\n"
+        "  medsr upscale dicom_dir/ sr_dir/ --bundle espcn --checkpoint runs/espcn/latest/checkpoints/best_network.pt\n"
+        "  medsr upscale big.nii.gz sr.nii.gz --bundle rdn --roi-size 96 --compile --reuse-memory",
+        formatter_class=fmt,
     )
     p.add_argument("input", help="LR image: NIfTI, DICOM file or series folder, PNG/JPEG, …")
     p.add_argument("output", help="output: .nii.gz, .png (2D), or for a DICOM input .dcm / a folder name")
     p.add_argument("--model", default=None, help="shipped model name (`medsr models`) or a model file")
     p.add_argument("--bundle", default=None, help="use this bundle's trained generator instead, e.g. esrgan_se")
-    p.add_argument(
-        "--checkpoint", default=None, help="with --bundle: checkpoint file or folder (default: runs/<bundle>)"
-    )
+    p.add_argument("--run", default=None, help="run name or folder (default: the newest trained run)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file or folder (default: the run's best)")
     for flag, typ, text in COMMON_OPTIONS:
-        if flag != "--output_dir":
-            p.add_argument(flag, type=typ, default=None, help=text)
-    p.add_argument("--roi_size", type=_literal, default=None, help="sliding window in LR voxels")
+        p.add_argument(flag, type=typ, default=None, help=text)
+    p.add_argument("--roi-size", type=_literal, default=None, help="sliding window in LR voxels")
     p.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1)")
     p.add_argument(
         "--compile",
@@ -306,5 +566,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep freed HR feature maps in the heap for the next window (CPU, glibc; the process keeps its peak memory)",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
     p.set_defaults(func=cmd_upscale)

@@ -460,6 +460,7 @@ class SRFileInference:
         self.inferer = inferer
         self.device = torch.device(device)
         self.progress = progress
+        self.records: list[dict[str, Any]] = []
 
     def target_for(self, index: int, path: str) -> Path:
         """The output path of input number ``index`` (``outputs[index]``, else a name in ``output_dir``)."""
@@ -542,6 +543,7 @@ class SRFileInference:
                     "seconds": time.perf_counter() - start,
                 }
             )
+        self.records = records
         return records
 
 

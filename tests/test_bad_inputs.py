@@ -402,8 +402,8 @@ from pathlib import Path
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 cfg = json.loads(Path(sys.argv[2]).read_text())["best_checkpoint"]  # the handler every bundle uses
-parser = ConfigParser({"imports": ["$import torch"], "ckpt_dir": sys.argv[1], "resume_from": None,
-                       "network": "$torch.nn.Linear(4, 4)", "best": cfg})
+parser = ConfigParser({"imports": ["$import torch", "$import medsr.networks"], "ckpt_dir": sys.argv[1],
+                       "resume_from": None, "network": "$medsr.networks.ESPCN(2, 1, 1, 2, (4, 4))", "best": cfg})
 best = parser.get_parsed_content("best")
 evaluator = Engine(lambda e, b: None)
 scores = {1: 10.0, 2: 20.0}
@@ -481,7 +481,7 @@ def test_kill9_while_a_new_best_is_saved_keeps_best_network(tmp_path):
     best = ckpts / "best_network.pt"
     assert best.is_file(), f"best_network.pt was deleted: {sorted(p.name for p in ckpts.iterdir())}"
     load_generator_weights(torch.nn.Linear(4, 4), best)  # still loads
-    assert torch.load(best, weights_only=False)["best_metric"]["value"] == 10.0  # the previous best
+    assert torch.load(best, weights_only=False)["metric"]["value"] == 10.0  # the previous best
     assert find_checkpoint(ckpts) == str(best)  # the temp file of the new one is not picked
 
 

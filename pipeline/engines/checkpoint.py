@@ -10,10 +10,18 @@ A checkpoint is a ``dict`` saved with ``torch.save``::
 ``objects`` holds the ``state_dict()`` of everything the trainer lists in ``checkpoint_objects()``
 (models unwrapped from DDP, optimizers, schedulers, grad scalers, EMA, the loss's trainable adapters and
 the :class:`~medsr.pipeline.engines.ResumableLoader` position).
+
+Every checkpoint also describes its generator (:func:`model_info`): ``network`` (``{"target":
+"medsr.networks.RRDBNet", "args": net.init_args}``), ``scale``, ``spatial_dims``, ``in_channels``,
+``normalization`` and ``medsr_version``, so inference, evaluation and MONAI Label rebuild the network from
+the file alone (:func:`load_generator`). The best-model files (``best_network.pt``, ``best_pretrain.pt``)
+are model files: ``{"format": "medsr-model/1", <model_info>, "state_dict": ...}``. The RNG states hold
+tensors, tuples and numbers only, so every file loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -25,6 +33,7 @@ import torch
 
 from medsr.pipeline.engines.common import get_rng_state, set_rng_state, unwrap_model
 from medsr.pipeline.io import atomic_open
+from medsr.pipeline.runs import LATEST, run_checkpoints
 
 __all__ = [
     "save_checkpoint",
@@ -37,10 +46,28 @@ __all__ = [
     "checkpoint_problem",
     "load_generator",
     "teacher_weights",
+    "model_info",
+    "model_payload",
+    "network_spec",
+    "build_network",
+    "read_model_info",
+    "NetworkMismatchError",
     "FORMAT",
+    "MODEL_FORMAT",
+    "NORMALIZATION",
 ]
 
 FORMAT = "medsr-checkpoint"
+MODEL_FORMAT = "medsr-model/1"
+#: the best model of a run's final stage (the one inference serves); earlier stages: ``best_<stage>.pt``
+BEST_FILE = "best_network.pt"
+#: how the bundles normalise inputs (``PercentileNormalized`` in ``bundles/common/{data,inference}.json``)
+NORMALIZATION = {
+    "transform": "medsr.transforms.PercentileNormalize",
+    "lower": 0.5,
+    "upper": 99.5,
+    "value_range": [0.0, 1.0],
+}
 logger = logging.getLogger(__name__)
 
 
@@ -122,7 +149,91 @@ def checkpoint_payload(trainer) -> dict:
             "max_epochs": s.max_epochs,
         },
         "rng": get_rng_state(),
+        **model_info(_trainer_generator(trainer)),
     }
+
+
+def _trainer_generator(trainer) -> torch.nn.Module | None:
+    for attr in ("generator", "network", "student"):
+        net = getattr(trainer, attr, None)
+        if isinstance(net, torch.nn.Module):
+            return unwrap_model(net)
+    return None
+
+
+class NetworkMismatchError(ValueError):
+    """A checkpoint's weights do not fit the network built for them (the message is one line)."""
+
+
+def network_spec(network: torch.nn.Module | None) -> dict | None:
+    """``{"target": "medsr.networks.<Class>", "args": network.init_args}``, or ``None`` when the network
+    does not record its constructor arguments (every medsr generator does)."""
+    if network is None:
+        return None
+    net = unwrap_model(network)
+    args = getattr(net, "init_args", None)
+    if not isinstance(args, dict):
+        return None
+    cls = type(net)
+    import medsr.networks
+
+    public = getattr(medsr.networks, cls.__name__, None) is cls
+    target = f"medsr.networks.{cls.__name__}" if public else f"{cls.__module__}.{cls.__qualname__}"
+    return {"target": target, "args": dict(args)}
+
+
+def model_info(network: torch.nn.Module | None, normalization: dict | None = None) -> dict:
+    """What a checkpoint says about its generator: ``network`` spec, ``scale``, ``spatial_dims``,
+    ``in_channels``, ``out_channels``, ``normalization`` and ``medsr_version`` (empty without a network)."""
+    spec = network_spec(network)
+    if spec is None:
+        return {}
+    import medsr.pipeline
+
+    net = unwrap_model(network)
+    return {
+        "network": spec,
+        "scale": [int(f) for f in getattr(net, "scale_factor", ())],
+        "spatial_dims": int(getattr(net, "spatial_dims", spec["args"].get("spatial_dims", 2))),
+        "in_channels": int(getattr(net, "in_channels", spec["args"].get("in_channels", 1))),
+        "out_channels": int(getattr(net, "out_channels", spec["args"].get("out_channels", 1))),
+        "normalization": dict(normalization or NORMALIZATION),
+        "medsr_version": medsr.pipeline.__version__,
+    }
+
+
+def model_payload(network: torch.nn.Module, **extra) -> dict:
+    """A self-describing model file's content: ``{"format": "medsr-model/1", **model_info, "state_dict", **extra}``."""
+    net = unwrap_model(network)
+    return {"format": MODEL_FORMAT, **model_info(net), "state_dict": net.state_dict(), **extra}
+
+
+def build_network(spec: dict) -> torch.nn.Module:
+    """Build the network a checkpoint describes (``{"target": "medsr.networks.X", "args": {...}}``).
+
+    Only ``medsr.`` targets are built (a checkpoint never imports other code).
+    """
+    target = str(spec.get("target", ""))
+    if not target.startswith("medsr.") or "." not in target:
+        raise ValueError(f"network target {target!r}: only medsr networks are built from a checkpoint")
+    module, _, name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None)
+    if cls is None:
+        raise ValueError(f"network target {target!r}: no such class")
+    return cls(**dict(spec.get("args") or {}))
+
+
+def read_model_info(path: str | os.PathLike) -> dict:
+    """The generator description of a checkpoint file or run folder (``{}`` for a weights-only file)."""
+    ckpt = torch.load(find_checkpoint(path), map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict):
+        return {}
+    keys = ("network", "scale", "spatial_dims", "in_channels", "out_channels", "normalization", "medsr_version")
+    info = {k: ckpt[k] for k in keys if k in ckpt and not (k == "network" and "target" not in (ckpt[k] or {}))}
+    for k in ("metric", "stage"):
+        if k in ckpt:
+            info[k] = ckpt[k]
+    return info
 
 
 def restore_pending_rng(engine) -> None:
@@ -165,7 +276,9 @@ def load_generator_weights(
             f"generator weights '{path}' could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
             "the file is truncated or not a PyTorch checkpoint: pick another checkpoint"
         ) from e
-    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+    if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT and key is None:
+        sd = ckpt["state_dict"]
+    elif isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         objects = ckpt["objects"]
         if use_ema and "ema" in objects:
             sd = {k[len("module.") :]: v for k, v in objects["ema"].items() if k.startswith("module.")}
@@ -182,10 +295,24 @@ def load_generator_weights(
     else:
         raise ValueError(f"generator weights '{path}' hold a {type(ckpt).__name__}, not a state dict")
     sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
-    try:
-        unwrap_model(model).load_state_dict(sd, strict=strict)
-    except RuntimeError as e:
-        raise RuntimeError(f"generator weights '{path}' do not fit {type(unwrap_model(model)).__name__}: {e}") from e
+    net = unwrap_model(model)
+    own = net.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if wrong or (strict and set(sd) != set(own)):
+        if wrong:
+            k, theirs, ours = wrong[0]
+            what = f"{k} is {list(theirs)} in the file but {list(ours)} in the network ({len(wrong)} tensors differ)"
+        else:
+            missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+            what = f"{len(missing)} tensors missing (e.g. {missing[:1]}), {len(extra)} unexpected (e.g. {extra[:1]})"
+        described = ", ".join(
+            f"{k}={v}" for k, v in (getattr(net, "init_args", None) or {}).items() if k != "spatial_dims"
+        )
+        raise NetworkMismatchError(
+            f"generator weights '{path}' do not fit {type(net).__name__}({described}): {what}; give the training "
+            "widths as overrides, or use a checkpoint that records its network"
+        )
+    net.load_state_dict(sd, strict=strict)
     return model
 
 
@@ -203,7 +330,9 @@ def find_checkpoint(
     * with ``prefix``: the training-state series that :class:`~medsr.pipeline.handlers.CheckpointHandler`
       writes, ``{prefix}_{iteration}.pt`` directly in the folder; the highest iteration wins (resume);
     * else every file below the folder (recursively) ending in one of ``suffixes``; the ``best`` checkpoint
-      (file name containing ``best``, the one validation picked) wins when ``prefer_best``, then the newest.
+      (file name containing ``best``, the one validation picked; ``best_network.pt`` first) wins when
+      ``prefer_best``, then the newest. A runs folder (with a ``latest`` pointer, see
+      :mod:`medsr.pipeline.runs`) is searched in its newest trained run.
 
     Hidden files (an atomic write's temporary file) never count. A file that fails to load (truncated by a
     kill, a text file) is skipped with a warning, and the next one in that order (the newest intact) is used.
@@ -223,6 +352,8 @@ def find_checkpoint(
         return str(p)
     if not p.is_dir():
         raise FileNotFoundError(f"checkpoint '{path}': no such file or folder (train the bundle first)")
+    if prefix is None and (p / LATEST).exists():  # a runs folder (runs/<bundle>): its newest trained run
+        p = Path(run_checkpoints(p))
     if prefix is not None:
         files = [f for f in p.glob(f"{prefix}_*.pt") if f.is_file() and _ITER_RE.search(f.name)]
         what = f"{prefix}_<iteration>.pt file"
@@ -283,14 +414,30 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
 def load_generator(network: torch.nn.Module, checkpoint: str | os.PathLike | None, use_ema: bool = False):
     """Load generator weights into ``network`` from a checkpoint file or run folder; return the network.
 
-    ``checkpoint`` is a file (medsr checkpoint, MONAI ``CheckpointSaver`` file or plain state dict) or a
+    When the checkpoint describes its network (:func:`model_info`) and that differs from ``network`` (other
+    widths, another class), the network is rebuilt from the checkpoint: the file is the truth, so a run
+    trained with non-default widths needs no overrides at inference. ``checkpoint`` is a file (medsr checkpoint, MONAI ``CheckpointSaver`` file or plain state dict) or a
     folder searched with :func:`find_checkpoint`; the loading itself is
     :func:`load_generator_weights`. ``None`` or ``""`` returns the network
     untouched (random weights: tests and dry runs).
     """
     if checkpoint is None or str(checkpoint) == "":
         return network
-    return load_generator_weights(network, find_checkpoint(checkpoint), use_ema=use_ema)
+    path = find_checkpoint(checkpoint)
+    info = read_model_info(path)
+    spec = info.get("network")
+    if spec is not None and spec != network_spec(network):
+        ours = network_spec(network) or {}
+        if ours and ours.get("target") == spec["target"]:
+            diff = {k: v for k, v in spec["args"].items() if ours["args"].get(k) != v}
+            logger.info(f"checkpoint '{path}' records {spec['target']} with {diff}: built from the checkpoint")
+        else:
+            logger.info(f"checkpoint '{path}' records {spec['target']}: built from the checkpoint")
+        param = next(iter(network.parameters()), None)
+        network = build_network(spec)
+        if param is not None:
+            network = network.to(param.device)
+    return load_generator_weights(network, path, use_ema=use_ema)
 
 
 def teacher_weights(path: str | os.PathLike | None) -> str | None:

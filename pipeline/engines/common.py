@@ -114,8 +114,12 @@ def enable_deterministic(seed: int = 0) -> None:
 
 
 def get_rng_state() -> dict:
-    """RNG states of python, numpy, torch (CPU) and every CUDA device."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states of python, numpy, torch (CPU) and every CUDA device (tensors, tuples and numbers only, so
+    a checkpoint holding them loads with ``torch.load(weights_only=True)``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    # numpy's array as a tensor: the state loads with torch.load(weights_only=True)
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -126,7 +130,8 @@ def set_rng_state(state: Mapping) -> None:
     if "python" in state:
         random.setstate(state["python"])
     if "numpy" in state:
-        np.random.set_state(state["numpy"])
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), *rest))
     if "torch" in state:
         torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())
     if "cuda" in state and torch.cuda.is_available():

@@ -1,7 +1,7 @@
 """medsr.pipeline.handlers: the ignite/MONAI handlers of medsr, one per module as in ``monai.handlers``.
 
 * :class:`CheckpointHandler` (``checkpoint_handler``): the whole training state, one atomic ``.pt`` file;
-* :class:`BestCheckpoint` (``best_checkpoint``): the best validation's network, replaced atomically;
+* :class:`BestModelSaver` (``best_model``): the best generator of each training stage, a self-describing file;
 * :class:`ValidationLog` (``validation_log``): one CSV row per validation;
 * :class:`ComparisonImages` (``comparison_images``): a PNG of the first validation case per validation;
 * :class:`CubicBaseline` (``cubic_baseline``): cubic interpolation's PSNR/SSIM on the validation crops;
@@ -19,7 +19,7 @@ from __future__ import annotations
 from medsr.pipeline._lazy import lazy_exports
 
 _EXPORTS = {
-    "best_checkpoint": ("BestCheckpoint",),
+    "best_model": ("BestModelSaver",),
     "checkpoint_handler": ("CheckpointHandler",),
     "comparison_images": ("ComparisonImages",),
     "cubic_baseline": ("CubicBaseline",),

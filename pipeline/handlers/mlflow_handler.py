@@ -5,13 +5,17 @@ MONAI's :class:`~monai.handlers.MLFlowHandler` (same attach points, same ``engin
 logging) through its public ``epoch_logger``/``iteration_logger`` arguments and its public ``start``,
 ``complete`` and ``close`` hooks, with what an SR run needs:
 
-* trainer: the resolved config as params (flattened, cut to MLflow's limits) and as an artifact, the
-  datalist's hash and size, the code version; per iteration ``loss`` and every ``loss_<term>``, the
-  learning rate of every optimizer on the engine and the time per iteration; at the end the final
-  checkpoint, the generator as TorchScript and in the MLflow PyTorch flavour;
-* validator: per-epoch metrics (PSNR, SSIM, region SSIM, whatever the evaluator computes) at the trainer's
-  epoch, and a comparison figure (LR | SR | HR | error) at each validation;
-* evaluator: the metrics, and the evaluation report (``summary.json`` and its PNG figures).
+* trainer: the bundle's top-level knobs as params (:func:`~medsr.pipeline.tracking.params.bundle_params`:
+  two runs differ in exactly the params that were changed) and the full executed config as an artifact,
+  the datalist as an MLflow dataset input, MLflow's standard source/user/git tags; per iteration
+  ``train/loss`` and every ``train/loss_<term>`` (``pretrain/...`` for a pre-training stage), each
+  optimizer's learning rate when it changes, ``perf/time_per_iteration_s``; at the end the best model file
+  of the run (the whole training state only with ``log_training_state``), the generator as a logged model
+  (``mlflow.pytorch.log_model``, signature and scale in its metadata) and as TorchScript;
+* validator: per-epoch metrics in the ``val/`` section (``val/psnr``, ``val/ssim``, ``val/region_ssim_inside``)
+  at the trainer's epoch, and a comparison image (LR | SR | HR | error with colour bar) logged with
+  ``log_image(key="val/comparison", step=epoch)`` (the UI's step slider);
+* evaluator: the metrics (``eval/``), and the evaluation report (``summary.json`` and its PNG figures).
 
 Trainer, validator and evaluator handlers of one workflow share one :class:`TrackingSession` (one run).
 With a remote server the session falls back to a local store when the server is down (see
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,13 +42,14 @@ from medsr.pipeline.engines.checkpoint import find_checkpoint
 from medsr.pipeline.handlers.training_stage import OFFSET_ATTR
 from medsr.pipeline.handlers.utils import first_sample
 from medsr.pipeline.io import atomic_open
-from medsr.pipeline.tracking.export import export_torchscript, save_pytorch_flavour
-from medsr.pipeline.tracking.figures import comparison_figure
+from medsr.pipeline.tracking.export import export_torchscript, log_pytorch_model
+from medsr.pipeline.tracking.figures import comparison_figure, figure_image
 from medsr.pipeline.tracking.params import (
+    bundle_params,
     code_version,
     datalist_digest,
     executed_config_path,
-    flatten_config,
+    metric_key,
     to_mlflow_params,
 )
 from medsr.pipeline.tracking.session import TrackingSession, get_session, resolve_tracking_uri
@@ -84,12 +90,15 @@ class MLflowSRHandler(MLFlowHandler):
         close_on_complete: end the MLflow run when the engine completes (default: the role's).
         iteration_log / epoch_log / state_attributes / global_epoch_transform / experiment_param /
         optimizer_param_names: as in MONAI's MLFlowHandler. ``iteration_log`` defaults to the role's.
-        metric_prefix: put before every metric name (``"pretrain_"`` for a GAN's pixel-loss pre-training).
+        metric_prefix: the section of this engine's metrics (``"pretrain_"`` puts a GAN's pixel-loss
+            pre-training under ``pretrain/``); default: ``train/``, ``val/`` or ``eval/`` by role.
     """
 
     role = "evaluator"
     #: the role's defaults for ``iteration_log`` and ``close_on_complete``
     log_iterations, close_run = False, True
+    #: the role's metric section in the MLflow UI
+    group = "eval"
 
     def __init__(
         self,
@@ -129,6 +138,8 @@ class MLflowSRHandler(MLFlowHandler):
         )
         self.tracking_uri = tracking_uri
         self.metric_prefix = metric_prefix
+        self.metric_group = metric_prefix.strip("_/.") or self.group
+        self._last_logged: dict[str, float] = {}
         if config is not None and not isinstance(config, Mapping):
             found = executed_config_path(config)
             if found is None:
@@ -170,7 +181,7 @@ class MLflowSRHandler(MLFlowHandler):
                 flat.update({f"{key}.{k}": v for k, v in value.items()})
             else:
                 flat[key] = value
-        values = {f"{self.metric_prefix}{k}": _scalar(v) for k, v in flat.items()}
+        values = {metric_key(k, self.metric_group): _scalar(v) for k, v in flat.items()}
         self._session().log_metrics({k: v for k, v in values.items() if v is not None}, step=step or 0)
 
     def start(self, engine: Engine) -> None:
@@ -182,7 +193,12 @@ class MLflowSRHandler(MLFlowHandler):
         self.cur_run = session.run_id
         self._sample = None
         if first or self.role == "trainer":
-            tags = {"medsr.role": self.role, **code_version(), **{k: str(v) for k, v in self.extra_tags.items()}}
+            tags = {
+                **_standard_tags(),
+                "medsr.role": self.role,
+                **code_version(),
+                **{k: str(v) for k, v in self.extra_tags.items()},
+            }
             if self.config is not None and not isinstance(self.config, Mapping):
                 tags["medsr.config_file"] = os.fspath(self.config)
             session.set_tags(tags)
@@ -194,16 +210,20 @@ class MLflowSRHandler(MLFlowHandler):
             self._params_to_session(dict(self.experiment_param))
 
     def _log_datalist(self, engine: Engine) -> None:
+        """The engine's datalist as an MLflow dataset input (context ``training``/``validation``/``evaluation``)."""
         dataset = getattr(getattr(engine, "data_loader", None), "dataset", None)
-        if dataset is None:
-            return
-        name = {"trainer": "train", "validator": "validate", "evaluator": "evaluate"}[self.role]
         data = getattr(dataset, "data", None)
-        try:
-            digest = datalist_digest(data) if data is not None else {"size": len(dataset)}
-        except (ValueError, TypeError):
+        if data is None or self.metric_group == "pretrain":
             return
-        self._params_to_session({f"datalist.{name}.{k}": v for k, v in digest.items()})
+        context = {"trainer": "training", "validator": "validation", "evaluator": "evaluation"}[self.role]
+        try:
+            items = [i if isinstance(i, Mapping) else {"image": i} for i in data]
+            digest = datalist_digest(items)
+            self._session().log_dataset(
+                items, f"{self.experiment_name}-{context}", context, f"datalist:{digest['sha256']}"
+            )
+        except Exception as err:  # noqa: BLE001 - a datalist that pandas cannot hold must not stop tracking
+            logger.warning("datalist not logged as an MLflow dataset: %s", err)
 
     # ------------------------------------------------------------------ per iteration / epoch
     def _iteration_started(self, engine: Engine) -> None:
@@ -232,7 +252,9 @@ class MLflowSRHandler(MLFlowHandler):
                     for name in self.optimizer_param_names:
                         if name in group:
                             label = base if name == "lr" else f"{base}_{name}"
-                            metrics[label if i == 0 else f"{label}_group{i}"] = float(group[name])
+                            label = label if i == 0 else f"{label}_group{i}"
+                            if self._last_logged.get(label) != float(group[name]):  # only when it changes
+                                metrics[label] = self._last_logged[label] = float(group[name])
         if self._iter_start is not None:
             metrics["time_per_iteration_s"] = time.perf_counter() - self._iter_start
         self._to_session(metrics, step=engine.state.iteration)
@@ -267,7 +289,7 @@ class MLflowSRHandler(MLFlowHandler):
                     path=Path(tmp) / f"{self.role}_epoch_{epoch:04d}.png",
                     title=f"{self.run_name or self._session().run_name} - {self.role} epoch {epoch}",
                 )
-                self._session().log_artifact(path, "figures")
+                self._session().log_image(figure_image(path), key=f"{self.group}/comparison", step=epoch)
             self._sample = None
 
     def _log_epoch_extra(self, engine: Engine, epoch: int) -> None:
@@ -321,24 +343,33 @@ class MLflowTrainerHandler(MLflowSRHandler):
     Args:
         checkpoint_dirs: folders searched for the newest ``.pt`` written during the run; when none is found
             the network's weights are saved to ``<output_dir>/tracking/final_checkpoint.pt``.
-        export_model: log the generator as TorchScript (``model_torchscript/``) and in the MLflow PyTorch
-            flavour (``model/``) at the end of training.
+        export_model: log the generator as a logged model (``mlflow.pytorch.log_model``) and as TorchScript
+            (``model_torchscript/``) at the end of training.
+        log_training_state: also log the newest whole training-state checkpoint (optimizers, EMA, RNG: large);
+            by default only the best model file(s) of the run are logged.
+        export_dir: where the exported files are written before logging (default ``<output_dir>/tracking``;
+            the bundles' tracking settings use ``<run folder>/tracking``).
         kwargs: the arguments of :class:`MLflowSRHandler` (no figures: a trainer's output is a training patch).
     """
 
     role = "trainer"
     log_iterations, close_run = True, True
+    group = "train"
 
     def __init__(
         self,
         checkpoint_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         export_model: bool = True,
+        log_training_state: bool = False,
+        export_dir: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("log_figures", False)
         super().__init__(**kwargs)
+        self.export_dir = Path(export_dir) if export_dir is not None else self.output_dir / "tracking"
         self.checkpoint_dirs = [Path(p) for p in _as_paths(checkpoint_dirs)]
         self.export_model = export_model
+        self.log_training_state = log_training_state
         self._example_input: torch.Tensor | None = None
 
     def _iteration_started(self, engine: Engine) -> None:
@@ -347,8 +378,7 @@ class MLflowTrainerHandler(MLflowSRHandler):
             self._example_input = self._example(engine)
 
     def _log_start_params(self, engine: Engine, session: TrackingSession) -> None:
-        params = {attr: getattr(engine.state, attr, None) for attr in self.default_tracking_params}
-        params.update(flatten_config(self.config) if self.config is not None else {})
+        params = bundle_params(self.config) if self.config is not None else {}
         params.update(self.experiment_param or {})
         self._params_to_session(params)
         if self.config is not None and not isinstance(self.config, Mapping):
@@ -369,16 +399,26 @@ class MLflowTrainerHandler(MLflowSRHandler):
             for prefer_best, out in found.items():
                 with suppress(FileNotFoundError):
                     out.append(Path(find_checkpoint(folder, None, prefer_best, self._t0 - 1, (".pt", ".pth"))))
+        bests = sorted(
+            {b for folder in self.checkpoint_dirs for b in self._newest([folder], ("best*.pt",))}, key=lambda p: p.name
+        )
+        if bests:  # the model files of the run (best_network.pt, best_pretrain.pt): small, self-describing
+            for best in bests:
+                session.log_artifact(best, "checkpoints")
+            path = next((b for b in bests if b.name == "best_network.pt"), bests[0])
+            if self.log_training_state and found[False]:
+                newest = max(found[False], key=lambda p: p.stat().st_mtime)
+                if newest not in bests:
+                    session.log_artifact(newest, "training_state")
+            session.set_tags({"medsr.checkpoint": str(path.resolve())})
+            return
         if found[False]:
             path = max(found[False], key=lambda p: p.stat().st_mtime)
-            bests = [b for b in found[True] if "best" in b.name and b != path]
-            if bests:
-                session.log_artifact(max(bests, key=lambda p: p.stat().st_mtime), "checkpoints")
         else:
             net = self._network(engine)
             if net is None:
                 return
-            path = self.output_dir / "tracking" / "final_checkpoint.pt"
+            path = self.export_dir / "final_checkpoint.pt"
             with atomic_open(path, "wb") as fh:
                 torch.save({"network": net.state_dict(), "epoch": engine.state.epoch}, fh)
         session.log_artifact(path, "checkpoints")
@@ -390,15 +430,18 @@ class MLflowTrainerHandler(MLflowSRHandler):
             return
         example = self._example(engine)
         example = self._example_input if example is None else example
-        folder = self.output_dir / "tracking"
+        folder = self.export_dir
         try:
             ts = export_torchscript(net, example, folder / "model.ts")
             session.log_artifact(ts, "model_torchscript")
         except Exception as err:  # noqa: BLE001 - export problems must not lose the run
             logger.warning("TorchScript export failed, not logged: %s", err)
             session.set_tags({"medsr.torchscript_error": str(err)[:500]})
-        flavour = save_pytorch_flavour(net, example, folder / "mlflow_model")
-        session.log_artifacts(flavour, "model")
+        try:
+            session.log_model(lambda: log_pytorch_model(net, example, name="model"))
+        except Exception as err:  # noqa: BLE001 - an export problem must not lose the run
+            logger.warning("logging the generator as an MLflow model failed: %s", err)
+            session.set_tags({"medsr.model_error": str(err)[:500]})
 
 
 class MLflowValidatorHandler(MLflowSRHandler):
@@ -407,6 +450,7 @@ class MLflowValidatorHandler(MLflowSRHandler):
 
     role = "validator"
     log_iterations, close_run = False, False
+    group = "val"
 
 
 class MLflowEvaluatorHandler(MLflowSRHandler):
@@ -456,7 +500,7 @@ class MLflowEvaluatorHandler(MLflowSRHandler):
                 for k, v in node.items():
                     walk(v, f"{prefix}.{k}" if prefix else str(k))
             elif (value := _scalar(node)) is not None:
-                flat[f"eval.{prefix}"] = value
+                flat[f"eval/{prefix}"] = value
 
         walk(content, "")
         session.log_metrics(dict(list(flat.items())[:500]), step=int(getattr(engine.state, "epoch", 0) or 0))
@@ -464,3 +508,20 @@ class MLflowEvaluatorHandler(MLflowSRHandler):
 
 def _as_paths(value: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list:
     return [] if value is None else [value] if isinstance(value, (str, os.PathLike)) else list(value)
+
+
+def _standard_tags() -> dict[str, str]:
+    """MLflow's own run tags (``mlflow.user``, ``mlflow.source.name``/``type``, git) from its context
+    registry, with the source named by the command that ran (``python -m monai.bundle run training ...``)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = {k: str(v) for k, v in resolve_tags().items()}
+    argv = list(sys.argv)
+    if argv:
+        head = (
+            "python -m monai.bundle"
+            if argv[0].replace(os.sep, "/").endswith("monai/bundle/__main__.py")
+            else Path(argv[0]).name
+        )
+        tags["mlflow.source.name"] = " ".join([head, *argv[1:]])[:500]
+    return tags

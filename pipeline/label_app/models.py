@@ -207,6 +207,14 @@ def load_model_spec(
     elif not allow_untrained:
         logger.warning(f"model '{name}' skipped: bundle '{bundle.name}' names no checkpoint")
         return None
+    if checkpoint is not None and not overrides:  # a self-describing checkpoint knows its dims and scale
+        from medsr.pipeline.engines.checkpoint import read_model_info
+
+        info = read_model_info(checkpoint)
+        if info.get("scale"):
+            spatial_dims, scale = int(info["spatial_dims"]), tuple(int(f) for f in info["scale"])
+            in_channels = int(info.get("in_channels", in_channels))
+            roi = roi if len(roi) == spatial_dims else (roi[0],) * spatial_dims
 
     def build_network() -> torch.nn.Module:
         with _working_dir(repo):

@@ -6,12 +6,14 @@ the role handlers of :mod:`medsr.pipeline.handlers.mlflow_handler` to any MONAI/
 
 from medsr.pipeline.tracking.params import (
     bundle_name,
+    bundle_params,
     code_version,
     datalist_digest,
     default_experiment_name,
     default_run_name,
     executed_config_path,
     flatten_config,
+    metric_key,
     to_mlflow_params,
 )
 from medsr.pipeline.tracking.session import (
@@ -25,6 +27,8 @@ from medsr.pipeline.tracking.session import (
 __all__ = [
     "TrackingSession",
     "bundle_name",
+    "bundle_params",
+    "metric_key",
     "code_version",
     "datalist_digest",
     "default_experiment_name",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -45,46 +44,34 @@ def export_torchscript(network: torch.nn.Module, example: torch.Tensor | None, p
     return path
 
 
-def save_pytorch_flavour(network: torch.nn.Module, example: torch.Tensor | None, folder: str | os.PathLike) -> Path:
-    """Save ``network`` with ``mlflow.pytorch.save_model`` into ``folder`` (replaced if present).
+def log_pytorch_model(network: torch.nn.Module, example: torch.Tensor | None, name: str = "model"):
+    """Log ``network`` as a logged model of the active MLflow run (``mlflow.pytorch.log_model``); returns its info.
 
     With an example input the model is saved in MLflow's safe ``pt2`` format (a ``torch.export`` graph at the
     example's shape; no pickle), else (or when export fails) as a pickle, which MLflow only loads with
-    ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``. Requirements are given explicitly (no pip inference,
-    nothing contacted). Load it with ``mlflow.pytorch.load_model(folder_or_runs_uri)``.
+    ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``. The signature comes from the example (LR in, HR out) and the
+    model's metadata holds the scale, dims and the network description (see
+    :func:`medsr.pipeline.engines.checkpoint.model_info`). Requirements are given explicitly (no pip
+    inference, nothing contacted). Load it with ``mlflow.pytorch.load_model("models:/<model id>")``.
     """
     import mlflow.pytorch
     import monai
     from mlflow.models import infer_signature
 
+    from medsr.pipeline.engines.checkpoint import model_info
+
     net = copy.deepcopy(network).cpu().eval()
-    folder = Path(folder)
-    signature = None
+    info = model_info(net)
+    metadata = {k: info[k] for k in ("scale", "spatial_dims", "in_channels", "out_channels", "network") if k in info}
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}", "medsr"]
+    common = {"name": name, "pip_requirements": requirements, "metadata": metadata or None}
     if example is not None:
         x = example.detach().cpu().float()
         with torch.no_grad():
             y = net(x)
-        signature = infer_signature(x.numpy(), torch.as_tensor(y).numpy())
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}", "medsr"]
-    if example is not None:
+        common["signature"] = infer_signature(x.numpy(), torch.as_tensor(y).numpy())
         try:  # the safe format: torch.export graph, no pickle (specialised to the example's shape)
-            mlflow.pytorch.save_model(
-                net,
-                str(tmp),
-                signature=signature,
-                input_example=example.detach().cpu().float().numpy(),
-                serialization_format="pt2",
-                pip_requirements=requirements,
-            )
+            return mlflow.pytorch.log_model(net, input_example=x.numpy(), serialization_format="pt2", **common)
         except Exception as err:  # noqa: BLE001 - a network torch.export cannot trace falls back to pickle
-            logger.warning("torch.export of the network failed (%s); saving the MLflow model with pickle", err)
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not tmp.exists():  # pickle: loading needs MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true
-        mlflow.pytorch.save_model(
-            net, str(tmp), signature=signature, serialization_format="pickle", pip_requirements=requirements
-        )
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-    return folder
+            logger.warning("torch.export of the network failed (%s); logging the MLflow model with pickle", err)
+    return mlflow.pytorch.log_model(net, serialization_format="pickle", **common)

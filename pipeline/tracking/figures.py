@@ -73,18 +73,18 @@ def comparison_figure(
         panels.append(("|SR - HR|", np.abs(sr2 - hr2)))
     vmin = min(float(p[1].min()) for p in panels if not p[0].startswith("|"))
     vmax = max(float(p[1].max()) for p in panels if not p[0].startswith("|"))
-    fig = Figure(figsize=(3.2 * len(panels), 3.4), dpi=80)
+    fig = Figure(figsize=(4.4 * len(panels), 4.6), dpi=110)
     height, width = sr2.shape
     for i, (name, image) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         kwargs = {"cmap": "magma"} if name.startswith("|") else {"cmap": "gray", "vmin": vmin, "vmax": vmax}
         shown = ax.imshow(image.T, origin="lower", extent=(0, height, 0, width), interpolation="nearest", **kwargs)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=11)
         ax.set_axis_off()
-        if name.startswith("|"):
-            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        if name.startswith("|"):  # the error map's scale, in the images' units
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     if path is None:
         handle, name = tempfile.mkstemp(suffix=".png", prefix="medsr_fig_")
@@ -94,3 +94,11 @@ def comparison_figure(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+def figure_image(path: str | os.PathLike) -> np.ndarray:
+    """The RGB pixels (``H, W, 3`` ``uint8``) of a figure PNG, for ``MlflowClient.log_image``."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))

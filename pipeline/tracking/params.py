@@ -157,6 +157,55 @@ def flatten_config(config: str | os.PathLike | Mapping | None) -> dict[str, Any]
     return {key.replace("#", "."): value for key, value in resolved.items()}
 
 
+#: top-level keys that are wiring or tracking settings, not a recipe's knobs
+NOT_PARAMS = frozenset(
+    {"imports", "bundle_root", "save_execute_config", "tracking_uri", "experiment_name", "run_name", "run_dir",
+     "is_not_rank0", "handlers_id", "configs"}
+)  # fmt: skip
+
+
+def bundle_params(config: str | os.PathLike | Mapping | None) -> dict[str, Any]:
+    """The params of a tracked run: the bundle's top-level knobs with a literal value (``lr``, ``epochs``,
+    ``num_features``, ``scale``, ...), as a user would change them on the command line.
+
+    Wiring (dicts, ``$`` expressions, ``@`` references, ``%`` includes), keys starting with ``_`` and the
+    tracking settings (:data:`NOT_PARAMS`) are left out, so two runs differ exactly in what was changed.
+    """
+    out: dict[str, Any] = {}
+    for key, value in load_config(config).items():
+        key = str(key)
+        if key.startswith("_") or key in NOT_PARAMS or isinstance(value, Mapping):
+            continue
+        if isinstance(value, str) and value.lstrip().startswith(("$", "@", "%")):
+            continue
+        if isinstance(value, (list, tuple)):
+            if any(isinstance(v, (list, tuple, Mapping)) or (isinstance(v, str) and v.startswith(("$", "@", "%")))
+                   for v in value):  # fmt: skip
+                continue
+            value = json.dumps(list(value))
+        out[key] = value
+    return out
+
+
+def metric_key(name: str, group: str) -> str:
+    """MLflow metric name in the UI's sections: ``val_psnr`` -> ``val/psnr``, ``loss_l1`` -> ``train/loss_l1``,
+    ``time_per_iteration_s`` -> ``perf/time_per_iteration_s``; names that already hold ``/`` are kept.
+
+    Args:
+        name: the engine's metric or output name.
+        group: the section of this engine's metrics (``train``, ``pretrain``, ``val``, ``eval``).
+    """
+    name = str(name)
+    if "/" in name:
+        return name
+    if name.startswith("time_"):
+        return f"perf/{name}" if group in ("train", "val", "eval") else f"perf/{group}_{name}"
+    for prefix in ("val_", "eval_", "eval."):
+        if name.startswith(prefix):
+            return f"{prefix[:-1]}/{name[len(prefix) :]}"
+    return f"{group}/{name}"
+
+
 def _clip_key(key: str) -> str:
     key = _BAD_KEY_CHARS.sub("_", key)
     if len(key) <= MAX_KEY_LENGTH:

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ TAG_OFFLINE = "medsr.offline"
 TAG_REMOTE_URI = "medsr.remote_uri"
 TAG_REMOTE_RUN_ID = "medsr.remote_run_id"
 TAG_SYNCED = "medsr.synced_run_id"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 #: HTTP settings used for remote servers unless the user set them: fail over in seconds, not minutes
 HTTP_DEFAULTS = {
@@ -160,6 +162,9 @@ class TrackingSession:
                     f"experiment '{self.experiment_name}' at {uri} is deleted; restore it or pick another name"
                 )
             experiment_id = experiment.experiment_id
+        if experiment is None or EXPERIMENT_KIND_TAG not in experiment.tags:
+            # MLflow 3's UI opens an experiment without this tag in GenAI mode (traces, no charts)
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         run = None
         if not extra_tags:  # reuse a RUNNING run of the same name (e.g. an evaluation after training)
             found = client.search_runs(
@@ -253,6 +258,40 @@ class TrackingSession:
     def log_artifacts(self, folder: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Log every file of ``folder`` under ``artifact_path``."""
         self._guard(lambda: self.client.log_artifacts(self.run_id, os.fspath(folder), artifact_path))
+
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        """Log an image (``numpy`` HxWx3 ``uint8`` or PIL) under ``key`` at ``step``: the UI's step slider."""
+        self._guard(lambda: self.client.log_image(self.run_id, image, key=key, step=int(step)))
+
+    def log_dataset(self, items: Sequence[Mapping[str, Any]], name: str, context: str, source: str) -> None:
+        """Log a datalist as an MLflow dataset input (the run's Datasets column), one row per item."""
+        import pandas as pd
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        frame = pd.DataFrame([{k: str(v) for k, v in dict(item).items()} for item in items])
+        dataset = mlflow.data.from_pandas(frame, source=CodeDatasetSource({"medsr.datalist": source}), name=name)
+        entity = DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])
+        self._guard(lambda: self.client.log_inputs(self.run_id, datasets=[entity]))
+
+    def log_model(self, log: Callable[[], Any]) -> Any:
+        """Run ``log`` (an ``mlflow.<flavour>.log_model`` call) with this run active in this store, so the
+        model is a logged model of the run (the run page's "Logged models")."""
+
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        def action():
+            env = os.environ.get("MLFLOW_TRACKING_URI")  # set_tracking_uri writes the variable: put it back
+            try:
+                with _use_tracking_uri(self.uri), mlflow.start_run(run_id=self.run_id):
+                    return log()
+            finally:
+                if env is None:
+                    os.environ.pop("MLFLOW_TRACKING_URI", None)
+                else:
+                    os.environ["MLFLOW_TRACKING_URI"] = env
+
+        return self._guard(action)
 
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run finished (or ``FAILED``/``KILLED``) and forget this session."""

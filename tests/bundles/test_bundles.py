@@ -135,15 +135,15 @@ def test_bundle_trains_and_infers_2d_and_3d(name, datalists, tmp_path, monkeypat
     monkeypatch.chdir(ROOT)  # bundle paths (%bundles/common/...) are relative to the repo root
     out = tmp_path / "run"
     _run(name, "training", "train.json", **train_overrides(name, datalists[2], out))
-    ckpts = sorted((out / "checkpoints").glob("checkpoint_*.pt"))
+    ckpts = sorted((out / "latest" / "checkpoints").glob("checkpoint_*.pt"))
     assert ckpts, "no checkpoint written"
     saved = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
     assert saved["engine"]["epoch"] == 1
-    assert (out / "checkpoints" / "best_network.pt").is_file()
-    lines = (out / "metrics.csv").read_text().strip().splitlines()
+    assert (out / "latest" / "checkpoints" / "best_network.pt").is_file()
+    lines = (out / "latest" / "metrics.csv").read_text().strip().splitlines()
     assert lines[0].startswith("epoch,iteration,val_psnr,val_ssim") and len(lines) >= 2
     assert np.isfinite(float(lines[-1].split(",")[2]))
-    assert list((out / "images").glob("*epoch_*.png"))  # two-stage bundles: pretrain_epoch_*.png, gan_epoch_*.png
+    assert list((out / "latest" / "images").glob("*epoch_*.png"))  # two-stage bundles: pretrain_epoch_*.png, gan_epoch_*.png
 
     # evaluation of the trained run: per-case CSV, summary, comparison PNG
     eval_overrides = {
@@ -152,10 +152,10 @@ def test_bundle_trains_and_infers_2d_and_3d(name, datalists, tmp_path, monkeypat
     for k in ("patch_size", "batch_size", "samples_per_image", "epochs", "epoch_length"):
         eval_overrides.pop(k)
     _run(name, "evaluating", "evaluate.json", roi_size=16, **eval_overrides)
-    raw = (out / "eval" / "psnr_raw.csv").read_text().splitlines()
+    raw = (out / "latest" / "eval" / "psnr_raw.csv").read_text().splitlines()
     assert raw[1].startswith(str(datalists[2].parent / "case2d_2.nii.gz"))
-    assert (out / "eval" / "ssim_summary.csv").is_file() and list((out / "eval" / "images").glob("*.png"))
-    assert (out / "eval" / "summary.json").is_file() and list((out / "eval" / "figures").glob("*.png"))
+    assert (out / "latest" / "eval" / "ssim_summary.csv").is_file() and list((out / "latest" / "eval" / "images").glob("*.png"))
+    assert (out / "latest" / "eval" / "summary.json").is_file() and list((out / "latest" / "eval" / "figures").glob("*.png"))
 
     # 2D inference with the checkpoint just trained (the bundle's run folder, best checkpoint)
     lr2 = datalists[2].parent / "case2d_2.nii.gz"
@@ -191,7 +191,7 @@ def test_user_command_shape_in_a_subprocess(datalists, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "val_psnr" in proc.stdout + proc.stderr
-    assert list((out / "checkpoints").glob("checkpoint_*.pt")) and (out / "metrics.csv").is_file()
+    assert list((out / "latest" / "checkpoints").glob("checkpoint_*.pt")) and (out / "latest" / "metrics.csv").is_file()
 
 
 @pytest.mark.slow
@@ -209,7 +209,7 @@ def test_torchrun_two_processes_on_cpu_with_multi_gpu_config(datalists, tmp_path
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert log.count("GANTrainer - INFO - Engine run finished") == 2  # both ranks trained
-    (ckpt,) = (out / "checkpoints").glob("checkpoint_*.pt")  # written once (rank 0)
+    (ckpt,) = (out / "latest" / "checkpoints").glob("checkpoint_*.pt")  # written once (rank 0)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert not any(k.startswith("module.") for k in state["objects"]["generator"])
 
@@ -264,8 +264,8 @@ def test_bundle_trains_in_3d_by_override(name, datalists, tmp_path, monkeypatch)
     overrides = train_overrides(name, datalists[3], out, dims=3)
     overrides.update(patch_size=(16, 16, 8), val_crop=16)
     _run(name, "training", "train.json", **overrides)
-    state = torch.load(next((out / "checkpoints").glob("checkpoint_*.pt")), map_location="cpu", weights_only=False)
+    state = torch.load(next((out / "latest" / "checkpoints").glob("checkpoint_*.pt")), map_location="cpu", weights_only=False)
     weights = state["objects"].get("generator") or state["objects"]["network"]
     first = next(v for k, v in weights.items() if k.endswith("weight") and v.ndim > 2)
     assert first.ndim == 5  # Conv3d weights
-    assert (out / "metrics.csv").read_text().startswith("epoch,iteration,val_psnr,val_ssim")
+    assert (out / "latest" / "metrics.csv").read_text().startswith("epoch,iteration,val_psnr,val_ssim")

@@ -62,18 +62,19 @@ def test_two_stage_training_and_evaluation_are_tracked(tmp_path, monkeypatch):
     # training: both stages' handlers log into one run; the shared validator logs at the global epoch
     train = runs["esr-train"]
     assert train.info.status == "FINISHED"
-    assert {"pretrain_loss", "loss", "loss_d", "val_psnr", "val_region_ssim_inside"} <= set(train.data.metrics)
-    assert [m.step for m in client.get_metric_history(train.info.run_id, "val_psnr")] == [1, 2]
+    grouped = {"pretrain/loss", "train/loss", "train/loss_d", "val/psnr", "val/region_ssim_inside"}
+    assert grouped <= set(train.data.metrics)
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "val/psnr")] == [1, 2]
 
     # evaluation: the report's numbers as metrics, its files as artifacts
     ev = runs["esr-eval"]
     assert ev.info.status == "FINISHED"
-    summary = json.loads((out / "eval" / "summary.json").read_text())
+    summary = json.loads((out / "latest" / "eval" / "summary.json").read_text())
     for method in ("sr", "cubic"):
         expected = summary["results"]["x2"][method]["inside"]["psnr"]["mean"]
-        logged = ev.data.metrics[f"eval.results.x2.{method}.inside.psnr.mean"]
+        logged = ev.data.metrics[f"eval/results.x2.{method}.inside.psnr.mean"]
         assert math.isfinite(logged) and logged == pytest.approx(expected)
-    assert ev.data.metrics["eval.results.x2.hr_dc.whole.mse.mean"] < 1e-10
+    assert ev.data.metrics["eval/results.x2.hr_dc.whole.mse.mean"] < 1e-10
     files = {a.path for a in client.list_artifacts(ev.info.run_id, "evaluation")}
     assert {"evaluation/summary.json", "evaluation/metrics.csv"} <= files
     figures = [a.path for a in client.list_artifacts(ev.info.run_id, "evaluation/figures")]

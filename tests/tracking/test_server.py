@@ -74,30 +74,31 @@ def test_bundle_training_tracked_to_server(server, tmp_path, monkeypatch, fast_h
     run_id = found.info.run_id
     assert found.info.status == "FINISHED"
     params = found.data.params
-    assert params["lr"] == "0.0001" and params["train.optimizer.lr"] == "0.0001"  # resolved "@lr"
-    assert params["network_def.num_features"] == "[4, 4]" and params["epochs"] == "1"
-    assert params["datalist.train.size"] == "2" and len(params["datalist.train.sha256"]) == 16
-    assert params["datalist.validate.size"] == "1"
+    assert params["lr"] == "0.0001" and params["num_features"] == "[4, 4]" and params["epochs"] == "1"
+    contexts = {t.value for d in found.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"training", "validation"}  # the datalist as dataset inputs
     tags = found.data.tags
     assert tags["medsr.role"] == "trainer" and ("mlflow.source.git.commit" in tags or "medsr.git_commit" in tags)
-    assert [s for s, _ in _history(client, run_id, "loss")] == [1, 2]
-    assert [s for s, _ in _history(client, run_id, "lr")] == [1, 2]
-    assert all(v > 0 for _, v in _history(client, run_id, "time_per_iteration_s"))
-    assert [s for s, _ in _history(client, run_id, "val_psnr")] == [1]
-    assert [s for s, _ in _history(client, run_id, "val_ssim")] == [1]
+    assert [s for s, _ in _history(client, run_id, "train/loss")] == [1, 2]
+    assert [s for s, _ in _history(client, run_id, "train/lr")] == [1]  # logged when it changes
+    assert all(v > 0 for _, v in _history(client, run_id, "perf/time_per_iteration_s"))
+    assert [s for s, _ in _history(client, run_id, "val/psnr")] == [1]
+    assert [s for s, _ in _history(client, run_id, "val/ssim")] == [1]
 
     files = _artifacts(client, run_id)
-    figures = [f for f in files if f.startswith("figures/") and f.endswith(".png")]
+    figures = [f for f in files if f.startswith("images/") and f.endswith(".png")]
     checkpoints = [f for f in files if f.startswith("checkpoints/") and f.endswith(".pt")]
     configs = [f for f in files if f.startswith("config/") and f.endswith(".json")]
-    assert figures and checkpoints and configs and "model_torchscript/model.ts" in files and "model/MLmodel" in files
+    assert figures and checkpoints == ["checkpoints/best_network.pt"] and configs
+    assert "model_torchscript/model.ts" in files
     local = Path(client.download_artifacts(run_id, "", str(tmp_path / "dl")))
     assert (local / figures[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((local / configs[0]).read_text())["num_features"] == [4, 4]
-    ckpt = torch.load(local / checkpoints[0], map_location="cpu", weights_only=False)
-    assert isinstance(ckpt, dict) and ckpt
+    ckpt = torch.load(local / checkpoints[0], map_location="cpu", weights_only=True)  # self-describing
+    assert ckpt["network"]["target"] == "medsr.networks.SRCNN" and ckpt["scale"] == [4, 4]
 
-    model = mlflow.pytorch.load_model(str(local / "model"))
+    (logged,) = [m for m in client.search_logged_models([experiment.experiment_id]) if m.source_run_id == run_id]
+    model = mlflow.pytorch.load_model(f"models:/{logged.model_id}")
     scripted = torch.jit.load(str(local / "model_torchscript" / "model.ts"))
     x = torch.rand(1, 1, 4, 4)  # one LR training patch (HR 16 / 4): the shape the pt2 graph was exported at
     with torch.no_grad():
@@ -132,7 +133,7 @@ def test_server_stopped_mid_run_keeps_local_records(server, tmp_path, monkeypatc
     assert any("medsr mlflow-sync" in str(w.message) for w in caught), "the user is told how to send records later"
 
     # training finished: its checkpoint is there and the records after the outage are in the local store
-    assert sorted((out / "checkpoints").glob("checkpoint_*.pt"))
+    assert sorted((out / "latest" / "checkpoints").glob("checkpoint_*.pt"))
     offline_db = out / OFFLINE_DB
     assert offline_db.is_file()
     local = mlflow.MlflowClient(f"sqlite:///{offline_db}")
@@ -140,10 +141,12 @@ def test_server_stopped_mid_run_keeps_local_records(server, tmp_path, monkeypatc
         [e.experiment_id for e in local.search_experiments()], "tags.`medsr.offline` = 'true'"
     )
     assert local_run.info.status == "FINISHED" and local_run.data.tags[TAG_OFFLINE] == "true"
-    assert [s for s, _ in _history(local, local_run.info.run_id, "loss")] == [3, 4]
+    assert [s for s, _ in _history(local, local_run.info.run_id, "train/loss")] == [3, 4]
     assert local_run.data.params["lr"] == "0.0001"  # params re-logged into the local run
     local_files = _artifacts(local, local_run.info.run_id)
-    assert "model/MLmodel" in local_files and any(f.startswith("figures/") for f in local_files)
+    assert any(f.startswith("images/") for f in local_files)
+    local_models = local.search_logged_models([e.experiment_id for e in local.search_experiments()])
+    assert any(m.source_run_id == local_run.info.run_id for m in local_models)
     remote_id = local_run.data.tags[TAG_REMOTE_RUN_ID]
 
     # the server comes back: medsr mlflow-sync appends the local records to the run that started there
@@ -151,8 +154,8 @@ def test_server_stopped_mid_run_keeps_local_records(server, tmp_path, monkeypatc
     assert medsr_main(["mlflow-sync", "--from", str(out), "--to", server.uri]) == 0
     remote = mlflow.MlflowClient(server.uri)
     synced = remote.get_run(remote_id)
-    assert [s for s, _ in _history(remote, remote_id, "loss")] == [1, 2, 3, 4]
+    assert [s for s, _ in _history(remote, remote_id, "train/loss")] == [1, 2, 3, 4]
     assert synced.info.status == "FINISHED"
-    assert "model/MLmodel" in _artifacts(remote, remote_id)
+    assert any(f.startswith("images/") for f in _artifacts(remote, remote_id))
     assert medsr_main(["mlflow-sync", "--from", str(out), "--to", server.uri]) == 0  # nothing sent twice
-    assert [s for s, _ in _history(remote, remote_id, "loss")] == [1, 2, 3, 4]
+    assert [s for s, _ in _history(remote, remote_id, "train/loss")] == [1, 2, 3, 4]
