@@ -35,12 +35,13 @@ def test_main_job_last_validation_beats_cubic(tmp_path):
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    (run,) = [p.parent for p in (tmp_path / "run").glob("*/metrics.csv") if not p.parent.is_symlink()]
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert rows and rows[-1]["stage"] == "gan"
     last = rows[-1]
     assert float(last["val_psnr"]) > float(last["val_psnr_cubic"]) + 1.0
     assert float(last["val_psnr_gain"]) == pytest.approx(float(last["val_psnr"]) - float(last["val_psnr_cubic"]))
-    assert sorted(p.name for p in (tmp_path / "run" / "images").glob("*.png")) == [
+    assert sorted(p.name for p in (run / "images").glob("*.png")) == [
         "gan_epoch_0001.png",
         "pretrain_epoch_0001.png",
     ]
