@@ -435,12 +435,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not models:
         print("no shipped models under bundles/*/models/")
         return 0
-    print(f"{'name':<22} {'bundle':<12} {'dims':<4} {'scale':<8} {'pairs':<9} quality (demo test split)")
+    print(f"{'name':<18} {'dims':<4} {'scale':<7} {'pairs':<9} {'sha256':<13} quality (demo test split)")
     for m in models:
         q = m.get("metrics", {}).get("summary", "")
         scale = "x".join(str(f) for f in m["scale"])
         print(
-            f"{m['name']:<22} {m.get('bundle', ''):<12} {m['spatial_dims']}D   {scale:<8} {m.get('degradation', ''):<9} {q}"
+            f"{m['name']:<18} {m['spatial_dims']}D   {scale:<7} {m.get('degradation', ''):<9} {m['sha256'][:12]:<13} {q}"
         )
     return 0
 

@@ -8,7 +8,7 @@ tensors, so ``torch.load(weights_only=True)`` reads it::
      "name": "rdn_x2", "bundle": "rdn",
      "network": {"target": "medsr.networks.RDN", "args": {...constructor arguments...}},
      "spatial_dims": 2, "scale": [2, 2],
-     "normalization": {"kind": "percentile", "lower": 0.5, "upper": 99.5},
+     "normalization": {"transform": "medsr.transforms.PercentileNormalize", "lower": 0.5, "upper": 99.5, ...},
      "degradation": "bicubic", "trained_on": "...", "training_command": "...",
      "metrics": {...}, "medsr_version": "0.1.0",
      "state_dict": {...fp16 or fp32 tensors...}}
@@ -20,7 +20,6 @@ The network is rebuilt from the file alone (every medsr generator records its co
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medsr.pipeline.engines.checkpoint import build_network, model_info, network_spec
 from medsr.pipeline.io import atomic_path
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "load_model",
     "read_model_info",
     "build_network",
-    "network_entry",
     "shipped_models",
     "pick_model",
     "find_model",
@@ -50,34 +49,6 @@ __all__ = [
 MODEL_FORMAT = "medsr-model/1"
 MODEL_SUFFIX = ".pt"
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
-#: intensity normalization of every medsr bundle (``PercentileNormalized(0.5, 99.5)``), stored in each model
-DEFAULT_NORMALIZATION = {"kind": "percentile", "lower": 0.5, "upper": 99.5}
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("medsr")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a plain checkout
-        return "unknown"
-
-
-def network_entry(network: nn.Module) -> dict[str, Any]:
-    """``{"target": "medsr.networks.<Class>", "args": {...}}`` for a medsr generator (``init_args`` recorded)."""
-    args = getattr(network, "init_args", None)
-    if args is None:
-        raise ValueError(f"{type(network).__name__}: not a medsr generator (no recorded init_args)")
-    return {"target": f"medsr.networks.{type(network).__name__}", "args": dict(args)}
-
-
-def build_network(entry: dict[str, Any]) -> nn.Module:
-    """Rebuild a network from :func:`network_entry`'s record (only classes of ``medsr.networks``)."""
-    import medsr.networks as networks
-
-    target = str(entry.get("target", ""))
-    module, _, name = target.rpartition(".")
-    if module != "medsr.networks" or not hasattr(networks, name):
-        raise ValueError(f"network target {target!r}: not a medsr.networks class")
-    return getattr(networks, name)(**entry.get("args", {}))
 
 
 def save_model(network: nn.Module, path: str | os.PathLike, info: dict[str, Any], half: bool = True) -> Path:
@@ -97,13 +68,13 @@ def save_model(network: nn.Module, path: str | os.PathLike, info: dict[str, Any]
         k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
         for k, v in network.state_dict().items()
     }
+    if network_spec(network) is None:
+        raise ValueError(f"{type(network).__name__}: not a medsr generator (no recorded init_args)")
     record = {
         "format": MODEL_FORMAT,
-        "normalization": dict(DEFAULT_NORMALIZATION),
+        **model_info(network, info.get("normalization")),
         **info,
         "scale": [int(s) for s in info["scale"]],
-        "network": network_entry(network),
-        "medsr_version": _version(),
         "state_dict": state,
     }
     path = Path(path)
