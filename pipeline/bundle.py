@@ -25,6 +25,8 @@ from medsr.pipeline.data.datalist import inference_inputs, label_names, limit, r
 from medsr.pipeline.engines.checkpoint import find_checkpoint, load_generator, teacher_weights
 from medsr.pipeline.engines.distributed import ddp_backend, ddp_device
 from medsr.pipeline.errors import check_overrides, install_excepthook
+from medsr.pipeline.losses.distillation import feature_channels
+from medsr.pipeline.losses.perceptual import perceptual_weight
 from medsr.pipeline.models import init_network
 from medsr.pipeline.runs import find_run, new_run_name, resume_path, run_checkpoints, run_dir, run_subdir
 from medsr.transforms.augment import augmentations
@@ -115,40 +117,6 @@ def fit_stages(patch_size: Sequence[int], stages: int) -> int:
     if smallest < 2:
         raise ValueError(f"patch_size: {tuple(patch_size)} is too small for a discriminator (every axis needs >= 2)")
     return max(1, min(int(stages), int(math.floor(math.log2(smallest)))))
-
-
-def perceptual_weight(weight: float, weights_path: str | os.PathLike | None, name: str = "perceptual") -> float:
-    """``weight`` when a local weights file is given, else 0 with a warning (nothing is downloaded).
-
-    The studies' VGG19/MobileNetV2 content losses need ImageNet weights; medsr never downloads them, so a
-    bundle run without ``--vgg_weights`` trains without that term and says so.
-    """
-    import warnings
-
-    if weights_path:
-        if not Path(weights_path).is_file():
-            raise ValueError(f"{name} weights '{weights_path}': file not found")
-        return float(weight)
-    if float(weight) != 0.0:
-        warnings.warn(
-            f"{name} loss is off: no local weights were given (pass --vgg_weights /path/to/weights.pth to use "
-            "the study's full loss; nothing is downloaded)",
-            stacklevel=2,
-        )
-    return 0.0
-
-
-def feature_channels(network: torch.nn.Module, spatial_dims: int, in_channels: int, size: int = 8) -> list[int]:
-    """Channel widths of the feature maps ``network(x, return_features=True)`` returns (one tiny forward)."""
-    net = network.module if hasattr(network, "module") else network
-    param = next(net.parameters())
-    x = torch.zeros(1, in_channels, *([size] * spatial_dims), device=param.device)
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
-        _, feats = net(x, return_features=True)
-    net.train(was_training)
-    return [int(f.shape[1]) for f in feats]
 
 
 def key_if_present(items: Sequence[Mapping], key: str) -> str | None:

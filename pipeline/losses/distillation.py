@@ -121,3 +121,16 @@ class DistillationLoss(nn.Module):
             out["feature"] = self.w_feature * feat / len(self.feature_pairs)
         out["loss"] = sum(out.values()) if out else student_out.new_zeros(())
         return out
+
+
+def feature_channels(network: torch.nn.Module, spatial_dims: int, in_channels: int, size: int = 8) -> list[int]:
+    """Channel widths of the feature maps ``network(x, return_features=True)`` returns (one tiny forward)."""
+    net = network.module if hasattr(network, "module") else network
+    param = next(net.parameters())
+    x = torch.zeros(1, in_channels, *([size] * spatial_dims), device=param.device)
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        _, feats = net(x, return_features=True)
+    net.train(was_training)
+    return [int(f.shape[1]) for f in feats]

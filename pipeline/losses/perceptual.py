@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -204,3 +205,24 @@ class PerceptualLoss(nn.Module):
         for axis in self.slice_axes:
             total = total + self._loss_2d(self._slices(pred, axis), self._slices(target, axis))
         return total / len(self.slice_axes)
+
+
+def perceptual_weight(weight: float, weights_path: str | os.PathLike | None, name: str = "perceptual") -> float:
+    """``weight`` when a local weights file is given, else 0 with a warning (nothing is downloaded).
+
+    The studies' VGG19/MobileNetV2 content losses need ImageNet weights; medsr never downloads them, so a
+    bundle run without ``--vgg_weights`` trains without that term and says so.
+    """
+    import warnings
+
+    if weights_path:
+        if not Path(weights_path).is_file():
+            raise ValueError(f"{name} weights '{weights_path}': file not found")
+        return float(weight)
+    if float(weight) != 0.0:
+        warnings.warn(
+            f"{name} loss is off: no local weights were given (pass --vgg_weights /path/to/weights.pth to use "
+            "the study's full loss; nothing is downloaded)",
+            stacklevel=2,
+        )
+    return 0.0
