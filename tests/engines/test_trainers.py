@@ -311,13 +311,13 @@ def test_finish_init_runs_once_after_the_outermost_constructor(tmp_path, monkeyp
 def test_find_checkpoint_series_best_newest_and_hidden(tmp_path):
     """One search for every caller: the resume series by iteration, else best, else newest; temp files never."""
     for name, age in (("checkpoint_00000010.pt", 0), ("checkpoint_00000002.pt", 50), ("best_net.pt", 100)):
-        (tmp_path / name).write_bytes(b"x")
+        torch.save({}, tmp_path / name)  # intact files (the search skips unreadable ones)
         os.utime(tmp_path / name, (1e9 + age, 1e9 + age))  # the series' highest iteration is the oldest file
     (tmp_path / ".checkpoint_00000099.pt.tmp.pt").write_bytes(b"half")  # an atomic write in progress
     assert Path(find_checkpoint(tmp_path, prefix="checkpoint")).name == "checkpoint_00000010.pt"
     assert Path(find_checkpoint(tmp_path)).name == "best_net.pt"
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "last.pt").write_bytes(b"x")
+    torch.save({}, tmp_path / "sub" / "last.pt")
     assert Path(find_checkpoint(tmp_path, prefer_best=False)).name == "last.pt"
     with pytest.raises(FileNotFoundError, match="no .pt file"):
         find_checkpoint(tmp_path, newer_than=2e9)
