@@ -335,7 +335,7 @@ CASES = [
     Case("text checkpoint (git-lfs pointer)", _text_checkpoint, r"'.*model\.pt'.*could not be read"),
     Case("truncated checkpoint", _truncated_checkpoint, r"'.*model\.pt'.*could not be read"),
     Case("folder of broken checkpoints", _no_intact_checkpoint, r"checkpoint '.*ckpts': no intact .*best_network\.pt"),
-    Case("checkpoint of another network", _wrong_checkpoint, r"'.*other\.pt'.*do not fit"),
+    Case("checkpoint of another network", _wrong_checkpoint, r"'.*other\.pt'.*do not fit", rc=2),
     Case("misspelt override (train --set)", _misspelt_set, r"--epoch_lenght: no config defines it.*did you mean --epoch_length\?"),
     Case("misspelt override (upscale --set)", _misspelt_upscale_set, r"--roi_sise: .*did you mean --roi_size\?"),
     Case("unknown bundle", _unknown_bundle, r"bundle 'espnc': not found"),
@@ -402,8 +402,8 @@ from pathlib import Path
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 cfg = json.loads(Path(sys.argv[2]).read_text())["best_checkpoint"]  # the handler every bundle uses
-parser = ConfigParser({"imports": ["$import torch", "$import medsr.networks"], "ckpt_dir": sys.argv[1],
-                       "resume_from": None, "network": "$medsr.networks.ESPCN(2, 1, 1, 2, (4, 4))", "best": cfg})
+parser = ConfigParser({"imports": ["$import torch", "$from medsr.networks import ESPCN"], "ckpt_dir": sys.argv[1],
+                       "resume_from": None, "network": "$ESPCN(2, 1, 1, 2, (4, 4))", "best": cfg})
 best = parser.get_parsed_content("best")
 evaluator = Engine(lambda e, b: None)
 scores = {1: 10.0, 2: 20.0}
@@ -480,7 +480,9 @@ def test_kill9_while_a_new_best_is_saved_keeps_best_network(tmp_path):
     _run_until_killed(tmp_path, BEST_CHILD, 2, str(ckpts), str(REPO / "bundles" / "common" / "validate.json"))
     best = ckpts / "best_network.pt"
     assert best.is_file(), f"best_network.pt was deleted: {sorted(p.name for p in ckpts.iterdir())}"
-    load_generator_weights(torch.nn.Linear(4, 4), best)  # still loads
+    from medsr.networks import ESPCN
+
+    load_generator_weights(ESPCN(2, 1, 1, 2, (4, 4)), best)  # still loads
     assert torch.load(best, weights_only=False)["metric"]["value"] == 10.0  # the previous best
     assert find_checkpoint(ckpts) == str(best)  # the temp file of the new one is not picked
 

@@ -225,7 +225,14 @@ def build_network(spec: dict) -> torch.nn.Module:
 
 def read_model_info(path: str | os.PathLike) -> dict:
     """The generator description of a checkpoint file or run folder (``{}`` for a weights-only file)."""
-    ckpt = torch.load(find_checkpoint(path), map_location="cpu", weights_only=False)
+    found = find_checkpoint(path)
+    try:
+        ckpt = torch.load(found, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(
+            f"checkpoint '{found}' could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+            "the file is truncated or not a PyTorch checkpoint: pick another checkpoint"
+        ) from e
     if not isinstance(ckpt, dict):
         return {}
     keys = ("network", "scale", "spatial_dims", "in_channels", "out_channels", "normalization", "medsr_version")
