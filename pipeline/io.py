@@ -22,6 +22,7 @@ __all__ = [
     "write_json_atomic",
     "is_temp_file",
     "remove_stale_temps",
+    "sha256_of",
 ]
 
 
@@ -117,3 +118,14 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(data: Any, path: str | os.PathLike, *, indent: int = 1) -> Path:
     """Write ``data`` as JSON to ``path`` atomically; returns the path."""
     return write_text_atomic(path, json.dumps(data, indent=indent) + "\n")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """SHA-256 of a file (hex), read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

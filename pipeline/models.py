@@ -19,7 +19,6 @@ The network is rebuilt from the file alone (every medsr generator records its co
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from medsr.pipeline.engines.checkpoint import build_network, model_info, network_spec
-from medsr.pipeline.io import atomic_path
+from medsr.pipeline.io import atomic_path, sha256_of
 
 __all__ = [
     "MODEL_FORMAT",
@@ -121,15 +120,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     info = {k: v for k, v in record.items() if k != "state_dict"}
     info["path"] = str(path)
     return network.to(device).eval(), info
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """SHA-256 of a file (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shipped_models(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ file's size and hash) decides whether a later call has anything to do.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import importlib.resources
 import json
@@ -44,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from medsr.pipeline.io import write_json_atomic
+from medsr.pipeline.io import sha256_of, write_json_atomic
 
 __all__ = [
     "DEMO_VERSION",
@@ -108,14 +107,6 @@ def demo_sources() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def slab_ranges(start: int, stop: int, pattern: Sequence[tuple[str, float]], gap: int) -> list[tuple[str, int, int]]:
     """Cut ``[start, stop)`` into consecutive slabs by relative width, leaving ``gap`` indices out wherever
     the split changes, so neighbouring indices never land in different splits.
@@ -151,7 +142,7 @@ class _Writer:
 
     def _record(self, rel: str) -> str:
         path = self.base / rel
-        self.files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        self.files[rel] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
         return rel
 
     def nifti(self, rel: str, data: np.ndarray, affine: np.ndarray) -> str:
@@ -386,7 +377,7 @@ def _source_fingerprint(sources: dict[str, dict[str, Any]]) -> dict[str, dict[st
             "package": s["package"],
             "version": s["version"],
             "file": Path(s["path"]).name,
-            "sha256": _sha256(s["path"]),
+            "sha256": sha256_of(s["path"]),
         }
         for name, s in sources.items()
     }
@@ -409,7 +400,7 @@ def _manifest_problem(folder: Path, fingerprint: dict, verify: bool) -> str | No
         path = folder / rel
         if not path.is_file() or path.stat().st_size != info["size"]:
             return f"file {rel} missing or changed"
-        if verify and _sha256(path) != info["sha256"]:
+        if verify and sha256_of(path) != info["sha256"]:
             return f"file {rel} hash differs"
     return None
 

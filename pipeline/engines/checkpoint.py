@@ -28,6 +28,7 @@ import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -223,16 +224,20 @@ def build_network(spec: dict) -> torch.nn.Module:
     return cls(**dict(spec.get("args") or {}))
 
 
-def read_model_info(path: str | os.PathLike) -> dict:
-    """The generator description of a checkpoint file or run folder (``{}`` for a weights-only file)."""
-    found = find_checkpoint(path)
+def _read_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load`` on the CPU; an unreadable file is one ``ValueError`` naming it."""
     try:
-        ckpt = torch.load(found, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001
         raise ValueError(
-            f"checkpoint '{found}' could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+            f"{what} '{path}' could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
             "the file is truncated or not a PyTorch checkpoint: pick another checkpoint"
         ) from e
+
+
+def read_model_info(path: str | os.PathLike) -> dict:
+    """The generator description of a checkpoint file or run folder (``{}`` for a weights-only file)."""
+    ckpt = _read_checkpoint(find_checkpoint(path))
     if not isinstance(ckpt, dict):
         return {}
     keys = ("network", "scale", "spatial_dims", "in_channels", "out_channels", "normalization", "medsr_version")
@@ -276,13 +281,7 @@ def load_generator_weights(
         raise FileNotFoundError(
             f"generator weights '{path}' do not exist (set g_pretrained=None to train from scratch)"
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(
-            f"generator weights '{path}' could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
-            "the file is truncated or not a PyTorch checkpoint: pick another checkpoint"
-        ) from e
+    ckpt = _read_checkpoint(path, "generator weights")
     if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT and key is None:
         sd = ckpt["state_dict"]
     elif isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
