@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the shipped models: each is trained by its bundle's own `training` run id on the embedded demo
 # data (training split only; validation split picks the best checkpoint; the test split is never seen), then
-# packaged as a self-describing bundles/<name>/models/*.pt. Run from the repository root. CPU times are those
+# packaged as a self-describing bundles/<name>/models/*.pt. (The shipped files were trained before run folders
+# existed, so their runs lived directly in runs/ship_*/; the commands are otherwise the same.) Run from the repository root. CPU times are those
 # of a 2-core machine shared by three of these runs at once (see the bundle READMEs).
 #   bash benchmarks/train_shipped_models.sh            # all
 #   bash benchmarks/train_shipped_models.sh rdn_x2     # one
@@ -17,7 +18,7 @@ M=rdn_x2; if want "${ARGS[@]}"; then
     --scale 2 --degradation bicubic --num_features 32 --num_blocks 4 --num_layers 4 --growth_channels 16 \
     --residual_interp true --lr 0.001 --lr_schedule cosine --patch_size 96 --batch_size 8 --augment true \
     --epochs 15 --epoch_length 100 --max_val_items 8 --val_crop 128
-  run medsr models export rdn runs/ship_rdn_x2/checkpoints/best_network.pt bundles/rdn/models/model.pt \
+  run medsr models export rdn runs/ship_rdn_x2/latest/checkpoints/best_network.pt bundles/rdn/models/model.pt \
     --name rdn_x2 "${SET[@]/#/--set=}" --trained-on "medsr demo training split (MNI152 T1 slices, fundus, IHC), bicubic x2 pairs"
 fi
 
@@ -27,10 +28,10 @@ M=esrgan_se_x4; if want "${ARGS[@]}"; then
     --num_blocks 2 --num_features 32 --growth_channels 16 --d_features 16 --residual_interp true --pretrain_lr 0.001 \
     --lr_schedule cosine --patch_size 96 --batch_size 8 --augment true --pretrain_epochs 14 --epochs 2 \
     --epoch_length 100 --lr 0.00005 --d_lr 0.00005 --max_val_items 8 --val_crop 128
-  # PSNR stage: best validation PSNR (best_network.pt, from the L1 stage); GAN stage: its last checkpoint
-  run medsr models export esrgan_se runs/ship_esrgan_se/checkpoints/best_network.pt bundles/esrgan_se/models/model.pt \
+  # L1 stage: its best validation (best_pretrain.pt); GAN stage: its last checkpoint (run folders: runs/<x>/latest/)
+  run medsr models export esrgan_se runs/ship_esrgan_se/latest/checkpoints/best_pretrain.pt bundles/esrgan_se/models/model.pt \
     --name esrgan_se_x4 "${SET[@]/#/--set=}" --trained-on "medsr demo training split, physical x4 pairs (L1 stage)"
-  run medsr models export esrgan_se "$(ls runs/ship_esrgan_se/checkpoints/checkpoint_*.pt | tail -n 1)" bundles/esrgan_se/models/model_gan.pt \
+  run medsr models export esrgan_se "$(ls runs/ship_esrgan_se/latest/checkpoints/checkpoint_*.pt | tail -n 1)" bundles/esrgan_se/models/model_gan.pt \
     --name esrgan_se_x4_gan --gan "${SET[@]/#/--set=}" --trained-on "medsr demo training split, physical x4 pairs (GAN stage)"
 fi
 
@@ -40,6 +41,6 @@ M=rdn_3d_x1x1x4; if want "${ARGS[@]}"; then
     --spatial_dims 3 --scale "(1,1,4)" --patch_size "(64,64,24)" --batch_size 2 --samples_per_image 2 \
     --num_features 24 --num_blocks 3 --num_layers 3 --growth_channels 12 --residual_interp true --lr 0.001 \
     --lr_schedule cosine --epochs 9 --epoch_length 100 --max_val_items 1 --val_crop "(128,128,24)"
-  run medsr models export rdn runs/ship_rdn_3d/checkpoints/best_network.pt bundles/rdn/models/model_3d.pt \
+  run medsr models export rdn runs/ship_rdn_3d/latest/checkpoints/best_network.pt bundles/rdn/models/model_3d.pt \
     --name rdn_3d_x1x1x4 "${SET[@]/#/--set=}" --trained-on "medsr demo 3D training slabs of the MNI152 T1, physical (1,1,4) pairs"
 fi
