@@ -515,7 +515,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "models",
         help="list the shipped models (scale, dimension, measured quality), or export a trained one",
         description="List the shipped models, or package a bundle's trained generator as a self-describing "
-        "model file. Example: medsr models export rdn runs/rdn/checkpoints/best_network.pt "
+        "model file. Example: medsr models export rdn runs/rdn/latest/checkpoints/best_network.pt "
         "bundles/rdn/models/model.pt --name rdn_x2 --set scale=2 --set num_features=32",
     )
     p.add_argument("action", nargs="?", choices=("list", "export"), default="list")
