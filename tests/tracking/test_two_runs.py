@@ -9,21 +9,11 @@ import mlflow
 import pytest
 
 from medsr.pipeline.runs import list_runs
+from tests.tracking.test_server import SETTINGS
+from tests.tracking.test_server import TINY as SERVER_TINY
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = ROOT / "mlflow" / "tracking.json"
-TINY = {
-    "epochs": 2,
-    "epoch_length": 2,
-    "batch_size": 2,
-    "patch_size": 16,
-    "samples_per_image": 1,
-    "max_train_items": 2,
-    "max_val_items": 1,
-    "val_crop": 32,
-    "num_features": [4, 4],
-    "num_workers": 0,
-}
+TINY = {**SERVER_TINY, "epochs": 2, "epoch_length": 2}  # two validations per run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
