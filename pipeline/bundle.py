@@ -31,6 +31,7 @@ from medsr.pipeline.models import init_network
 from medsr.pipeline.runs import find_run, new_run_name, resume_path, run_checkpoints, run_dir, run_subdir
 from medsr.transforms.augment import augmentations
 from medsr.transforms.geometry import expand_size, parse_scale
+from medsr.transforms.pairing import eval_degradation, pair_transform
 
 __all__ = [  # the config-facing names, defined here or imported from their area
     "augmentations",
@@ -38,6 +39,7 @@ __all__ = [  # the config-facing names, defined here or imported from their area
     "ddp_backend",
     "ddp_device",
     "ensure_dir",
+    "eval_degradation",
     "expand_size",
     "feature_channels",
     "find_checkpoint",
@@ -54,6 +56,7 @@ __all__ = [  # the config-facing names, defined here or imported from their area
     "lr_roi_size",
     "network_scale",
     "new_run_name",
+    "pair_transform",
     "parse_scale",
     "perceptual_weight",
     "resolve_datalist",

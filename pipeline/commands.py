@@ -80,6 +80,8 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> None:
 
 
 def _literal(text: str) -> Any:
+    if text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):

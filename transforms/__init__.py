@@ -77,6 +77,7 @@ from medsr.transforms.intensity import (
     invert_normalization,
 )
 from medsr.transforms.pairing import (
+    DEGRADATIONS,
     MASK_MODES,
     MakeSRPairD,
     MakeSRPaird,
@@ -87,10 +88,15 @@ from medsr.transforms.pairing import (
     RandMakeSRPairDict,
     downsample_label,
     downsample_mask,
+    eval_degradation,
     pair_scale_factor,
+    pair_transform,
 )
 
 __all__ = [
+    "DEGRADATIONS",
+    "eval_degradation",
+    "pair_transform",
     "AcquisitionNoise",
     "AcquisitionNoiseD",
     "AcquisitionNoiseDict",

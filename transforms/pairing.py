@@ -26,7 +26,12 @@ __all__ = [
     "downsample_mask",
     "downsample_label",
     "PairDegradation",
+    "DEGRADATIONS",
+    "pair_transform",
+    "eval_degradation",
 ]
+
+DEGRADATIONS = ("physical", "bicubic", "mixed")  # a bundle's ``degradation``; "mixed" draws one of the two per item
 
 MASK_MODES = ("majority", "any")
 
@@ -215,6 +220,7 @@ class RandMakeSRPaird(Randomizable, MapTransform):
             LR/HR shapes fixed for batching.
         thickness_ratio_range: slice thickness = ratio × LR spacing (< 1: gap, > 1: overlap).
         profiles: slice profiles to choose from.
+        modes: degradation modes to choose from (``"physical"``, ``"bicubic"``); default: ``mode`` only.
         noise_kinds: noise kinds to choose from (empty: no noise).
         noise_std_range: Gaussian std range, image units.
         photons_range: Poisson counts per unit intensity range.
@@ -229,6 +235,7 @@ class RandMakeSRPaird(Randomizable, MapTransform):
         noise_kinds: Sequence[str] = (),
         noise_std_range: tuple[float, float] = (0.0, 0.0),
         photons_range: tuple[float, float] = (100.0, 1000.0),
+        modes: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if not scale_factor_choices:
@@ -237,6 +244,10 @@ class RandMakeSRPaird(Randomizable, MapTransform):
             if bad in kwargs:
                 raise ValueError(f"RandMakeSRPaird: {bad!r} is drawn at random; use the *_choices/*_range arguments")
         self.base = MakeSRPaird(scale_factor=1, **kwargs)
+        self.modes = tuple(modes) if modes else (self.base.mode,)
+        for m in self.modes:
+            if m not in ("physical", "bicubic"):
+                raise ValueError(f"modes: expected 'physical' and/or 'bicubic', got {m!r}")
         MapTransform.__init__(self, self.base.keys, allow_missing_keys=True)
         self.scale_factor_choices = list(scale_factor_choices)
         self.thickness_ratio_range, self.profiles = thickness_ratio_range, tuple(profiles)
@@ -253,6 +264,10 @@ class RandMakeSRPaird(Randomizable, MapTransform):
             "photons": float(self.R.uniform(*self.photons_range)),
             "seed": int(self.R.randint(0, 2**31 - 1)),
         }
+        # drawn last and only when there is a choice, so single-mode streams are those of earlier versions
+        self._params["mode"] = (
+            self.modes[int(self.R.randint(len(self.modes)))] if len(self.modes) > 1 else self.modes[0]
+        )
 
     def __call__(self, data: Mapping[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
         if randomize:
@@ -268,16 +283,37 @@ class RandMakeSRPaird(Randomizable, MapTransform):
         if img is not None:
             sf = per_axis(p["scale_factor"], img.ndim - 1, "scale_factor")
             thickness = tuple(p["ratio"] * f * s if f > 1 else None for f, s in zip(sf, spacing_of(img)))
-        kwargs = dict(b.degrade_kwargs, profile=b.degrade_kwargs["profile"] if b.mode == "bicubic" else p["profile"],
+        mode = p.get("mode", b.mode)
+        kwargs = dict(b.degrade_kwargs, profile="bicubic" if mode == "bicubic" else p["profile"],
                       thickness=thickness, noise=p["noise"], noise_std=p["noise_std"], photons=p["photons"],
                       seed=p["seed"])  # fmt: skip
-        return MakeSRPaird(b.image_key, b.mask_keys, b.label_keys, scale_factor=p["scale_factor"], mode=b.mode,
+        return MakeSRPaird(b.image_key, b.mask_keys, b.label_keys, scale_factor=p["scale_factor"], mode=mode,
                            mask_mode=b.mask_mode, hr_key=b.hr_key, lr_key=b.lr_key, keep_image=b.keep_image,
                            crop_to_multiple=b.crop_to_multiple, **kwargs)  # fmt: skip
 
 
 MakeSRPairD = MakeSRPairDict = MakeSRPaird
 RandMakeSRPairD = RandMakeSRPairDict = RandMakeSRPaird
+
+
+def _check_degradation(degradation: str) -> str:
+    if degradation not in DEGRADATIONS:
+        raise ValueError(f"degradation: expected one of {DEGRADATIONS}, got {degradation!r}")
+    return degradation
+
+
+def eval_degradation(degradation: str) -> str:
+    """The deterministic mode a bundle validates and evaluates with: ``"mixed"`` is validated on physical pairs
+    (the harder and the clinically relevant one); the others are themselves."""
+    return "physical" if _check_degradation(degradation) == "mixed" else degradation
+
+
+def pair_transform(degradation: str, scale_factor: Any, **kwargs: Any) -> MakeSRPaird | RandMakeSRPaird:
+    """A bundle's training pair transform: :class:`MakeSRPaird` for ``"physical"``/``"bicubic"``, and for
+    ``"mixed"`` a :class:`RandMakeSRPaird` that draws bicubic or physical per item (one model for both)."""
+    if _check_degradation(degradation) == "mixed":
+        return RandMakeSRPaird([scale_factor], modes=("bicubic", "physical"), **kwargs)
+    return MakeSRPaird(scale_factor=scale_factor, mode=degradation, **kwargs)
 
 
 class PairDegradation:

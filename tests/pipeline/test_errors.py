@@ -131,3 +131,21 @@ def test_output_checks_before_work(tmp_path):
     (tmp_path / "old_series").mkdir()
     with pytest.raises(MedsrError, match="already exists"):
         check_outputs([src], [tmp_path / "old_series"], dicom_inputs=[True])
+
+
+def test_a_false_flag_written_as_text_is_refused(tmp_path):
+    """``python -m monai.bundle`` (fire) passes ``false`` as the string 'false', which a bool key would read as
+    true: refused in one line; ``False``/``True``/``true`` pass."""
+    import json
+
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({"augment": False, "net": {"residual_interp": True}, "name": "x"}))
+    base = ["run", "training", "--config_file", str(cfg)]
+    for text in ("false", "no", "off", "FALSE"):
+        with pytest.raises(MedsrError, match=rf"override --augment {text}: .* counts as true; write --augment False"):
+            check_overrides(argv=[*base, "--augment", text])
+    with pytest.raises(MedsrError, match="--net#residual_interp False"):
+        check_overrides(argv=[*base, "--net#residual_interp=false"])
+    for ok in ("False", "True", "true", "1"):
+        assert check_overrides(argv=[*base, "--augment", ok]) == []
+    assert check_overrides(argv=[*base, "--name", "false"]) == []  # a text key may be 'false'

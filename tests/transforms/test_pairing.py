@@ -10,7 +10,14 @@ import torch
 from monai.data import DataLoader, MetaTensor, list_data_collate
 from monai.transforms import Compose
 
-from medsr.transforms import MakeSRPaird, MaskAwareCropd, PercentileNormalized, RandMakeSRPaird
+from medsr.transforms import (
+    MakeSRPaird,
+    MaskAwareCropd,
+    PercentileNormalized,
+    RandMakeSRPaird,
+    eval_degradation,
+    pair_transform,
+)
 
 
 def oblique(spacing):
@@ -176,3 +183,32 @@ def test_bicubic_pair_equals_pil_resize(factor):
     h, w = (40 // factor) * factor, (37 // factor) * factor
     pil = np.asarray(Image.fromarray(a[:h, :w], mode="F").resize((w // factor, h // factor), Image.BICUBIC))
     np.testing.assert_allclose(out["lr"][0].numpy(), pil, atol=1e-5)
+
+
+def test_mixed_degradation_draws_both_modes_per_item():
+    """``degradation="mixed"``: one training pair transform that gives bicubic or physical pairs, each exactly the
+    deterministic pair of the drawn mode; validation/evaluation of a mixed bundle use physical pairs."""
+    img = MetaTensor(torch.rand(1, 48, 40) * 100, affine=torch.diag(torch.tensor([0.8, 0.8, 1.0, 1.0])))
+    t = pair_transform("mixed", (2, 2), image_key="image", mask_keys=[], label_keys=[])
+    assert isinstance(t, RandMakeSRPaird)
+    t.set_random_state(3)
+    seen = []
+    for _ in range(12):
+        t.randomize()
+        mode = t._params["mode"]
+        seen.append(mode)
+        out = t.deterministic({"image": img})({"image": img})
+        ref = MakeSRPaird(scale_factor=(2, 2), mode=mode, mask_keys=[], label_keys=[])({"image": img})
+        assert torch.equal(out["lr"], ref["lr"]) and out["lr"].meta["medsr_pair"]["mode"] == mode
+    assert set(seen) == {"bicubic", "physical"}
+    bic = MakeSRPaird(scale_factor=2, mode="bicubic", mask_keys=[], label_keys=[])({"image": img})["lr"]
+    phy = MakeSRPaird(scale_factor=2, mode="physical", mask_keys=[], label_keys=[])({"image": img})["lr"]
+    assert not torch.allclose(bic, phy)  # the two modes are different degradations
+    for mode in ("physical", "bicubic"):
+        assert isinstance(pair_transform(mode, 2), MakeSRPaird) and pair_transform(mode, 2).mode == mode
+        assert eval_degradation(mode) == mode
+    assert eval_degradation("mixed") == "physical"
+    with pytest.raises(ValueError, match="degradation: expected one of .*'mixed'.*got 'lanczos'"):
+        pair_transform("lanczos", 2)
+    with pytest.raises(ValueError, match="modes: expected 'physical' and/or 'bicubic'"):
+        RandMakeSRPaird([2], modes=("bicubic", "box"))
