@@ -181,11 +181,15 @@ def record(summary: list[dict], models: list[dict]) -> None:
             entry[f"ssim_{tag}"] = round(s["ssim_mean"], 4)
         for entry in figures.values():
             entry["psnr_gain"] = round(entry["psnr_model"] - entry["psnr_cubic"], 3)
-        main = figures.get(info.get("degradation")) or next(iter(figures.values()), None)
-        if main is None:
+        trained = info.get("degradation")
+        shown = list(figures) if trained == "mixed" else [trained if trained in figures else next(iter(figures), None)]
+        if not figures or shown == [None]:
             continue
-        summary_line = (f"{info.get('degradation')} pairs: {main['psnr_model']:.2f} dB vs cubic {main['psnr_cubic']:.2f} "
-                        f"({main['psnr_gain']:+.2f} dB), SSIM {main['ssim_model']:.4f} vs {main['ssim_cubic']:.4f}")  # fmt: skip
+        summary_line = "; ".join(
+            f"{deg} pairs: {figures[deg]['psnr_model']:.2f} dB vs cubic {figures[deg]['psnr_cubic']:.2f} "
+            f"({figures[deg]['psnr_gain']:+.2f} dB), SSIM {figures[deg]['ssim_model']:.4f} vs {figures[deg]['ssim_cubic']:.4f}"
+            for deg in shown
+        )
         metrics = {"summary": summary_line, "demo_test_split": figures, "command": "python benchmarks/bench_quality.py"}
         path = Path(info["path"])
         rec = torch.load(path, map_location="cpu", weights_only=True)

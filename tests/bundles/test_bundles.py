@@ -195,6 +195,24 @@ def test_user_command_shape_in_a_subprocess(datalists, tmp_path):
 
 
 @pytest.mark.slow
+def test_mixed_degradation_and_false_flags_from_the_command_line(datalists, tmp_path):
+    """``--degradation mixed`` trains (bicubic or physical pairs per item, validated on physical) and a bool
+    key takes ``False``; ``--augment false`` (text, which would count as true) is refused in one line."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "bundles/rdn/train.json"]
+    cmd += _cli_args(train_overrides("rdn", datalists[2], out))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    bad = subprocess.run([*cmd, "--augment", "false"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and not (out / "latest").exists()
+    assert "error: override --augment false:" in bad.stderr and "write --augment False" in bad.stderr
+    ok = [*cmd, "--degradation", "mixed", "--augment", "False", "--residual_interp", "True"]
+    proc = subprocess.run(ok, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    saved = torch.load(out / "latest" / "checkpoints" / "best_network.pt", map_location="cpu", weights_only=False)
+    assert saved["network"]["args"]["residual_interp"] is True and (out / "latest" / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_with_multi_gpu_config(datalists, tmp_path):
     """``torchrun --nproc_per_node 2`` with ``multi_gpu_train.json`` merged over ``train.json`` (gloo)."""
     out = tmp_path / "ddp"
