@@ -169,6 +169,7 @@ def pick_model(
     * A 3D input and a per-axis scale such as ``(1, 1, 4)``: the 3D model with that scale; a 3D input and a
       single factor ``s``: the 2D model with ``(s, s)``, run slice by slice across the thickest axis.
     * GAN-stage models (``"gan": true``) are only used when named.
+    * When several models fit, one trained on both degradations (``"degradation": "mixed"``) is preferred.
 
     Returns:
         ``(model info, slice_wise)``.
@@ -190,7 +191,7 @@ def pick_model(
     factors = scale if isinstance(scale, (tuple, list)) else None
     if isinstance(scale, str) and scale.strip().startswith(("(", "[")):
         factors = _scale_tuple(scale, 3 if scale.count(",") == 2 else 2)
-    pool = [m for m in models if not m.get("gan")]
+    pool = sorted((m for m in models if not m.get("gan")), key=lambda m: m.get("degradation") != "mixed")
     if factors is not None and len(factors) == 3:
         if spatial_dims != 3:
             raise ValueError(
@@ -234,7 +235,7 @@ def export_bundle_model(
     for key, value in (overrides or {}).items():
         parser[key] = value
     network = parser.get_parsed_content("network_def", instantiate=True)
-    load_generator(network, checkpoint)
+    network = load_generator(network, checkpoint)  # the checkpoint may rebuild it (its recorded widths win)
     record = {
         "name": name,
         "bundle": bundle,

@@ -16,6 +16,7 @@ from medsr.pipeline.cli import main as medsr_main
 from medsr.pipeline.inference import upscale_with_model
 from medsr.pipeline.models import (
     MODEL_FORMAT,
+    export_bundle_model,
     find_model,
     init_network,
     load_model,
@@ -48,6 +49,22 @@ def test_save_and_load_rebuild_the_network_from_the_file_alone(tmp_path):
     torch.testing.assert_close(loaded(x), net.eval()(x), atol=2e-3, rtol=1e-2)  # fp16 storage
     norm = read_model_info(path)["normalization"]
     assert (norm["lower"], norm["upper"]) == (0.5, 99.5)
+
+
+def test_export_keeps_the_checkpoint_weights_when_its_network_differs_from_the_config(tmp_path):
+    """The checkpoint's recorded network wins (other widths, or ``residual_interp`` recorded as the text 'true'
+    by a ``--residual_interp true`` command line): the exported file holds the checkpoint's weights, not a
+    freshly initialised network."""
+    net = _tiny()
+    net.init_args["residual_interp"] = "true"  # as fire passes it
+    ckpt = save_model(net, tmp_path / "best_network.pt", {"name": "c", "spatial_dims": 2, "scale": [2, 2]}, half=False)
+    out = export_bundle_model("rdn", ckpt, tmp_path / "models" / "model.pt", "exported",
+                              overrides={"scale": 2, "num_features": 4, "num_blocks": 1, "num_layers": 1,
+                                         "growth_channels": 2, "residual_interp": True})  # fmt: skip
+    loaded, info = load_model(out)
+    assert info["name"] == "exported" and info["scale"] == [2, 2]
+    x = torch.rand(1, 1, 7, 6)
+    torch.testing.assert_close(loaded(x), net.eval()(x), atol=2e-3, rtol=1e-2)
 
 
 def test_bad_model_files_are_named(tmp_path):
@@ -84,6 +101,13 @@ MODELS = [
 def test_pick_model(dims, scale, name, expected, slice_wise):
     info, sw = pick_model(dims, scale, name, models=MODELS)
     assert (info["name"], sw) == (expected, slice_wise)
+
+
+def test_pick_model_prefers_a_model_trained_on_both_degradations():
+    both = {"name": "b4", "spatial_dims": 2, "scale": [4, 4], "path": "b4.pt", "degradation": "mixed"}
+    assert pick_model(2, 4, models=[*MODELS, both])[0]["name"] == "b4"
+    assert pick_model(2, 2, models=[*MODELS, both])[0]["name"] == "a2"
+    assert pick_model(2, 4, "a4", models=[*MODELS, both])[0]["name"] == "a4"
 
 
 @pytest.mark.parametrize(
