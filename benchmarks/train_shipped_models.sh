@@ -6,6 +6,8 @@
 # of a 2-core machine shared by three of these runs at once (see the bundle READMEs).
 #   bash benchmarks/train_shipped_models.sh            # all
 #   bash benchmarks/train_shipped_models.sh rdn_x2     # one
+# The *_mixed models are fine-tuned from the shipped rdn_x2 / esrgan_se_x4 files on bicubic and physical pairs
+# drawn per item (--degradation mixed); run them after (or without) retraining their starting model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run() { echo "+ $*"; "$@"; }
@@ -43,4 +45,27 @@ M=rdn_3d_x1x1x4; if want "${ARGS[@]}"; then
     --lr_schedule cosine --epochs 9 --epoch_length 100 --max_val_items 1 --val_crop "(128,128,24)"
   run medsr models export rdn runs/ship_rdn_3d/latest/checkpoints/best_network.pt bundles/rdn/models/model_3d.pt \
     --name rdn_3d_x1x1x4 "${SET[@]/#/--set=}" --trained-on "medsr demo 3D training slabs of the MNI152 T1, physical (1,1,4) pairs"
+fi
+
+M=esrgan_se_x4_mixed; if want "${ARGS[@]}"; then
+  SET=(num_blocks=2 num_features=32 growth_channels=16 residual_interp=True degradation=mixed)
+  CMD=(python -m monai.bundle run training --config_file bundles/esrgan_se/train.json --output_dir runs/ship_esrgan_se_mixed
+    --init_weights bundles/esrgan_se/models/model.pt --degradation mixed --pretrain_lr 0.0005 --lr_schedule cosine
+    --patch_size 96 --batch_size 8 --augment true --pretrain_epochs 8 --epochs 0 --epoch_length 100 --max_val_items 8
+    --val_crop 128)
+  run "${CMD[@]}"
+  run medsr models export esrgan_se runs/ship_esrgan_se_mixed/latest/checkpoints/best_pretrain.pt bundles/esrgan_se/models/model_mixed.pt \
+    --name esrgan_se_x4_mixed "${SET[@]/#/--set=}" --training-command "${CMD[*]}" \
+    --trained-on "medsr demo training split (MNI152 T1 slices, fundus, IHC), bicubic and physical x4 pairs drawn per item; fine-tuned from esrgan_se_x4 (L1 stage)"
+fi
+
+M=rdn_x2_mixed; if want "${ARGS[@]}"; then
+  SET=(scale=2 num_features=32 num_blocks=4 num_layers=4 growth_channels=16 residual_interp=True degradation=mixed)
+  CMD=(python -m monai.bundle run training --config_file bundles/rdn/train.json --output_dir runs/ship_rdn_x2_mixed
+    --init_weights bundles/rdn/models/model.pt --scale 2 --degradation mixed --lr 0.0005 --lr_schedule cosine
+    --patch_size 96 --batch_size 8 --augment True --epochs 5 --epoch_length 100 --max_val_items 8 --val_crop 128)
+  run "${CMD[@]}"
+  run medsr models export rdn runs/ship_rdn_x2_mixed/latest/checkpoints/best_network.pt bundles/rdn/models/model_mixed.pt \
+    --name rdn_x2_mixed "${SET[@]/#/--set=}" --training-command "${CMD[*]}" \
+    --trained-on "medsr demo training split (MNI152 T1 slices, fundus, IHC), bicubic and physical x2 pairs drawn per item; fine-tuned from rdn_x2"
 fi
