@@ -16,10 +16,10 @@ per-axis factor (e.g. x3 or ``(1, 1, 3)``).
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,22 @@ from medsr.networks.blocks import (
     upsample_stages,
 )
 
-__all__ = ["SRCNN", "VDSR", "ESPCN", "SRResNet", "EDSR", "RDN", "SRDenseNet", "RRDBNet", "SRGenerator", "SliceWise"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "SRCNN",
+    "VDSR",
+    "ESPCN",
+    "SRResNet",
+    "EDSR",
+    "RDN",
+    "SRDenseNet",
+    "RRDBNet",
+    "GeneratorHead",
+    "SRGenerator",
+    "SliceWise",
+]
 
 
 def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int, name: str) -> None:
@@ -50,18 +65,46 @@ def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int, name: str
         )
 
 
+class GeneratorHead(TypedDict, total=False):
+    """The constructor arguments every generator shares besides ``spatial_dims`` (documented once, in
+    :class:`SRGenerator`)."""
+
+    in_channels: int
+    out_channels: int
+    scale_factor: int | Sequence[int]
+    residual_interp: bool
+    interp_mode: str | None
+
+
+#: the shared arguments that come before a generator's own options (by position), and those that come after
+_HEAD_FIRST = ("in_channels", "out_channels", "scale_factor")
+_HEAD_LAST = ("residual_interp", "interp_mode")
+_POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+
 class SRGenerator(nn.Module):
-    """Base class of every generator.
+    """Base class of every generator, and the one constructor they share.
+
+    Every generator is built as ``Cls(spatial_dims, in_channels, out_channels, scale_factor, *options,
+    residual_interp, interp_mode)``, each argument by position or by keyword. A generator declares only its
+    own ``options``, as the parameters of :meth:`build_layers`, and in ``head_defaults`` the defaults of the
+    shared arguments that differ from those below; ``inspect.signature(Cls)`` shows the whole constructor.
 
     * ``forward(x, return_features=False)`` on top of :meth:`forward_intermediates` (timm's name), which adds
       the interpolation residual to ``forward_features``.
-    * :meth:`_init_generator` is the shared constructor head (``spatial_dims``, channels, per-axis scale,
-      ``residual_interp``, interpolation mode); :meth:`_finish_generator` ends every constructor.
     * ``residual_interp=True``: the network learns a residual over interpolation of its input (bicubic in 2D,
       trilinear in 3D; ``interp_mode``): ``out = interp(x) + f(x)``, with the output layer zero-initialised, so
       an untrained network starts exactly at interpolation and training only has to learn what it misses.
-    * ``init_args``: the constructor's arguments, recorded automatically, so a checkpoint can rebuild the
-      network from the file alone.
+    * ``init_args``: the constructor's arguments as one flat dict, recorded automatically, so a checkpoint can
+      rebuild the network from the file alone (``Cls(**init_args)``).
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        in_channels: input channels (default 1).
+        out_channels: output channels (default 1).
+        scale_factor: int or per-axis tuple such as ``(2, 2, 1)`` or ``(1, 1, 4)`` (default 2).
+        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
+        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
     spatial_dims: int
@@ -72,43 +115,91 @@ class SRGenerator(nn.Module):
     interp_mode: str = "nearest"
     #: attribute path of the layer that produces the output (zero-initialised with ``residual_interp``)
     output_layer: str = "conv_last"
+    #: methods that take options some generators share (:meth:`_AttentionGenerator.init_attention`): their
+    #: parameters follow the generator's own in the signature, and they run before :meth:`build_layers`
+    option_methods: ClassVar[tuple[str, ...]] = ()
+    #: defaults of the shared arguments; a generator lists only those that differ (merged along the MRO)
+    head_defaults: ClassVar[GeneratorHead] = GeneratorHead(
+        in_channels=1, out_channels=1, scale_factor=2, residual_interp=False, interp_mode=None
+    )
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        if "__init__" not in cls.__dict__:
-            return
-        init = cls.__init__
-        sig = inspect.signature(init)
+        if "__init__" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__}: a generator declares its options as the parameters of build_layers and its "
+                "defaults of the shared arguments in head_defaults; it does not define __init__"
+            )
 
-        @functools.wraps(init)
-        def recording_init(self, *args, **kw):
-            if "init_args" not in self.__dict__:  # the outermost class records its own arguments
-                bound = sig.bind(self, *args, **kw)
-                bound.apply_defaults()
-                recorded = {k: _plain(v) for k, v in bound.arguments.items() if k != "self"}
-                self.__dict__["init_args"] = recorded
-            init(self, *args, **kw)
+        def __init__(self, *args, **kwargs) -> None:  # noqa: N807 (gives the class its own signature)
+            SRGenerator.__init__(self, *args, **kwargs)
 
-        cls.__init__ = recording_init
+        __init__.__signature__ = cls._constructor_signature()
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+        __init__.__doc__ = SRGenerator.__init__.__doc__
+        cls.__init__ = __init__
 
-    def _init_generator(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        out_channels: int,
-        scale_factor: int | Sequence[int],
-        residual_interp: bool = False,
-        interp_mode: str | None = None,
-    ) -> None:
-        """Shared constructor head: dims, channels, per-axis scale, residual over interpolation."""
+    @classmethod
+    def _constructor_signature(cls) -> inspect.Signature:
+        """``(self, spatial_dims, in_channels, out_channels, scale_factor, *options, residual_interp,
+        interp_mode)`` with this class's defaults; ``options`` are the parameters of :meth:`build_layers`, then
+        those of the ``option_methods``."""
+        defaults: dict = {}
+        for base in reversed(cls.__mro__):
+            defaults.update(base.__dict__.get("head_defaults", {}))
+        annotations = {n: getattr(a, "__forward_arg__", a) for n, a in GeneratorHead.__annotations__.items()}
+        shared = {
+            n: inspect.Parameter(n, _POSITIONAL, default=defaults[n], annotation=annotations[n])
+            for n in (*_HEAD_FIRST, *_HEAD_LAST)
+        }
+        options = [
+            p
+            for method in ("build_layers", *cls.option_methods)
+            for p in list(inspect.signature(getattr(cls, method)).parameters.values())[1:]  # without self
+        ]
+        first = [
+            inspect.Parameter("self", _POSITIONAL),
+            inspect.Parameter("spatial_dims", _POSITIONAL, annotation="int"),
+        ]
+        return inspect.Signature(
+            [*first, *(shared[n] for n in _HEAD_FIRST), *options, *(shared[n] for n in _HEAD_LAST)]
+        )
+
+    def __init__(self, *args, **kwargs) -> None:
+        """Bind the arguments to the class's constructor signature and record them flat (``init_args``), set
+        up the shared head (:meth:`_init_generator`), build the layers (:meth:`build_layers`) and finish
+        (:meth:`_finish_generator`)."""
+        bound = type(self)._constructor_signature().bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        del arguments["self"]
         super().__init__()
-        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
-        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
-        self.residual_interp = bool(residual_interp)
-        if self.residual_interp and in_channels != out_channels:
+        self.__dict__["init_args"] = {k: _plain(v) for k, v in arguments.items()}
+        spatial_dims = arguments.pop("spatial_dims")
+        head = {n: arguments.pop(n) for n in (*_HEAD_FIRST, *_HEAD_LAST)}
+        self._init_generator(spatial_dims, **head)
+        for method in self.option_methods:
+            init_options = getattr(self, method)
+            init_options(**{n: arguments.pop(n) for n in inspect.signature(init_options).parameters})
+        self.build_layers(**arguments)
+        self._finish_generator()
+
+    def build_layers(self) -> None:
+        """Create the layers (in a fixed order: it fixes the random initialisation) from the shared head
+        (``self.spatial_dims``, ``self.in_channels``, ...) and the generator's own options, its parameters."""
+        raise NotImplementedError
+
+    def _init_generator(self, spatial_dims: int, **head: Unpack[GeneratorHead]) -> None:
+        """The shared head: dims, channels, per-axis scale, residual over interpolation."""
+        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, head["in_channels"], head["out_channels"]
+        self.scale_factor = ensure_scale(head["scale_factor"], spatial_dims)
+        self.residual_interp = bool(head["residual_interp"])
+        # head["interp_mode"] is recorded in init_args but not applied: upsample_input uses the class default
+        # "nearest" (the stored reference outputs and the shipped models were made that way)
+        if self.residual_interp and self.in_channels != self.out_channels:
             raise ValueError(
-                f"{type(self).__name__}: residual_interp needs out_channels ({out_channels}) == in_channels "
-                f"({in_channels})"
+                f"{type(self).__name__}: residual_interp needs out_channels ({self.out_channels}) == in_channels "
+                f"({self.in_channels})"
             )
 
     def _finish_generator(self) -> None:
@@ -196,6 +287,26 @@ class _InterpolatingGenerator(SRGenerator):
     """Generators that work on the interpolated HR grid (SRCNN, VDSR)."""
 
 
+class _AttentionGenerator(SRGenerator):
+    """Generators with optional channel attention (EDSR, RRDBNet): ``attention`` and ``reduction`` follow their
+    own options (:meth:`init_attention`)."""
+
+    option_methods = ("init_attention",)
+
+    def init_attention(self, attention: str | None = None, reduction: int = 16) -> None:
+        """Set the attention options, before :meth:`build_layers`.
+
+        Args:
+            attention: ``None``, ``"se"`` (squeeze-and-excitation) or ``"ise"`` (improved SE).
+            reduction: SE reduction ratio.
+        """
+        self.attention, self.reduction = attention, reduction
+
+    def attention_block(self, channels: int) -> nn.Module | None:
+        """A new attention block over ``channels`` (:func:`~medsr.networks.blocks.make_attention`), or ``None``."""
+        return make_attention(self.attention, self.spatial_dims, channels, self.reduction)
+
+
 class SRCNN(_InterpolatingGenerator):
     """SRCNN (Dong et al., "Image Super-Resolution Using Deep Convolutional Networks", TPAMI 2016).
 
@@ -203,43 +314,28 @@ class SRCNN(_InterpolatingGenerator):
     then patch extraction (9), non-linear mapping (5 in the 9-5-5 setting; ``kernel_sizes``) and
     reconstruction. Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``.
     Features: the outputs of ``conv1`` and ``conv2`` (HR grid).
+    The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
+    ``interp_mode``) are those of :class:`SRGenerator`.
 
     Args:
-        spatial_dims: number of spatial dimensions.
-        in_channels: input channels.
-        out_channels: output channels.
-        scale_factor: int or per-axis tuple.
         num_features: widths of the first two layers (default ``(64, 32)``).
         kernel_sizes: kernel sizes of the three layers (default ``(9, 5, 5)``).
-        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
-        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
     output_layer = "conv3"
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int = 1,
-        out_channels: int = 1,
-        scale_factor: int | Sequence[int] = 2,
-        num_features: Sequence[int] = (64, 32),
-        kernel_sizes: Sequence[int] = (9, 5, 5),
-        residual_interp: bool = False,
-        interp_mode: str | None = None,
-    ) -> None:
-        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
+    def build_layers(self, num_features: Sequence[int] = (64, 32), kernel_sizes: Sequence[int] = (9, 5, 5)) -> None:
+        dims = self.spatial_dims
         if len(num_features) != 2 or len(kernel_sizes) != 3:
             raise ValueError(
                 f"SRCNN: num_features needs 2 values and kernel_sizes 3, got {num_features}, {kernel_sizes}"
             )
         f1, f2 = num_features
         k1, k2, k3 = kernel_sizes
-        self.conv1 = conv_nd(spatial_dims, in_channels, f1, k1)
-        self.conv2 = conv_nd(spatial_dims, f1, f2, k2)
-        self.conv3 = conv_nd(spatial_dims, f2, out_channels, k3)
+        self.conv1 = conv_nd(dims, self.in_channels, f1, k1)
+        self.conv2 = conv_nd(dims, f1, f2, k2)
+        self.conv3 = conv_nd(dims, f2, self.out_channels, k3)
         self.act = nn.ReLU(inplace=True)
-        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.upsample_input(x)
@@ -253,48 +349,31 @@ class VDSR(_InterpolatingGenerator):
 
     Interpolates to the HR grid, then ``num_layers`` 3x3 convolutions (ReLU between) predict a residual
     added to the interpolated input. Published configuration: 20 layers, 64 features, 1 channel
-    (0.665 M parameters). Requires ``in_channels == out_channels``. Features: the output of every hidden layer.
+    (0.665 M parameters). ``residual_interp`` defaults to, and must be, ``True``, so ``in_channels`` must equal
+    ``out_channels``. Features: the output of every hidden layer.
+    The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
+    ``interp_mode``) are those of :class:`SRGenerator`.
 
     Args:
-        spatial_dims: number of spatial dimensions.
-        in_channels: input channels.
-        out_channels: output channels (must equal ``in_channels``: global residual).
-        scale_factor: int or per-axis tuple.
         num_features: hidden width.
         num_layers: total number of convolutions (>= 2).
-        residual_interp: must be ``True`` (VDSR's global residual over interpolation).
-        interp_mode: interpolation mode of the input.
         bias: use biases in the convolutions.
     """
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int = 1,
-        out_channels: int = 1,
-        scale_factor: int | Sequence[int] = 2,
-        num_features: int = 64,
-        num_layers: int = 20,
-        bias: bool = True,
-        residual_interp: bool = True,
-        interp_mode: str | None = None,
-    ) -> None:
-        if in_channels != out_channels:
-            raise ValueError(
-                f"VDSR: out_channels ({out_channels}) must equal in_channels ({in_channels}) for the residual"
-            )
+    head_defaults = GeneratorHead(residual_interp=True)
+
+    def build_layers(self, num_features: int = 64, num_layers: int = 20, bias: bool = True) -> None:
+        if not self.residual_interp:  # (it also makes the base class check in_channels == out_channels)
+            raise ValueError("VDSR: residual_interp=False is not VDSR (it learns a residual over interpolation)")
         if num_layers < 2:
             raise ValueError(f"VDSR: num_layers must be >= 2, got {num_layers}")
-        if not residual_interp:
-            raise ValueError("VDSR: residual_interp=False is not VDSR (it learns a residual over interpolation)")
-        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
-        self.conv_first = conv_nd(spatial_dims, in_channels, num_features, 3, bias=bias)
+        dims = self.spatial_dims
+        self.conv_first = conv_nd(dims, self.in_channels, num_features, 3, bias=bias)
         self.body = nn.ModuleList(
-            [conv_nd(spatial_dims, num_features, num_features, 3, bias=bias) for _ in range(num_layers - 2)]
+            [conv_nd(dims, num_features, num_features, 3, bias=bias) for _ in range(num_layers - 2)]
         )
-        self.conv_last = conv_nd(spatial_dims, num_features, out_channels, 3, bias=bias)
+        self.conv_last = conv_nd(dims, num_features, self.out_channels, 3, bias=bias)
         self.act = nn.ReLU(inplace=True)
-        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.upsample_input(x)
@@ -312,36 +391,22 @@ class ESPCN(SRGenerator):
 
     conv 5 (64) - tanh - conv 3 (32) - tanh - conv 3 (``C_out * prod(scale)``) - one pixel shuffle with the
     full per-axis factor. Features: the two hidden activations (LR grid).
+    The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
+    ``interp_mode``) are those of :class:`SRGenerator`.
 
     Args:
-        spatial_dims: number of spatial dimensions.
-        in_channels: input channels.
-        out_channels: output channels.
-        scale_factor: int or per-axis tuple.
         num_features: widths of the two hidden layers.
-        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
-        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
     output_layer = "conv3"
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int = 1,
-        out_channels: int = 1,
-        scale_factor: int | Sequence[int] = 2,
-        num_features: Sequence[int] = (64, 32),
-        residual_interp: bool = False,
-        interp_mode: str | None = None,
-    ) -> None:
-        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
+    def build_layers(self, num_features: Sequence[int] = (64, 32)) -> None:
+        dims = self.spatial_dims
         f1, f2 = num_features
-        self.conv1 = conv_nd(spatial_dims, in_channels, f1, 5)
-        self.conv2 = conv_nd(spatial_dims, f1, f2, 3)
-        self.conv3 = conv_nd(spatial_dims, f2, out_channels * math.prod(self.scale_factor), 3)
-        self.pixel_shuffle = PixelShuffle(spatial_dims, self.scale_factor)
-        self._finish_generator()
+        self.conv1 = conv_nd(dims, self.in_channels, f1, 5)
+        self.conv2 = conv_nd(dims, f1, f2, 3)
+        self.conv3 = conv_nd(dims, f2, self.out_channels * math.prod(self.scale_factor), 3)
+        self.pixel_shuffle = PixelShuffle(dims, self.scale_factor)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         f1 = torch.tanh(self.conv1(x))
@@ -379,41 +444,27 @@ class SRResNet(SRGenerator):
     conv 9 + PReLU; ``num_blocks`` residual blocks (conv-BN-PReLU-conv-BN); conv-BN and a global skip;
     upsampling stages (conv to ``nf * prod(stage)``, pixel shuffle, PReLU); conv 9. ``norm=None`` drops BN
     (as in SwiftSRGAN/ESRGAN practice). Features: the output of every residual block.
+    The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
+    ``interp_mode``) are those of :class:`SRGenerator`.
 
     Args:
-        spatial_dims: number of spatial dimensions.
-        in_channels: input channels.
-        out_channels: output channels.
-        scale_factor: int or per-axis tuple.
         num_features: width (64 in the paper).
         num_blocks: residual blocks (16 in the paper).
         norm: ``"batch"`` (paper), ``"instance"`` or ``None``.
-        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
-        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int = 1,
-        out_channels: int = 1,
-        scale_factor: int | Sequence[int] = 4,
-        num_features: int = 64,
-        num_blocks: int = 16,
-        norm: str | None = "batch",
-        residual_interp: bool = False,
-        interp_mode: str | None = None,
-    ) -> None:
-        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
+    head_defaults = GeneratorHead(scale_factor=4)
+
+    def build_layers(self, num_features: int = 64, num_blocks: int = 16, norm: str | None = "batch") -> None:
+        dims = self.spatial_dims
         nf = num_features
-        self.conv_first = conv_nd(spatial_dims, in_channels, nf, 9)
+        self.conv_first = conv_nd(dims, self.in_channels, nf, 9)
         self.prelu_first = nn.PReLU(nf)
-        self.body = nn.ModuleList([_SRResBlock(spatial_dims, nf, norm) for _ in range(num_blocks)])
-        self.conv_body = conv_nd(spatial_dims, nf, nf, 3, bias=norm is None)
-        self.bn_body = _norm(norm, spatial_dims, nf)
-        self.upsample = nn.Sequential(*upsample_layers(spatial_dims, nf, self.scale_factor, act=nn.PReLU))
-        self.conv_last = conv_nd(spatial_dims, nf, out_channels, 9)
-        self._finish_generator()
+        self.body = nn.ModuleList([_SRResBlock(dims, nf, norm) for _ in range(num_blocks)])
+        self.conv_body = conv_nd(dims, nf, nf, 3, bias=norm is None)
+        self.bn_body = _norm(norm, dims, nf)
+        self.upsample = nn.Sequential(*upsample_layers(dims, nf, self.scale_factor, act=nn.PReLU))
+        self.conv_last = conv_nd(dims, nf, self.out_channels, 9)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         first = self.prelu_first(self.conv_first(x))
@@ -453,7 +504,7 @@ class _EDSRResBlock(nn.Module):
         return torch.addcmul(x, h, att.gate(att.pool(h)), value=self.res_scale)
 
 
-class EDSR(SRGenerator):
+class EDSR(_AttentionGenerator):
     """EDSR (Lim et al., "Enhanced Deep Residual Networks for Single Image Super-Resolution", CVPRW 2017),
     and EDSR-ISE with ``attention="ise"`` (Bing et al., "Medical Image Super-Resolution Using Improved
     Generative Adversarial Networks", IEEE Access 2019).
@@ -467,57 +518,35 @@ class EDSR(SRGenerator):
     large: 256 features, 32 blocks, ``res_scale=0.1`` (x2: 40.7 M). EDSR-ISE: ``attention="ise"``
     (improved SE after the head conv, in every block and after every pixel-shuffle stage).
     Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``. Features: every residual block's output.
+    The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
+    ``interp_mode``) are those of :class:`SRGenerator`; ``attention`` and ``reduction``, after the options below,
+    are those of :meth:`init_attention`.
 
     Args:
-        spatial_dims: number of spatial dimensions.
-        in_channels: input channels.
-        out_channels: output channels.
-        scale_factor: int or per-axis tuple.
         num_features: width.
         num_blocks: residual blocks.
         res_scale: residual scaling in the blocks.
-        attention: ``None``, ``"se"`` or ``"ise"``.
-        reduction: SE reduction ratio.
-        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
-        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
     output_layer = "tail.1"
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int = 1,
-        out_channels: int = 1,
-        scale_factor: int | Sequence[int] = 2,
-        num_features: int = 64,
-        num_blocks: int = 16,
-        res_scale: float = 1.0,
-        attention: str | None = None,
-        reduction: int = 16,
-        residual_interp: bool = False,
-        interp_mode: str | None = None,
-    ) -> None:
-        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
-        self.attention = attention
+    def build_layers(self, num_features: int = 64, num_blocks: int = 16, res_scale: float = 1.0) -> None:
+        dims = self.spatial_dims
         nf = num_features
-        head: list[nn.Module] = [conv_nd(spatial_dims, in_channels, nf, 3)]
-        att = make_attention(attention, spatial_dims, nf, reduction)
+        head: list[nn.Module] = [conv_nd(dims, self.in_channels, nf, 3)]
+        att = self.attention_block(nf)
         if att is not None:
             head.append(att)
         self.head = nn.Sequential(*head)
         blocks: list[nn.Module] = [
-            _EDSRResBlock(spatial_dims, nf, res_scale, attention, reduction) for _ in range(num_blocks)
+            _EDSRResBlock(dims, nf, res_scale, self.attention, self.reduction) for _ in range(num_blocks)
         ]
-        blocks.append(conv_nd(spatial_dims, nf, nf, 3))
+        blocks.append(conv_nd(dims, nf, nf, 3))
         self.body = nn.Sequential(*blocks)
-        ups = upsample_layers(
-            spatial_dims, nf, self.scale_factor, act=lambda w: make_attention(attention, spatial_dims, w, reduction)
-        )
+        ups = upsample_layers(dims, nf, self.scale_factor, act=self.attention_block)
         self.tail = nn.Sequential(
-            nn.Sequential(*[u for u in ups if u is not None]), conv_nd(spatial_dims, nf, out_channels, 3)
+            nn.Sequential(*[u for u in ups if u is not None]), conv_nd(dims, nf, self.out_channels, 3)
         )
-        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         head = follow_format(self.head[0](x), self.body[-1].weight)
@@ -579,44 +608,29 @@ class RDN(SRGenerator):
     ``UPNet`` (conv to ``G * prod(stage)`` + pixel shuffle per stage, final conv) as in the official code.
     Published configuration: G0 = 64, D = 16, C = 8, G = 64 (22.1 M parameters at x2, RGB).
     Features: every RDB output.
+    The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
+    ``interp_mode``) are those of :class:`SRGenerator`.
 
     Args:
-        spatial_dims: number of spatial dimensions.
-        in_channels: input channels.
-        out_channels: output channels.
-        scale_factor: int or per-axis tuple.
         num_features: G0.
         num_blocks: D.
         num_layers: C.
         growth_channels: G.
-        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
-        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int = 1,
-        out_channels: int = 1,
-        scale_factor: int | Sequence[int] = 2,
-        num_features: int = 64,
-        num_blocks: int = 16,
-        num_layers: int = 8,
-        growth_channels: int = 64,
-        residual_interp: bool = False,
-        interp_mode: str | None = None,
+    def build_layers(
+        self, num_features: int = 64, num_blocks: int = 16, num_layers: int = 8, growth_channels: int = 64
     ) -> None:
-        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
+        dims = self.spatial_dims
         g0, g = num_features, growth_channels
-        self.SFENet1 = conv_nd(spatial_dims, in_channels, g0, 3)  # noqa: N815
-        self.SFENet2 = conv_nd(spatial_dims, g0, g0, 3)  # noqa: N815
-        self.RDBs = nn.ModuleList([_RDB(spatial_dims, g0, g, num_layers) for _ in range(num_blocks)])  # noqa: N815
-        self.GFF = nn.Sequential(conv_nd(spatial_dims, num_blocks * g0, g0, 1), conv_nd(spatial_dims, g0, g0, 3))  # noqa: N815
-        ups = upsample_layers(spatial_dims, g0, self.scale_factor, width=g)
+        self.SFENet1 = conv_nd(dims, self.in_channels, g0, 3)  # noqa: N815
+        self.SFENet2 = conv_nd(dims, g0, g0, 3)  # noqa: N815
+        self.RDBs = nn.ModuleList([_RDB(dims, g0, g, num_layers) for _ in range(num_blocks)])  # noqa: N815
+        self.GFF = nn.Sequential(conv_nd(dims, num_blocks * g0, g0, 1), conv_nd(dims, g0, g0, 3))  # noqa: N815
+        ups = upsample_layers(dims, g0, self.scale_factor, width=g)
         cin = g if ups else g0
-        self.UPNet = nn.Sequential(*ups, conv_nd(spatial_dims, cin, out_channels, 3))  # noqa: N815
+        self.UPNet = nn.Sequential(*ups, conv_nd(dims, cin, self.out_channels, 3))  # noqa: N815
         self.output_layer = f"UPNet.{len(ups)}"
-        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         f1 = self.SFENet1(x)
@@ -659,50 +673,41 @@ class SRDenseNet(SRGenerator):
     deconvolutions, pixel shuffle supports per-axis factors); reconstruction conv 3x3.
     Paper: 128 low-level features (= 8 x 16), 8 blocks x 8 layers, growth 16, bottleneck 256.
     Features: every dense block output.
+    The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
+    ``interp_mode``) are those of :class:`SRGenerator`.
 
     Args:
-        spatial_dims: number of spatial dimensions.
-        in_channels: input channels.
-        out_channels: output channels.
-        scale_factor: int or per-axis tuple.
         num_features: low-level feature width.
         num_blocks: dense blocks.
         num_layers: layers per dense block.
         growth_channels: growth rate.
         bottleneck_channels: width after the bottleneck and in the upsampling stages.
-        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
-        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
-    def __init__(
+    head_defaults = GeneratorHead(scale_factor=4)
+
+    def build_layers(
         self,
-        spatial_dims: int,
-        in_channels: int = 1,
-        out_channels: int = 1,
-        scale_factor: int | Sequence[int] = 4,
         num_features: int = 128,
         num_blocks: int = 8,
         num_layers: int = 8,
         growth_channels: int = 16,
         bottleneck_channels: int = 256,
-        residual_interp: bool = False,
-        interp_mode: str | None = None,
     ) -> None:
-        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
-        self.conv_first = conv_nd(spatial_dims, in_channels, num_features, 3)
+        dims = self.spatial_dims
+        self.conv_first = conv_nd(dims, self.in_channels, num_features, 3)
         self.act = nn.ReLU(inplace=True)
         blocks = []
         cin = num_features
         for _ in range(num_blocks):
-            blocks.append(_DenseBlock(spatial_dims, cin, growth_channels, num_layers))
+            blocks.append(_DenseBlock(dims, cin, growth_channels, num_layers))
             cin = num_layers * growth_channels
         self.blocks = nn.ModuleList(blocks)
         total = num_features + num_blocks * num_layers * growth_channels
-        self.bottleneck = nn.Sequential(conv_nd(spatial_dims, total, bottleneck_channels, 1), nn.ReLU(inplace=True))
+        self.bottleneck = nn.Sequential(conv_nd(dims, total, bottleneck_channels, 1), nn.ReLU(inplace=True))
         relu = lambda _w: nn.ReLU(inplace=True)  # noqa: E731
-        self.upsample = nn.Sequential(*upsample_layers(spatial_dims, bottleneck_channels, self.scale_factor, act=relu))
-        self.conv_last = conv_nd(spatial_dims, bottleneck_channels, out_channels, 3)
-        self._finish_generator()
+        self.upsample = nn.Sequential(*upsample_layers(dims, bottleneck_channels, self.scale_factor, act=relu))
+        self.conv_last = conv_nd(dims, bottleneck_channels, self.out_channels, 3)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feat = self.act(self.conv_first(x))
@@ -757,7 +762,7 @@ class RRDB(nn.Module):
         return torch.add(x, self.rdb3(self.rdb2(self.rdb1(x))), alpha=0.2)
 
 
-class RRDBNet(SRGenerator):
+class RRDBNet(_AttentionGenerator):
     """RRDBNet, the ESRGAN generator (Wang et al., "ESRGAN: Enhanced Super-Resolution Generative
     Adversarial Networks", ECCVW 2018), and ESRGAN-SE with ``attention="se"`` (USenhance 2023 ultrasound
     study: an SE block in place of the convolution after the upsampling layers, i.e. ``conv_hr``).
@@ -770,52 +775,34 @@ class RRDBNet(SRGenerator):
     :func:`medsr.networks.load_esrgan_state_dict`. Published configuration (64 features, 23 blocks,
     growth 32, x4, RGB): 16.70 M parameters. Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``.
     Features: every RRDB output.
+    The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
+    ``interp_mode``) are those of :class:`SRGenerator`; ``attention`` and ``reduction``, after the options below,
+    are those of :meth:`init_attention`.
 
     Args:
-        spatial_dims: number of spatial dimensions.
-        in_channels: input channels.
-        out_channels: output channels.
-        scale_factor: int or per-axis tuple.
         num_features: width.
         num_blocks: number of RRDBs.
         growth_channels: growth channels of the dense blocks.
-        attention: ``None`` (ESRGAN), ``"se"`` (ESRGAN-SE) or ``"ise"``.
-        reduction: SE reduction ratio.
-        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
-        interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        scale_factor: int | Sequence[int] = 4,
-        num_features: int = 64,
-        num_blocks: int = 23,
-        growth_channels: int = 32,
-        attention: str | None = None,
-        reduction: int = 16,
-        residual_interp: bool = False,
-        interp_mode: str | None = None,
-    ) -> None:
-        self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
-        self.attention = attention
+    head_defaults = GeneratorHead(in_channels=3, out_channels=3, scale_factor=4)
+
+    def build_layers(self, num_features: int = 64, num_blocks: int = 23, growth_channels: int = 32) -> None:
+        dims = self.spatial_dims
         nf = num_features
-        self.conv_first = conv_nd(spatial_dims, in_channels, nf, 3)
-        self.body = nn.Sequential(*[RRDB(spatial_dims, nf, growth_channels) for _ in range(num_blocks)])
-        self.conv_body = conv_nd(spatial_dims, nf, nf, 3)
+        self.conv_first = conv_nd(dims, self.in_channels, nf, 3)
+        self.body = nn.Sequential(*[RRDB(dims, nf, growth_channels) for _ in range(num_blocks)])
+        self.conv_body = conv_nd(dims, nf, nf, 3)
         self.stages = upsample_stages(self.scale_factor)
         for i in range(len(self.stages)):
-            self.add_module(f"conv_up{i + 1}", conv_nd(spatial_dims, nf, nf, 3))
-        att = make_attention(attention, spatial_dims, nf, reduction)
+            self.add_module(f"conv_up{i + 1}", conv_nd(dims, nf, nf, 3))
+        att = self.attention_block(nf)
         if att is None:
-            self.conv_hr = conv_nd(spatial_dims, nf, nf, 3)
+            self.conv_hr = conv_nd(dims, nf, nf, 3)
         else:
             self.se_hr = att
-        self.conv_last = conv_nd(spatial_dims, nf, out_channels, 3)
+        self.conv_last = conv_nd(dims, nf, self.out_channels, 3)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
-        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feat = follow_format(self.conv_first(x), self.conv_body.weight)
