@@ -11,7 +11,9 @@ learning rate and iterations; only the choice differs:
 * ``residual_interp``: the network learns a residual over cubic interpolation (zero-initialised output
   layer: at iteration 0 it *is* cubic);
 * ``residual_cosine``: ``residual_interp`` plus a cosine schedule with a linear warm-up (10 % of the
-  iterations).
+  iterations);
+* ``residual_nearest``: ``residual_interp`` over nearest-neighbour instead of bicubic upsampling (what the
+  shipped models were trained with, before ``interp_mode`` was applied).
 
 After every epoch the bundle's validation scores the demo validation split; the cubic B-spline baseline of
 the same crops (``val_psnr_cubic``, :class:`medsr.pipeline.handlers.CubicBaseline`) is the line to beat.
@@ -44,6 +46,7 @@ CHOICES = {
     "default_init": ["--residual_interp", "False", "--lr_schedule", "constant"],
     "residual_interp": ["--residual_interp", "True", "--lr_schedule", "constant"],
     "residual_cosine": ["--residual_interp", "True", "--lr_schedule", "cosine"],
+    "residual_nearest": ["--residual_interp", "True", "--lr_schedule", "constant", "--interp_mode", "nearest"],
 }
 EPOCH_LINE = re.compile(r"SRTrainer - INFO - Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
 

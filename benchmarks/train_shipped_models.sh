@@ -8,6 +8,8 @@
 #   bash benchmarks/train_shipped_models.sh rdn_x2     # one
 # The *_mixed models are fine-tuned from the shipped rdn_x2 / esrgan_se_x4 files on bicubic and physical pairs
 # drawn per item (--degradation mixed); run them after (or without) retraining their starting model.
+# --interp_mode nearest: the shipped models learned their residual over nearest-neighbour upsampling (medsr
+# ignored interp_mode when they were trained; fixed since). Without it a run uses bicubic (2D) / trilinear (3D).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run() { echo "+ $*"; "$@"; }
@@ -15,21 +17,21 @@ want() { [ $# -eq 0 ] || [[ " $* " == *" $M "* ]]; }
 ARGS=("$@")
 
 M=rdn_x2; if want "${ARGS[@]}"; then
-  SET=(scale=2 degradation=bicubic num_features=32 num_blocks=4 num_layers=4 growth_channels=16 residual_interp=True)
+  SET=(scale=2 degradation=bicubic num_features=32 num_blocks=4 num_layers=4 growth_channels=16 residual_interp=True interp_mode=nearest)
   run python -m monai.bundle run training --config_file bundles/rdn/train.json --output_dir runs/ship_rdn_x2 \
     --scale 2 --degradation bicubic --num_features 32 --num_blocks 4 --num_layers 4 --growth_channels 16 \
     --residual_interp true --lr 0.001 --lr_schedule cosine --patch_size 96 --batch_size 8 --augment true \
-    --epochs 15 --epoch_length 100 --max_val_items 8 --val_crop 128
+    --epochs 15 --epoch_length 100 --max_val_items 8 --val_crop 128 --interp_mode nearest
   run medsr models export rdn runs/ship_rdn_x2/latest/checkpoints/best_network.pt bundles/rdn/models/model.pt \
     --name rdn_x2 "${SET[@]/#/--set=}" --trained-on "medsr demo training split (MNI152 T1 slices, fundus, IHC), bicubic x2 pairs"
 fi
 
 M=esrgan_se_x4; if want "${ARGS[@]}"; then
-  SET=(num_blocks=2 num_features=32 growth_channels=16 residual_interp=True)
+  SET=(num_blocks=2 num_features=32 growth_channels=16 residual_interp=True interp_mode=nearest)
   run python -m monai.bundle run training --config_file bundles/esrgan_se/train.json --output_dir runs/ship_esrgan_se \
     --num_blocks 2 --num_features 32 --growth_channels 16 --d_features 16 --residual_interp true --pretrain_lr 0.001 \
     --lr_schedule cosine --patch_size 96 --batch_size 8 --augment true --pretrain_epochs 14 --epochs 2 \
-    --epoch_length 100 --lr 0.00005 --d_lr 0.00005 --max_val_items 8 --val_crop 128
+    --epoch_length 100 --lr 0.00005 --d_lr 0.00005 --max_val_items 8 --val_crop 128 --interp_mode nearest
   # L1 stage: its best validation (best_pretrain.pt); GAN stage: its last checkpoint (run folders: runs/<x>/latest/)
   run medsr models export esrgan_se runs/ship_esrgan_se/latest/checkpoints/best_pretrain.pt bundles/esrgan_se/models/model.pt \
     --name esrgan_se_x4 "${SET[@]/#/--set=}" --trained-on "medsr demo training split, physical x4 pairs (L1 stage)"
@@ -38,17 +40,17 @@ M=esrgan_se_x4; if want "${ARGS[@]}"; then
 fi
 
 M=rdn_3d_x1x1x4; if want "${ARGS[@]}"; then
-  SET=("spatial_dims=3" "scale=(1,1,4)" num_features=24 num_blocks=3 num_layers=3 growth_channels=12 residual_interp=True)
+  SET=("spatial_dims=3" "scale=(1,1,4)" num_features=24 num_blocks=3 num_layers=3 growth_channels=12 residual_interp=True interp_mode=nearest)
   run python -m monai.bundle run training --config_file bundles/rdn/train.json --output_dir runs/ship_rdn_3d \
     --spatial_dims 3 --scale "(1,1,4)" --patch_size "(64,64,24)" --batch_size 2 --samples_per_image 2 \
     --num_features 24 --num_blocks 3 --num_layers 3 --growth_channels 12 --residual_interp true --lr 0.001 \
-    --lr_schedule cosine --epochs 9 --epoch_length 100 --max_val_items 1 --val_crop "(128,128,24)"
+    --lr_schedule cosine --epochs 9 --epoch_length 100 --max_val_items 1 --val_crop "(128,128,24)" --interp_mode nearest
   run medsr models export rdn runs/ship_rdn_3d/latest/checkpoints/best_network.pt bundles/rdn/models/model_3d.pt \
     --name rdn_3d_x1x1x4 "${SET[@]/#/--set=}" --trained-on "medsr demo 3D training slabs of the MNI152 T1, physical (1,1,4) pairs"
 fi
 
 M=esrgan_se_x4_mixed; if want "${ARGS[@]}"; then
-  SET=(num_blocks=2 num_features=32 growth_channels=16 residual_interp=True degradation=mixed)
+  SET=(num_blocks=2 num_features=32 growth_channels=16 residual_interp=True degradation=mixed interp_mode=nearest)
   CMD=(python -m monai.bundle run training --config_file bundles/esrgan_se/train.json --output_dir runs/ship_esrgan_se_mixed
     --init_weights bundles/esrgan_se/models/model.pt --degradation mixed --pretrain_lr 0.0005 --lr_schedule cosine
     --patch_size 96 --batch_size 8 --augment true --pretrain_epochs 8 --epochs 0 --epoch_length 100 --max_val_items 8
@@ -60,7 +62,7 @@ M=esrgan_se_x4_mixed; if want "${ARGS[@]}"; then
 fi
 
 M=rdn_x2_mixed; if want "${ARGS[@]}"; then
-  SET=(scale=2 num_features=32 num_blocks=4 num_layers=4 growth_channels=16 residual_interp=True degradation=mixed)
+  SET=(scale=2 num_features=32 num_blocks=4 num_layers=4 growth_channels=16 residual_interp=True degradation=mixed interp_mode=nearest)
   CMD=(python -m monai.bundle run training --config_file bundles/rdn/train.json --output_dir runs/ship_rdn_x2_mixed
     --init_weights bundles/rdn/models/model.pt --scale 2 --degradation mixed --lr 0.0005 --lr_schedule cosine
     --patch_size 96 --batch_size 8 --augment True --epochs 5 --epoch_length 100 --max_val_items 8 --val_crop 128)

@@ -112,7 +112,7 @@ class SRGenerator(nn.Module):
     out_channels: int
     scale_factor: tuple[int, ...]
     residual_interp: bool = False
-    interp_mode: str = "nearest"
+    interp_mode: str = "bicubic"
     #: attribute path of the layer that produces the output (zero-initialised with ``residual_interp``)
     output_layer: str = "conv_last"
     #: methods that take options some generators share (:meth:`_AttentionGenerator.init_attention`): their
@@ -193,9 +193,10 @@ class SRGenerator(nn.Module):
         """The shared head: dims, channels, per-axis scale, residual over interpolation."""
         self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, head["in_channels"], head["out_channels"]
         self.scale_factor = ensure_scale(head["scale_factor"], spatial_dims)
-        self.residual_interp = bool(head["residual_interp"])
-        # head["interp_mode"] is recorded in init_args but not applied: upsample_input uses the class default
-        # "nearest" (the stored reference outputs and the shipped models were made that way)
+        self.residual_interp = _flag(head["residual_interp"], "residual_interp")
+        if "init_args" in self.__dict__:  # a command line's 'true' is recorded as True
+            self.init_args["residual_interp"] = self.residual_interp
+        self.interp_mode = _interp_mode(spatial_dims, head["interp_mode"])
         if self.residual_interp and self.in_channels != self.out_channels:
             raise ValueError(
                 f"{type(self).__name__}: residual_interp needs out_channels ({self.out_channels}) == in_channels "
@@ -245,6 +246,15 @@ class SRGenerator(nn.Module):
 
 def _plain(v):
     return [_plain(i) for i in v] if isinstance(v, (tuple, list)) else v
+
+
+def _flag(value, name: str) -> bool:
+    """A bool argument that may come from a command line as text (``'true'``/``'false'``)."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name}: expected true or false, got {value!r}")
+        return value.strip().lower() in ("true", "1")
+    return bool(value)
 
 
 def _interp_mode(spatial_dims: int, mode: str | None) -> str:

@@ -60,6 +60,9 @@ def test_residual_interp_starts_at_interpolation_and_learns_a_residual(name, dim
     )
     x = torch.rand(2, 1, *LR[dims])
     interp = net.upsample_input(x)
+    mode = "bicubic" if dims == 2 else "trilinear"  # the default interp_mode, not nearest
+    expected = torch.nn.functional.interpolate(x, scale_factor=[float(f) for f in SCALE[dims]], mode=mode)
+    torch.testing.assert_close(interp, expected)
     torch.testing.assert_close(net(x), interp)  # zero-initialised output layer: exactly interpolation
     # one optimiser step moves away from interpolation along the learned residual
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -90,3 +93,15 @@ def test_rrdb_dense_blocks_use_basicsr_initialisation():
     std = float(blk.conv1.weight.std())
     assert 0.07 < std / (0.1 * (2.0 / fan_in) ** 0.5) < 1.3
     assert float(blk.conv1.bias.abs().max()) == 0.0
+
+
+def test_interp_mode_is_applied_and_checked():
+    x = torch.rand(1, 1, 6, 5)
+    near = get_network("rdn", spatial_dims=2, scale_factor=2, residual_interp=True, interp_mode="nearest",
+                       num_features=4, num_blocks=1, num_layers=1, growth_channels=2)  # fmt: skip
+    torch.testing.assert_close(near(x), torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+    with pytest.raises(ValueError, match="interp_mode: 'bicubic' does not work with spatial_dims=3"):
+        get_network("rdn", spatial_dims=3, scale_factor=2, residual_interp=True, interp_mode="bicubic")
+    flagged = get_network("rdn", spatial_dims=2, scale_factor=2, residual_interp="false", num_features=4,
+                          num_blocks=1, num_layers=1, growth_channels=2)  # fmt: skip
+    assert flagged.residual_interp is False and flagged.init_args["residual_interp"] is False
