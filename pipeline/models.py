@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medsr.pipeline.commands import BUNDLES_DIR
 from medsr.pipeline.engines.checkpoint import build_network, model_info, network_spec
 from medsr.pipeline.io import atomic_path, sha256_of
 
@@ -47,7 +48,6 @@ __all__ = [
 
 MODEL_FORMAT = "medsr-model/1"
 MODEL_SUFFIX = ".pt"
-BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 
 
 def save_model(network: nn.Module, path: str | os.PathLike, info: dict[str, Any], half: bool = True) -> Path:

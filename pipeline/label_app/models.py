@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from medsr.pipeline.commands import BUNDLES_DIR
 from medsr.transforms.geometry import per_axis
 
 __all__ = ["SRModelSpec", "parse_models_arg", "load_model_spec", "discover_models", "BUNDLES_DIR", "RUNS_DIR"]
@@ -33,7 +34,6 @@ __all__ = ["SRModelSpec", "parse_models_arg", "load_model_spec", "discover_model
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLES_DIR = REPO_ROOT / "bundles"
 RUNS_DIR = REPO_ROOT / "runs"
 _CWD_LOCK = threading.Lock()
 

@@ -186,7 +186,7 @@ def test_medsr_upscale_without_checkpoint_on_png_nifti_and_dicom_series(tmp_path
     with Image.open(tmp_path / "out.png") as im:
         assert im.size == (48, 40) and im.mode == "L"
     line = capsys.readouterr().out
-    assert "out.png" in line and "model rdn_x2" in line
+    assert "out.png" in line and "model rdn_x2_mixed" in line  # preferred: trained on both degradations
 
     src = _nifti(tmp_path / "in.nii.gz", rng.random((16, 14)) * 100, (0.8, 0.8))
     assert medsr_main(["upscale", str(src), str(tmp_path / "out.nii.gz"), "--scale", "2"]) == 0
