@@ -192,6 +192,12 @@ def _quiet_logging() -> None:
     if logging.lastResort is not None and _QUIET not in logging.lastResort.filters:
         logging.lastResort.addFilter(_QUIET)
     for name in _ECHO_LOGGERS:
+        if name not in logging.root.manager.loggerDict:
+            # create it as MONAI's StatsHandler does (its own stdout handler, no propagation): a bare logger
+            # made here would make StatsHandler skip its handler and its epoch lines would go nowhere
+            from monai.apps.utils import get_logger
+
+            get_logger(name)
         lg = logging.getLogger(name)
         if _QUIET not in lg.filters:
             lg.addFilter(_QUIET)

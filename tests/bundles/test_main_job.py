@@ -41,6 +41,9 @@ def test_main_job_last_validation_beats_cubic(tmp_path):
     last = rows[-1]
     assert float(last["val_psnr"]) > float(last["val_psnr_cubic"]) + 1.0
     assert float(last["val_psnr_gain"]) == pytest.approx(float(last["val_psnr"]) - float(last["val_psnr_cubic"]))
+    # the log line the README quotes: each validation with the cubic baseline and the gain
+    logged = re.findall(r"Epoch\[1\] Metrics -- val_psnr: ([\d.]+) val_psnr_cubic: ([\d.]+) val_psnr_gain", proc.stdout)
+    assert len(logged) == 2 and float(logged[-1][0]) == pytest.approx(float(last["val_psnr"]), abs=1e-3)
     assert sorted(p.name for p in (run / "images").glob("*.png")) == [
         "gan_epoch_0001.png",
         "pretrain_epoch_0001.png",

@@ -149,3 +149,28 @@ def test_a_false_flag_written_as_text_is_refused(tmp_path):
     for ok in ("False", "True", "true", "1"):
         assert check_overrides(argv=[*base, "--augment", ok]) == []
     assert check_overrides(argv=[*base, "--name", "false"]) == []  # a text key may be 'false'
+
+
+def test_quiet_logging_keeps_the_stats_handler_epoch_line():
+    """Every bundle's ``initialize`` runs ``check_overrides`` (so ``quiet_logging``) before MONAI's StatsHandler
+    exists: the validation's ``Epoch[1] Metrics -- val_psnr: …`` line must still be printed."""
+    import subprocess
+    import sys
+
+    code = """
+from ignite.engine import Engine
+from monai.handlers import StatsHandler
+from medsr.pipeline.errors import quiet_logging
+quiet_logging()
+engine = Engine(lambda e, b: None)
+@engine.on(__import__("ignite").engine.Events.EPOCH_COMPLETED)
+def _metrics(e):
+    e.state.metrics["val_psnr"] = 31.5
+StatsHandler(iteration_log=False).attach(engine)
+engine.run([0], max_epochs=1)
+"""
+    env = dict(os.environ)
+    env.pop("MEDSR_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Epoch[1] Metrics -- val_psnr: 31.5000" in proc.stdout + proc.stderr
