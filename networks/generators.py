@@ -466,6 +466,11 @@ class EDSR(SRGenerator):
     by the transforms). Baseline: 64 features, 16 blocks, ``res_scale=1`` (x2: 1.37 M parameters);
     large: 256 features, 32 blocks, ``res_scale=0.1`` (x2: 40.7 M). EDSR-ISE: ``attention="ise"``
     (improved SE after the head conv, in every block and after every pixel-shuffle stage).
+    ``upsampler="subpixel"`` replaces that tail with ESPCN's (Shi et al., CVPR 2016): ``tail.0``, one conv from
+    ``nf`` straight to ``C_out * prod(scale)`` sub-pixel channels, and ``tail.1``, one pixel shuffle with the
+    full per-axis factor. With a large factor along one axis (``(1, 5)``: self-supervised thick-slice SR) EDSR's
+    tail costs more than its body; this one costs about one body conv. Registered as ``slicenet`` (32
+    features, 4 blocks, subpixel: the default of ``medsr selfsr``).
     Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``. Features: every residual block's output.
 
     Args:
@@ -478,6 +483,7 @@ class EDSR(SRGenerator):
         res_scale: residual scaling in the blocks.
         attention: ``None``, ``"se"`` or ``"ise"``.
         reduction: SE reduction ratio.
+        upsampler: ``"pixelshuffle"`` (EDSR's tail) or ``"subpixel"`` (ESPCN's one-conv tail).
         residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
         interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
     """
@@ -495,11 +501,14 @@ class EDSR(SRGenerator):
         res_scale: float = 1.0,
         attention: str | None = None,
         reduction: int = 16,
+        upsampler: str = "pixelshuffle",
         residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
         self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
-        self.attention = attention
+        if upsampler not in ("pixelshuffle", "subpixel"):
+            raise ValueError(f"upsampler: expected 'pixelshuffle' or 'subpixel', got {upsampler!r}")
+        self.attention, self.upsampler = attention, upsampler
         nf = num_features
         head: list[nn.Module] = [conv_nd(spatial_dims, in_channels, nf, 3)]
         att = make_attention(attention, spatial_dims, nf, reduction)
@@ -511,12 +520,19 @@ class EDSR(SRGenerator):
         ]
         blocks.append(conv_nd(spatial_dims, nf, nf, 3))
         self.body = nn.Sequential(*blocks)
-        ups = upsample_layers(
-            spatial_dims, nf, self.scale_factor, act=lambda w: make_attention(attention, spatial_dims, w, reduction)
-        )
-        self.tail = nn.Sequential(
-            nn.Sequential(*[u for u in ups if u is not None]), conv_nd(spatial_dims, nf, out_channels, 3)
-        )
+        if upsampler == "subpixel":
+            self.tail = nn.Sequential(
+                conv_nd(spatial_dims, nf, out_channels * math.prod(self.scale_factor), 3),
+                PixelShuffle(spatial_dims, self.scale_factor),
+            )
+            self.output_layer = "tail.0"
+        else:
+            ups = upsample_layers(
+                spatial_dims, nf, self.scale_factor, act=lambda w: make_attention(attention, spatial_dims, w, reduction)
+            )
+            self.tail = nn.Sequential(
+                nn.Sequential(*[u for u in ups if u is not None]), conv_nd(spatial_dims, nf, out_channels, 3)
+            )
         self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -533,7 +549,7 @@ class EDSR(SRGenerator):
         # map), and a conv + pixel shuffle pair runs as one conv_pixel_shuffle (a cheaper channels-last shuffle)
         h = feat + head
         gate: torch.Tensor | None = None
-        layers = list(self.tail[0]) + [self.tail[1]]
+        layers = list(self.tail) if self.upsampler == "subpixel" else list(self.tail[0]) + [self.tail[1]]
         i = 0
         while i < len(layers):
             layer = layers[i]
@@ -796,11 +812,14 @@ class RRDBNet(SRGenerator):
         growth_channels: int = 32,
         attention: str | None = None,
         reduction: int = 16,
+        upsampler: str = "pixelshuffle",
         residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
         self._init_generator(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode)
-        self.attention = attention
+        if upsampler not in ("pixelshuffle", "subpixel"):
+            raise ValueError(f"upsampler: expected 'pixelshuffle' or 'subpixel', got {upsampler!r}")
+        self.attention, self.upsampler = attention, upsampler
         nf = num_features
         self.conv_first = conv_nd(spatial_dims, in_channels, nf, 3)
         self.body = nn.Sequential(*[RRDB(spatial_dims, nf, growth_channels) for _ in range(num_blocks)])
