@@ -116,8 +116,9 @@ def slice_extent(img: nib.Nifti1Image, ax: int) -> float:
     return float(np.linalg.norm((img.affine @ hi)[:3] - (img.affine @ lo)[:3]))
 
 
-def check_real(work: Path, env: dict, threads: int, minutes: float | None, extra: str) -> None:
+def check_real(work: Path, env: dict, threads: int, minutes: float | None, extra: str) -> list[dict]:
     """Target spacing, world extent and data consistency (medsr vs cubic) on real anisotropic scans."""
+    records = []
     for name, src in real_scans(work).items():
         out = work / f"real_{src.name.split('.')[0]}_selfsr.nii.gz"
         cmd = [sys.executable, "-m", "medsr.pipeline.cli", "selfsr", str(src), str(out), "--threads", str(threads)]
@@ -138,6 +139,21 @@ def check_real(work: Path, env: dict, threads: int, minutes: float | None, extra
             f"{ext_in:.2f} -> {ext_out:.2f} mm; data consistency RMSE medsr {dc['medsr_rmse']:.4g} vs cubic "
             f"{dc['cubic_rmse']:.4g}; {t:.0f} s, {mem:.0f} MB"
         )
+        records.append(
+            {
+                "scan": name,
+                "input_shape": list(a.shape[:3]),
+                "input_spacing": [round(float(z), 4) for z in a.header.get_zooms()[:3]],
+                "output_shape": list(b.shape),
+                "output_spacing": [round(float(z), 4) for z in b.header.get_zooms()[:3]],
+                "slice_extent_mm": [round(ext_in, 3), round(ext_out, 3)],
+                "dc_rmse_medsr": dc["medsr_rmse"],
+                "dc_rmse_cubic": dc["cubic_rmse"],
+                "wall_s": round(t, 1),
+                "peak_rss_mb": round(mem),
+            }
+        )
+    return records
 
 
 def main() -> int:
@@ -148,19 +164,29 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=None, help="medsr training time budget (--minutes)")
     parser.add_argument("--medsr-args", default="", help="extra arguments for `medsr selfsr` (one string)")
     parser.add_argument("--eclare", action="store_true", help="also run ECLARE 1.0.1 (installs its venv once)")
-    parser.add_argument("--eclare-patches", type=int, default=7680)
+    parser.add_argument(
+        "--eclare-patches", type=int, nargs="+", default=[7680],
+        help="ECLARE training patches: one value, or one per --spacings value (to match medsr's wall time)",
+    )  # fmt: skip
     parser.add_argument("--eclare-spacings", type=float, nargs="*", default=None, help="run ECLARE only for these")
     parser.add_argument("--real", action="store_true", help="also check real anisotropic scans (dipy, nibabel)")
     parser.add_argument("--real-minutes", type=float, default=2.0, help="medsr training budget on the real scans")
     parser.add_argument("--work", default=str(ROOT / ".bench_env" / "selfsr_work"))
     parser.add_argument("--png", default=str(ROOT / "benchmarks" / "results" / "selfsr_mni_1x1x5.png"))
+    parser.add_argument(
+        "--json", default=None, help="also write the command, load averages, table and real-scan checks here"
+    )
     args = parser.parse_args()
+    if len(args.eclare_patches) not in (1, len(args.spacings)):
+        parser.error("--eclare-patches: give one value or one per --spacings value")
+    patches = dict(zip(args.spacings, args.eclare_patches * len(args.spacings)))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    print(f"load average at start: {load()}  (threads {args.threads}, {os.cpu_count()} CPUs)", flush=True)
+    started = load()
+    print(f"load average at start: {started}  (threads {args.threads}, {os.cpu_count()} CPUs)", flush=True)
     ref, inputs = make_inputs(work, args.spacings)
     rows = []
     for s, lr in inputs.items():
@@ -185,14 +211,14 @@ def main() -> int:
             shutil.rmtree(d, ignore_errors=True)
             cmd = [
                 str(exe), "--in-fpath", str(lr), "--out-dir", str(d), "--relative-slice-thickness", f"{s:g}",
-                "--relative-slice-profile-type", "gaussian", "--n-patches", str(args.eclare_patches), "--gpu-id", "-1",
+                "--relative-slice-profile-type", "gaussian", "--n-patches", str(patches[s]), "--gpu-id", "-1",
             ]  # fmt: skip
             # the same thread rule as medsr (idle cores, at least 1): 2 threads on a busy 2-core CPU run 6x slower
             n = args.threads or auto_threads()
             eenv = dict(env, OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
             t, mem, rc = run_timed(cmd, eenv, work / f"eclare_{tag}.log")
             found = sorted(d.glob("*_eclare.nii*")) if d.is_dir() else []
-            res[f"ECLARE ({args.eclare_patches} patches)"] = (t, mem, rc, found[0] if found else d / "missing")
+            res[f"ECLARE ({patches[s]} patches)"] = (t, mem, rc, found[0] if found else d / "missing")
         base = None
         for name, (t, mem, rc, path) in res.items():
             if rc != 0 or not Path(path).is_file():
@@ -203,12 +229,12 @@ def main() -> int:
                 base = sc["psnr_brain"]
             note = notes.get((tag, name), "")
             rows.append((tag, name, sc["psnr_brain"], sc["psnr_brain"] - base, sc["ssim_brain"], t, mem, note))
+        print(f"done {tag}; load average {load()}", flush=True)
         if s == max(args.spacings):
             png = work / f"medsr_{tag}_selfsr" / "through_plane.png"
             if png.is_file():
                 Path(args.png).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(png, args.png)
-        print(f"done {tag}; load average {load()}", flush=True)
     print()
     print(
         f"{'input':9} {'method':28} {'PSNR brain':>10} {'vs cubic':>9} {'SSIM brain':>10} {'time s':>8} {'peak MB':>8}"
@@ -218,11 +244,27 @@ def main() -> int:
             print(f"{tag:9} {name:28} {'':>10} {'':>9} {'':>10} {t:8.0f} {mem:8.0f}  {note}")
         else:
             print(f"{tag:9} {name:28} {p:10.2f} {d:+9.2f} {ssim:10.4f} {t:8.0f} {mem:8.0f}  {note}")
+    real = []
     if args.real:
         print()
-        check_real(work, env, args.threads, args.real_minutes, args.medsr_args)
-    print(f"\nload average at end: {load()}")
-    (work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+        real = check_real(work, env, args.threads, args.real_minutes, args.medsr_args)
+    ended = load()
+    print(f"\nload average at end: {ended}")
+    keys = ("input", "method", "psnr_brain", "psnr_vs_cubic", "ssim_brain", "wall_s", "peak_rss_mb", "note")
+    result = {
+        "command": " ".join(["python", "benchmarks/bench_selfsr.py", *sys.argv[1:]]),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "load_average_start": started,
+        "load_average_end": ended,
+        "rows": [dict(zip(keys, r)) for r in rows],
+        "real_scans": real,
+    }
+    (work / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str) + "\n")
     return 0
 
 

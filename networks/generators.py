@@ -527,6 +527,11 @@ class EDSR(_AttentionGenerator):
     by the transforms). Baseline: 64 features, 16 blocks, ``res_scale=1`` (x2: 1.37 M parameters);
     large: 256 features, 32 blocks, ``res_scale=0.1`` (x2: 40.7 M). EDSR-ISE: ``attention="ise"``
     (improved SE after the head conv, in every block and after every pixel-shuffle stage).
+    ``upsampler="subpixel"`` replaces that tail with ESPCN's (Shi et al., CVPR 2016): ``tail.0``, one conv from
+    ``nf`` straight to ``C_out * prod(scale)`` sub-pixel channels, and ``tail.1``, one pixel shuffle with the
+    full per-axis factor. With a large factor along one axis (``(1, 5)``: self-supervised thick-slice SR) EDSR's
+    tail costs more than its body; this one costs about one body conv. Registered as ``slicenet`` (32
+    features, 4 blocks, subpixel: the default of ``medsr selfsr``).
     Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``. Features: every residual block's output.
     The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
     ``interp_mode``) are those of :class:`SRGenerator`; ``attention`` and ``reduction``, after the options below,
@@ -536,11 +541,17 @@ class EDSR(_AttentionGenerator):
         num_features: width.
         num_blocks: residual blocks.
         res_scale: residual scaling in the blocks.
+        upsampler: ``"pixelshuffle"`` (EDSR's tail) or ``"subpixel"`` (ESPCN's one-conv tail).
     """
 
     output_layer = "tail.1"
 
-    def build_layers(self, num_features: int = 64, num_blocks: int = 16, res_scale: float = 1.0) -> None:
+    def build_layers(
+        self, num_features: int = 64, num_blocks: int = 16, res_scale: float = 1.0, upsampler: str = "pixelshuffle"
+    ) -> None:
+        if upsampler not in ("pixelshuffle", "subpixel"):
+            raise ValueError(f"upsampler: expected 'pixelshuffle' or 'subpixel', got {upsampler!r}")
+        self.upsampler = upsampler
         dims = self.spatial_dims
         nf = num_features
         head: list[nn.Module] = [conv_nd(dims, self.in_channels, nf, 3)]
@@ -553,6 +564,13 @@ class EDSR(_AttentionGenerator):
         ]
         blocks.append(conv_nd(dims, nf, nf, 3))
         self.body = nn.Sequential(*blocks)
+        if upsampler == "subpixel":
+            self.tail = nn.Sequential(
+                conv_nd(dims, nf, self.out_channels * math.prod(self.scale_factor), 3),
+                PixelShuffle(dims, self.scale_factor),
+            )
+            self.output_layer = "tail.0"
+            return
         ups = upsample_layers(dims, nf, self.scale_factor, act=self.attention_block)
         self.tail = nn.Sequential(
             nn.Sequential(*[u for u in ups if u is not None]), conv_nd(dims, nf, self.out_channels, 3)
@@ -572,7 +590,7 @@ class EDSR(_AttentionGenerator):
         # map), and a conv + pixel shuffle pair runs as one conv_pixel_shuffle (a cheaper channels-last shuffle)
         h = feat + head
         gate: torch.Tensor | None = None
-        layers = list(self.tail[0]) + [self.tail[1]]
+        layers = list(self.tail) if self.upsampler == "subpixel" else list(self.tail[0]) + [self.tail[1]]
         i = 0
         while i < len(layers):
             layer = layers[i]

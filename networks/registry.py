@@ -51,7 +51,8 @@ def get_network(name: str, **kwargs) -> nn.Module:
     """Build the network registered as ``name`` (case-insensitive) with ``kwargs``.
 
     Aliases preset arguments: ``esrgan_se`` is ``RRDBNet(attention="se")``, ``edsr_ise`` is
-    ``EDSR(attention="ise")``; a keyword given explicitly overrides the preset.
+    ``EDSR(attention="ise")``, ``slicenet`` is ``EDSR(upsampler="subpixel", num_features=32, num_blocks=4)``; a
+    keyword given explicitly overrides the preset.
 
     Raises:
         ValueError: naming an unknown network and listing the known ones.
@@ -76,6 +77,7 @@ for _name, _cls in {
     register_network(_name, "generator", _cls)
 register_network("esrgan_se", "generator", RRDBNet, attention="se")
 register_network("edsr_ise", "generator", EDSR, attention="ise")
+register_network("slicenet", "generator", EDSR, upsampler="subpixel", num_features=32, num_blocks=4)
 register_network("vgg_discriminator", "discriminator", VGGDiscriminator)
 register_network("patch_discriminator", "discriminator", PatchDiscriminator)
 register_network("fusion_discriminator", "discriminator", FeatureFusionDiscriminator)

@@ -15,6 +15,9 @@ from typing import Any
 
 __all__ = ["register", "cmd_selfsr", "default_output_dir"]
 
+#: the step count of a ``--minutes`` run without ``--steps``: the time budget ends it
+UNLIMITED_STEPS = 1_000_000
+
 
 def default_output_dir(output: str | Path) -> Path:
     """``OUT``'s folder + ``<OUT name without extension>_selfsr`` (checkpoints, model, report, PNG)."""
@@ -76,6 +79,8 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
         train["steps"] = args.steps
     if args.minutes is not None:
         train["minutes"] = args.minutes
+        if args.steps is None:  # the budget alone ends the schedule
+            train["steps"] = UNLIMITED_STEPS
     if args.resume and (out_dir / "checkpoints").is_dir():
         train["resume_from"] = str(out_dir / "checkpoints")
     train.update(extra)
@@ -116,7 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="output spacing along the slice axis in mm (default: the in-plane spacing)")  # fmt: skip
     p.add_argument("--steps", type=int, default=None, help="training iterations (default: the bundle's)")
     p.add_argument("--minutes", type=float, default=None,
-                   help="training time budget: the cosine schedule ends at the budget or after --steps, whichever is first")  # fmt: skip
+                   help="training time budget: the cosine schedule ends on time (with --steps: at whichever comes first)")  # fmt: skip
     p.add_argument("--network", default=None, help="a registered generator name or JSON '{\"name\": ..., ...}'")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default cpu)")
     p.add_argument(

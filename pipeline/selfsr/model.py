@@ -9,74 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from medsr.networks import PixelShuffle, conv_nd, get_network
+from medsr.networks import get_network
 from medsr.pipeline.selfsr.grid import bspline_matrix
 
-__all__ = ["SliceNet", "ResidualOverCubic", "build_model", "resolve_precision", "DEFAULT_NETWORK"]
+__all__ = ["ResidualOverCubic", "build_model", "resolve_precision", "DEFAULT_NETWORK"]
 
-#: the default generator: a light EDSR-style net with a one-conv sub-pixel tail (trains in minutes on a CPU)
+#: the default generator: ``slicenet`` in the :mod:`medsr.networks` registry, EDSR with a one-conv sub-pixel tail
+#: (``EDSR(upsampler="subpixel")``; trains in minutes on a CPU)
 DEFAULT_NETWORK: dict[str, Any] = {"name": "slicenet", "num_features": 32, "num_blocks": 4}
-
-
-class _ResBlock(nn.Module):
-    def __init__(self, spatial_dims: int, nf: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            conv_nd(spatial_dims, nf, nf, 3), nn.ReLU(inplace=True), conv_nd(spatial_dims, nf, nf, 3)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-class SliceNet(nn.Module):
-    """A light EDSR-style generator whose whole upsampling is one convolution and a pixel shuffle (ESPCN tail).
-
-    EDSR's tail (a conv to ``nf · s`` channels, a shuffle, a conv at HR) costs more than its body when the
-    scale is 5 along one axis; here the last conv maps ``nf`` features straight to ``C_out · prod(scale)``
-    sub-pixel channels, so the cost is almost all in the LR-grid body. ``head``: conv; ``body``: ``num_blocks``
-    Conv-ReLU-Conv residual blocks and a conv, plus the global residual; ``tail``: conv and pixel shuffle.
-    Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``. References: Lim et al., EDSR, CVPRW 2017;
-    Shi et al., ESPCN, CVPR 2016; Zhao et al., SMORE, IEEE TMI 2021 (the self-supervised use).
-
-    Args:
-        spatial_dims: number of spatial dimensions.
-        in_channels: input channels.
-        out_channels: output channels.
-        scale_factor: int or per-axis tuple, e.g. ``(1, 5)``.
-        num_features: width.
-        num_blocks: residual blocks.
-    """
-
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int = 1,
-        out_channels: int = 1,
-        scale_factor: int | tuple[int, ...] = 2,
-        num_features: int = 32,
-        num_blocks: int = 4,
-    ) -> None:
-        super().__init__()
-        scale = (
-            (int(scale_factor),) * spatial_dims
-            if isinstance(scale_factor, int)
-            else tuple(int(f) for f in scale_factor)
-        )
-        if len(scale) != spatial_dims:
-            raise ValueError(f"scale_factor: expected {spatial_dims} values, got {scale}")
-        self.spatial_dims, self.in_channels, self.scale_factor = spatial_dims, in_channels, scale
-        nf = int(num_features)
-        self.head = conv_nd(spatial_dims, in_channels, nf, 3)
-        self.body = nn.Sequential(
-            *[_ResBlock(spatial_dims, nf) for _ in range(int(num_blocks))], conv_nd(spatial_dims, nf, nf, 3)
-        )
-        self.tail = conv_nd(spatial_dims, nf, out_channels * int(np.prod(scale)), 3)
-        self.shuffle = PixelShuffle(spatial_dims, scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.head(x)
-        return self.shuffle(self.tail(self.body(h) + h))
 
 
 class ResidualOverCubic(nn.Module):
@@ -153,7 +93,6 @@ def build_model(scale: int, network: dict[str, Any] | str | None = None, precisi
     )
     name = str(spec.pop("name"))
     kwargs = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "scale_factor": (1, int(scale)), **spec}
-    # SliceNet lives here (not in the medsr.networks registry, whose table test lists every entry)
-    net = SliceNet(**kwargs) if name.lower() == "slicenet" else get_network(name, **kwargs)
+    net = get_network(name, **kwargs)
     net = net.to(memory_format=torch.channels_last)
     return ResidualOverCubic(net, scale, resolve_precision(precision))

@@ -94,7 +94,7 @@ def prepare(
 def pair_loader(
     scan: dict[str, Any],
     steps: int,
-    batch_size: int = 32,
+    batch_size: int = 4,
     patch_rows: int = 64,
     lr_length: int = 16,
     seed: int = 0,

@@ -25,6 +25,7 @@ TINY = {  # small widths per registered generator (the rest are the defaults)
     "srresnet": {"num_features": 8, "num_blocks": 1},
     "edsr": {"num_features": 8, "num_blocks": 1},
     "edsr_ise": {"num_features": 8, "num_blocks": 1},
+    "slicenet": {"num_features": 8, "num_blocks": 1},
     "rdn": {"num_features": 8, "num_blocks": 1, "num_layers": 2, "growth_channels": 4},
     "srdensenet": {"num_features": 8, "num_blocks": 1, "num_layers": 2, "growth_channels": 4, "bottleneck_channels": 8},
     "rrdbnet": {"num_features": 8, "num_blocks": 1, "growth_channels": 4},

@@ -26,6 +26,7 @@ TINY = {
     "esrgan_se": {"num_features": 8, "num_blocks": 1, "growth_channels": 4, "reduction": 4},
     "edsr_ise": {"num_features": 8, "num_blocks": 2, "reduction": 4},
     "edsr": {"num_features": 8, "num_blocks": 2},
+    "slicenet": {"num_features": 8, "num_blocks": 2},
     "espcn": {"num_features": (8, 4)},
 }
 

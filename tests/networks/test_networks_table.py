@@ -19,6 +19,7 @@ GEN = {
     "srresnet": ({"num_features": 8, "num_blocks": 1}, "trace"),
     "edsr": ({"num_features": 8, "num_blocks": 1}, "trace"),
     "edsr_ise": ({"num_features": 8, "num_blocks": 1, "reduction": 4}, "trace"),
+    "slicenet": ({"num_features": 8, "num_blocks": 1}, "trace"),
     "rdn": ({"num_features": 8, "num_blocks": 2, "num_layers": 2, "growth_channels": 4}, "trace"),
     "srdensenet": (
         {"num_features": 8, "num_blocks": 2, "num_layers": 2, "growth_channels": 4, "bottleneck_channels": 8},

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from medsr.networks import get_network
 from medsr.pipeline.selfsr.grid import bspline_matrix, degrade_matrix, load_profile, plan_grid
-from medsr.pipeline.selfsr.model import ResidualOverCubic, SliceNet, build_model
+from medsr.pipeline.selfsr.model import ResidualOverCubic, build_model
 from medsr.pipeline.selfsr.pairs import SlicePairs, working_hr
 from medsr.pipeline.selfsr.recon import back_project, cubic_output, degrade_output, reconstruct
 from medsr.pipeline.selfsr.run import load_scan, prepare, score_against, write_result
@@ -164,7 +165,7 @@ def test_pairs_resume_draws_the_same_batches():
 
 # ------------------------------------------------------------------------------------------------ model
 def test_residual_over_cubic_starts_at_cubic_and_is_exact_on_linear_data():
-    net = SliceNet(2, scale_factor=(1, 4), num_features=4, num_blocks=1)
+    net = get_network("slicenet", spatial_dims=2, scale_factor=(1, 4), num_features=4, num_blocks=1)
     for p in net.parameters():
         torch.nn.init.zeros_(p)
     model = ResidualOverCubic(net, 4)
@@ -198,7 +199,8 @@ class _Cubic(torch.nn.Module):
 
     def __init__(self, s: int) -> None:
         super().__init__()
-        self.m = ResidualOverCubic(SliceNet(2, scale_factor=(1, s), num_features=2, num_blocks=0), s)
+        net = get_network("slicenet", spatial_dims=2, scale_factor=(1, s), num_features=2, num_blocks=0)
+        self.m = ResidualOverCubic(net, s)
         for p in self.m.parameters():
             torch.nn.init.zeros_(p)
 
