@@ -2,8 +2,8 @@
 
 Self-supervised SR is trained per scan, so what a user has is minutes, not epochs. With ``minutes`` set, the
 schedule's progress is ``max(step / steps, elapsed / budget)``: on a busy machine training ends on time with a
-fully annealed learning rate, on a quiet one it ends after ``steps``. :class:`StopAtBudget` ends the ignite
-run when the schedule is done. The elapsed time is part of the state, so a resumed run continues the budget.
+fully annealed learning rate, on a quiet one it ends after ``steps``.
+:class:`medsr.pipeline.handlers.StopAtBudget` ends the ignite run when the schedule is done. The elapsed time is part of the state, so a resumed run continues the budget.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from torch.optim import Optimizer
 
-__all__ = ["BudgetCosine", "StopAtBudget"]
+__all__ = ["BudgetCosine"]
 
 
 class BudgetCosine:
@@ -65,22 +65,3 @@ class BudgetCosine:
         self.elapsed_before = float(state["elapsed"])
         self.base = list(state["base"])
         self._t0 = time.perf_counter()
-
-
-class StopAtBudget:
-    """Ends the trainer's run once ``schedule`` is done (the wall-time budget is spent); a no-op on steps alone."""
-
-    def __init__(self, schedule: BudgetCosine) -> None:
-        self.schedule = schedule
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def __call__(self, engine) -> None:
-        if self.schedule.seconds and self.schedule.done() and engine.state.iteration < engine.state.epoch_length:
-            engine.logger.info(
-                f"selfsr: time budget of {self.schedule.seconds / 60:g} min spent after {engine.state.iteration} iterations"
-            )
-            engine.terminate()
