@@ -4,15 +4,16 @@ The 1 mm MNI ICBM152 T1 (nilearn) is degraded along its last axis to 1×1×S mm 
 FWHM = S, sampled at the slice centres: ``medsr.transforms.SimulateLowResolution``) for each ``--spacings``
 value. Each method runs as its own process on that file; the script prints PSNR and SSIM inside the brain
 (reference T1 > 0) on the 1 mm grid, the gain over cubic B-spline, the wall time and the peak resident memory
-of the process (``wait4``), and the load average before and after (the machine is shared: quote it).
+of the process (``wait4`` in a small runner process), and the load average before and after (quote it).
 
 * cubic: ``scipy.ndimage.map_coordinates(order=3, mode="nearest")`` onto the output grid;
 * medsr: ``medsr selfsr LR OUT`` (training + reconstruction, default recipe; ``--steps`` to change);
 * ECLARE 1.0.1 (``--eclare``): installed by this script into ``.bench_env/eclare`` (its own venv: torch 2.13.0
   first, then ``eclare==1.0.1``), run with the known profile (``--relative-slice-thickness S``, gaussian),
-  ``--n-patches`` (default 7680: about 6 minutes on a quiet 2-core CPU) and ``--gpu-id -1``.
+  ``--n-patches`` (one value, or one per spacing) and ``--gpu-id -1``; ``--skip-medsr`` runs cubic and ECLARE only.
 
-Usage: ``python benchmarks/bench_selfsr.py [--spacings 4 5] [--threads 2] [--eclare] [--work DIR]``
+Usage: ``python benchmarks/bench_selfsr.py [--spacings 4 5] [--threads 2] [--minutes 8.5] [--eclare] [--real]
+[--json FILE]``
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,13 +46,28 @@ def load() -> str:
     return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
+# started by run_timed: runs the command and records its peak RSS. A child that this (large) process forks or
+# vforks keeps this process's peak RSS as its own ru_maxrss across exec; a child of this small runner does not.
+_RUNNER = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(p.pid, 0)
+open(sys.argv[1], "w").write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def run_timed(cmd: list[str], env: dict | None = None, log: Path | None = None) -> tuple[float, float, int]:
-    """Run ``cmd``; returns (wall seconds, peak RSS in MB of that process tree's largest process, exit code)."""
-    t0 = time.perf_counter()
-    with open(log, "w") if log else open(os.devnull, "w") as fh:
-        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(p.pid, 0)
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024.0, os.waitstatus_to_exitcode(status)
+    """Run ``cmd``; returns (wall seconds, peak RSS in MB of the command's process, exit code)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = Path(tmp) / "rusage"
+        t0 = time.perf_counter()
+        with open(log, "w") if log else open(os.devnull, "w") as fh:
+            subprocess.run(
+                [sys.executable, "-c", _RUNNER, str(rec), *cmd], stdout=fh, stderr=subprocess.STDOUT, env=env
+            )
+        wall = time.perf_counter() - t0
+        maxrss, code = rec.read_text().split() if rec.is_file() else ("0", "-1")
+    return wall, int(maxrss) / 1024.0, int(code)
 
 
 def make_inputs(work: Path, spacings: list[float]) -> tuple[Path, dict[float, Path]]:
@@ -163,6 +180,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="medsr training steps (default: the bundle's)")
     parser.add_argument("--minutes", type=float, default=None, help="medsr training time budget (--minutes)")
     parser.add_argument("--medsr-args", default="", help="extra arguments for `medsr selfsr` (one string)")
+    parser.add_argument("--skip-medsr", action="store_true", help="cubic (and ECLARE) only")
     parser.add_argument("--eclare", action="store_true", help="also run ECLARE 1.0.1 (installs its venv once)")
     parser.add_argument(
         "--eclare-patches", type=int, nargs="+", default=[7680],
@@ -202,9 +220,10 @@ def main() -> int:
         if args.minutes:
             cmd += ["--minutes", str(args.minutes)]
         cmd += args.medsr_args.split()
-        res["medsr selfsr"] = (*run_timed(cmd, env, work / f"medsr_{tag}.log"), out)
-        m = re.search(r"after (\d+) iterations", (work / f"medsr_{tag}.log").read_text(errors="replace"))
-        notes[(tag, "medsr selfsr")] = f"stopped by --minutes after {m.group(1)} steps" if m else ""
+        if not args.skip_medsr:
+            res["medsr selfsr"] = (*run_timed(cmd, env, work / f"medsr_{tag}.log"), out)
+            m = re.search(r"after (\d+) iterations", (work / f"medsr_{tag}.log").read_text(errors="replace"))
+            notes[(tag, "medsr selfsr")] = f"stopped by --minutes after {m.group(1)} steps" if m else ""
         if args.eclare and (args.eclare_spacings is None or s in args.eclare_spacings):
             exe = ensure_eclare()
             d = work / f"eclare_{tag}"
