@@ -30,6 +30,7 @@ INSTALL_REQUIRES = [
     "torch>=2.2",
     "monai>=1.6.1,<1.7",
     "fire",
+    "jsonschema>=4",  # bundle metadata checks (MONAI verify_metadata, medsr bundles verify)
     "pytorch-ignite>=0.4.11",
     "numpy>=1.24",
     "scipy>=1.10",
