@@ -71,18 +71,6 @@ class MedsrError(ValueError):
 _FALSE = ("false", "no", "off")  # text that means false but is truthy when a config uses it as a bool
 
 
-def _config_value(config: Any, key: str) -> Any:
-    """The value of override id ``a#b#0`` in a config (``None`` when absent)."""
-    for part in key.split("#"):
-        if isinstance(config, Mapping) and part in config:
-            config = config[part]
-        elif isinstance(config, list) and part.isdigit() and int(part) < len(config):
-            config = config[int(part)]
-        else:
-            return None
-    return config
-
-
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in _TRUE
 
@@ -377,11 +365,13 @@ def check_overrides(
     keys = [k for k in keys if k not in OWN_KEYS]
     if not keys or config_files is None:
         return []
+    from monai.bundle import ConfigParser
+
     config = _load_configs(config_files, meta_file)
     known = config_keys(config)
     for k, v in pairs.items():
         text = str(v).strip()
-        if text != "False" and text.lower() in _FALSE and isinstance(_config_value(config, k), bool):
+        if text != "False" and text.lower() in _FALSE and isinstance(ConfigParser(config).get(k), bool):
             raise MedsrError(
                 f"override --{k} {v}: python -m monai.bundle passes {v!r} as text, which counts as true; "
                 f"write --{k} False (or True)"
