@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medsr.pipeline.errors import check_outputs, check_overrides
+from medsr.pipeline.literals import Expression, config_overrides, literal_expression
 
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
@@ -108,7 +109,7 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, An
         if name in ("scale", "patch_size"):
             value = _literal(value) if isinstance(value, str) else value
         if name == "device":
-            value = f"$mb.get_device({value!r})"
+            value = Expression(f"$mb.get_device({literal_expression(value)})")
         out[name] = value
     out.update(parse_sets(getattr(args, "set", None)))
     return out
@@ -137,7 +138,7 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
         logging_file=str(folder / "logging.conf"),
         run_id=run_id,
         tracking=tracking or None,
-        **overrides,
+        **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
     )
     workflow.run()
     workflow.finalize()

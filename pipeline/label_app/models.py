@@ -14,7 +14,6 @@ unless ``allow_untrained`` is set, in which case it is served with random weight
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -156,6 +155,7 @@ def load_model_spec(
     from monai.bundle import ConfigParser
 
     from medsr.pipeline.engines.checkpoint import find_checkpoint
+    from medsr.pipeline.literals import config_overrides
 
     bundle = Path(bundle).resolve()
     cfg_file = bundle / "inference.json"
@@ -168,10 +168,9 @@ def load_model_spec(
 
     parser = ConfigParser()
     parser.read_config(str(cfg_file))
-    parser["output_dir"] = str(Path(runs_dir).resolve() / name)
-    parser["device"] = "cpu"
-    for key, value in (overrides or {}).items():
-        parser[key] = copy.deepcopy(value)
+    given = {"output_dir": str(Path(runs_dir).resolve() / name), "device": "cpu", **(overrides or {})}
+    for key, value in config_overrides(given).items():  # user text as literals, never expressions
+        parser[key] = value
     with _working_dir(repo):
         parser.parse(True)
         try:

@@ -36,6 +36,7 @@ def _network(text: str | None) -> Any:
 def cmd_selfsr(args: argparse.Namespace) -> int:
     """Check the input (one-line errors), then train, reconstruct and optionally score."""
     from medsr.pipeline.commands import parse_sets, run_bundle
+    from medsr.pipeline.literals import Expression, literal_expression
     from medsr.pipeline.selfsr.grid import load_profile, plan_grid
     from medsr.pipeline.selfsr.run import load_scan
 
@@ -63,7 +64,7 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
         "gap": args.gap,
         "profile": args.profile,
         "target_spacing": args.target_spacing,
-        "device": f"$mb.get_device({args.device!r})",
+        "device": Expression(f"$mb.get_device({literal_expression(args.device)})"),
         "threads": args.threads,
     }
     net = _network(args.network)
