@@ -118,18 +118,17 @@ def model_for(
 
 
 def auto_threads() -> int:
-    """CPU threads for this process: the cores left idle by the current load, at least 1.
+    """CPU threads for this process: the cores the other processes leave idle, at least 1
+    (:func:`medsr.pipeline.handlers.follow_load.idle_threads`; during training
+    :class:`~medsr.pipeline.handlers.FollowLoad` keeps following the load).
 
     On a shared CPU a 2-thread convolution whose threads are descheduled waits at every OpenMP barrier: with
     a load average of 8 on 2 cores, one thread ran a training step 6.5 times faster than two (0.27 s against
     1.79 s). With the machine to itself every core is used.
     """
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:  # pragma: no cover - not on every platform
-        busy = 0.0
-    return int(max(1, min(cores, round(cores - busy + 0.5))))
+    from medsr.pipeline.handlers.follow_load import idle_threads
+
+    return idle_threads()
 
 
 def set_threads(threads: int | None) -> int:
