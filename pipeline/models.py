@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medsr.pipeline.commands import BUNDLES_DIR
+from medsr.pipeline.bundles import BUNDLES_DIR
 from medsr.pipeline.engines.checkpoint import build_network, model_info, network_spec
 from medsr.pipeline.io import atomic_path, sha256_of
 
@@ -227,7 +227,7 @@ def export_bundle_model(
     """
     from monai.bundle import ConfigParser
 
-    from medsr.pipeline.commands import bundle_dir
+    from medsr.pipeline.bundles import bundle_dir
     from medsr.pipeline.engines.checkpoint import load_generator
 
     parser = ConfigParser()

@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 
+from medsr.pipeline.bundles import BUNDLES_DIR
+
 __all__ = ["SCHEMA", "export_bundle", "inline_references", "verify_bundle"]
 
-SCHEMA = Path(__file__).resolve().parents[1] / "bundles" / "common" / "meta_schema.json"
+SCHEMA = BUNDLES_DIR / "common" / "meta_schema.json"
 
 
 def _shape(spec: list, n: int = 1) -> list[int]:

@@ -25,14 +25,13 @@ from typing import Any
 
 import torch
 
-from medsr.pipeline.commands import BUNDLES_DIR
+from medsr.pipeline.bundles import BUNDLES_DIR, REPO_ROOT
 from medsr.transforms.geometry import per_axis
 
 __all__ = ["SRModelSpec", "parse_models_arg", "load_model_spec", "discover_models", "BUNDLES_DIR", "RUNS_DIR"]
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNS_DIR = REPO_ROOT / "runs"
 _CWD_LOCK = threading.Lock()
 
