@@ -128,12 +128,13 @@ def model_overrides(
     bundle: str, overrides: dict[str, Any], output_dir: str | os.PathLike | None = None, run: str | None = None
 ) -> dict[str, Any]:
     """Dims, scale and channels from the checkpoint that will be used, unless given: a self-describing
-    checkpoint (see :mod:`medsr.pipeline.engines.checkpoint`) needs no network overrides.
+    checkpoint (see :mod:`medsr.pipeline.models`) needs no network overrides.
 
     The checkpoint is ``overrides["checkpoint"]``, else the best one of ``run`` (default: the newest) in the
     bundle's runs folder (:func:`runs_folder`).
     """
-    from medsr.pipeline.engines.checkpoint import find_checkpoint, read_model_info
+    from medsr.pipeline.engines.checkpoint import find_checkpoint
+    from medsr.pipeline.models import checkpoint_overrides, read_model_info
     from medsr.pipeline.runs import run_checkpoints
 
     given = overrides.get("checkpoint")
@@ -144,15 +145,7 @@ def model_overrides(
         info = read_model_info(path)
     except (FileNotFoundError, ValueError, OSError):
         return {}  # the bundle run itself reports a missing checkpoint
-    out: dict[str, Any] = {"checkpoint": path}
-    if info.get("scale"):
-        if "spatial_dims" not in overrides:
-            out["spatial_dims"] = int(info["spatial_dims"])
-        if "scale" not in overrides:
-            out["scale"] = list(info["scale"])
-        if "in_channels" not in overrides and "in_channels" in info:
-            out["in_channels"] = int(info["in_channels"])
-    return out
+    return {"checkpoint": path, **checkpoint_overrides(info, overrides)}
 
 
 def _checkpoints_of(folder: Path) -> list[str]:
