@@ -43,7 +43,7 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
     try:
         if out.exists() and out.resolve() == src.resolve():
             raise ValueError(f"output '{out}' is the input; the input is never overwritten")
-        data, affine, _ = load_scan(src)
+        data, affine = load_scan(src)
         grid = plan_grid(data.shape, affine, args.thickness, args.gap, args.target_spacing, name=f"input '{src}'")
         load_profile(args.profile)
         if args.steps is not None and args.steps < 1:
