@@ -105,3 +105,32 @@ def test_interp_mode_is_applied_and_checked():
     flagged = get_network("rdn", spatial_dims=2, scale_factor=2, residual_interp="false", num_features=4,
                           num_blocks=1, num_layers=1, growth_channels=2)  # fmt: skip
     assert flagged.residual_interp is False and flagged.init_args["residual_interp"] is False
+
+
+SHIPPED = sorted(Path(__file__).resolve().parents[2].glob("bundles/*/models/*.pt"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_shipped_model_files_rebuild_from_their_recorded_init_args(path):
+    """A model file records ``{target, args: net.init_args}``: the generator's constructor must take those
+    arguments as they were written, give the same ``init_args`` back and accept the weights (strict keys)."""
+    import medsr.networks
+
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    target, args = record["network"]["target"], record["network"]["args"]
+    net = getattr(medsr.networks, target.rpartition(".")[2])(**args)
+    assert net.init_args == args
+    net.load_state_dict({k: v.float() for k, v in record["state_dict"].items()})
+    x = torch.rand(1, 1, *([6] * net.spatial_dims))
+    with torch.no_grad():
+        assert net.eval()(x).shape[2:] == net.hr_shape(x.shape[2:])
+
+
+def test_every_generator_has_a_plain_init():
+    """Constructors are written out (BasicSR's ``RRDBNet.__init__``), not assembled: no ``__init_subclass__``."""
+    import medsr.networks
+
+    for name in list_networks("generator"):
+        cls = type(get_network(name, spatial_dims=2, **GEN[name][0]))
+        assert "__init__" in vars(cls) and "__signature__" not in vars(cls.__init__), name
+        assert "__init_subclass__" not in vars(medsr.networks.SRGenerator)
