@@ -12,6 +12,9 @@ one per body block (documented per class), and ``forward(x, return_features=True
 Upsampling with per-axis factors follows :func:`medsr.networks.blocks.upsample_stages`: powers of two are
 reached in factor-2 stages on the axes that need them; any other factor uses one stage with the full
 per-axis factor (e.g. x3 or ``(1, 1, 3)``).
+
+The forwards here are the published computations. Inference speed-ups (fused residuals, attention gates folded
+into convolutions, channels-last propagation) live in :mod:`medsr.networks.optimize`, which swaps them in.
 """
 
 from __future__ import annotations
@@ -27,13 +30,9 @@ from torch import nn
 
 from medsr.networks.blocks import (
     PixelShuffle,
-    SEBlock,
     conv_nd,
-    conv_pixel_shuffle,
     ensure_scale,
-    follow_format,
     make_attention,
-    scaled_conv,
     upsample_stages,
 )
 
@@ -482,13 +481,7 @@ class _EDSRResBlock(nn.Module):
         self.has_attention = att is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # one fused pass for scale, attention and residual: x + res_scale * h * gate (addcmul), or
-        # x + res_scale * h (add with alpha); three separate element-wise passes cost a tenth of the block
-        if not self.has_attention:
-            return torch.add(x, self.body(x), alpha=self.res_scale)
-        h = self.body[2](self.body[1](self.body[0](x)))
-        att = self.body[3]
-        return torch.addcmul(x, h, att.gate(att.pool(h)), value=self.res_scale)
+        return x + self.body(x) * self.res_scale
 
 
 class EDSR(SRGenerator):
@@ -584,35 +577,13 @@ class EDSR(SRGenerator):
         self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        head = follow_format(self.head[0](x), self.body[-1].weight)
-        if len(self.head) > 1:
-            head = self.head[1](head)
+        head = self.head(x)
         feat = head
         feats = []
-        for i, block in enumerate(self.body):
+        for block in self.body[:-1]:
             feat = block(feat)
-            if i < len(self.body) - 1:
-                feats.append(feat)
-        # tail: an attention gate is folded into the convolution after it (no multiplication pass over the HR
-        # map), and a conv + pixel shuffle pair runs as one conv_pixel_shuffle (a cheaper channels-last shuffle)
-        h = feat + head
-        gate: torch.Tensor | None = None
-        layers = list(self.tail) if self.upsampler == "subpixel" else list(self.tail[0]) + [self.tail[1]]
-        i = 0
-        while i < len(layers):
-            layer = layers[i]
-            nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(layer, SEBlock):
-                gate = layer.gate(layer.pool(h))
-            elif isinstance(layer, nn.modules.conv._ConvNd) and isinstance(nxt, PixelShuffle):
-                h, gate = conv_pixel_shuffle(layer, nxt, h, gate), None
-                i += 1
-            elif gate is not None and isinstance(layer, nn.modules.conv._ConvNd):
-                h, gate = scaled_conv(layer, h, gate), None
-            else:
-                h = layer(h)
-            i += 1
-        return h, feats
+            feats.append(feat)
+        return self.tail(self.body[-1](feat) + head), feats
 
 
 class _RDBConv(nn.Module):
@@ -914,7 +885,7 @@ class RRDBNet(SRGenerator):
         self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        feat = follow_format(self.conv_first(x), self.conv_body.weight)
+        feat = self.conv_first(x)
         body = feat
         feats = []
         for block in self.body:
@@ -924,13 +895,8 @@ class RRDBNet(SRGenerator):
         for i, stage in enumerate(self.stages):
             up = F.interpolate(feat, scale_factor=[float(f) for f in stage], mode="nearest")
             feat = self.lrelu(self.get_submodule(f"conv_up{i + 1}")(up))
-        if self.attention is None:
-            return self.conv_last(self.lrelu(self.conv_hr(feat))), feats
-        # lrelu(feat * gate) == lrelu(feat) * gate for a positive gate (SE: (0, 1), improved SE: (0, 2)), and
-        # the gate is folded into conv_last: no multiplication pass over the HR feature map
-        gate = self.se_hr.gate(self.se_hr.pool(feat))
-        feat = F.leaky_relu(feat, 0.2, inplace=not torch.is_grad_enabled())  # autograd needs feat kept
-        return scaled_conv(self.conv_last, feat, gate), feats
+        hr = self.conv_hr(feat) if self.attention is None else self.se_hr(feat)
+        return self.conv_last(self.lrelu(hr)), feats
 
 
 class SliceWise(nn.Module):

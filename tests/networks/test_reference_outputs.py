@@ -1,9 +1,8 @@
 """timm's habit: every registered generator's output on a fixed input is stored, so a refactor that changes the
-numbers fails here. Regenerate deliberately with ``MEDSR_UPDATE_REFERENCES=1 python -m pytest tests/networks``."""
+numbers fails here. Regenerate deliberately, by hand: ``python -m tests.networks.regenerate_references --write``."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,30 +10,11 @@ import torch
 
 from medsr.networks import get_network, list_networks
 
+from .regenerate_references import CASES, LR, REFERENCE, SCALE, reference_output
 from .test_networks_table import GEN
-
-REFERENCE = Path(__file__).with_name("reference_outputs.pt")
-CASES = [(name, dims) for name in sorted(GEN) for dims in (2, 3)]
-SCALE = {2: (2, 2), 3: (1, 1, 2)}
-LR = {2: (6, 5), 3: (4, 4, 3)}
-
-
-def _output(name: str, dims: int) -> torch.Tensor:
-    torch.manual_seed(1234)
-    kwargs, _ = GEN[name]
-    net = get_network(name, spatial_dims=dims, in_channels=1, out_channels=1, scale_factor=SCALE[dims], **kwargs)
-    net.eval()
-    gen = torch.Generator().manual_seed(99)
-    x = torch.rand(1, 1, *LR[dims], generator=gen)
-    with torch.no_grad():
-        return net(x)
 
 
 def _references() -> dict[str, torch.Tensor]:
-    if os.environ.get("MEDSR_UPDATE_REFERENCES") == "1":
-        refs = {f"{n}-{d}": _output(n, d) for n, d in CASES}
-        torch.save(refs, REFERENCE)
-        return refs
     return torch.load(REFERENCE, weights_only=True)
 
 
@@ -46,7 +26,7 @@ def test_every_registered_generator_has_a_reference():
 @pytest.mark.parametrize("name,dims", CASES)
 def test_output_equals_stored_reference(name, dims):
     ref = _references()[f"{name}-{dims}"]
-    out = _output(name, dims)
+    out = reference_output(name, dims)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
