@@ -286,17 +286,18 @@ def test_ddp_two_ranks_gloo_identical_weights(tmp_path):
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["checkpoint_00000002.pt"]  # rank 0 only
 
 
-def test_finish_init_runs_once_after_the_outermost_constructor(tmp_path, monkeypatch):
-    """A subclass that sets state after ``super().__init__`` is resumed only once that state exists."""
+def test_finish_init_runs_once_at_the_end_of_the_concrete_constructor(tmp_path, monkeypatch):
+    """``_finish_init`` (resume) is the last call of a concrete trainer's ``__init__``, once: a subclass's
+    attributes set before ``super().__init__`` exist then, and a subclass without ``__init__`` changes nothing."""
     calls = []
 
     class Counting(SRTrainer):
         def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
             self.extra = "ready"
+            super().__init__(*args, **kwargs)
 
         def _finish_init(self):
-            calls.append(getattr(self, "extra", None))
+            calls.append((getattr(self, "extra", None), hasattr(self, "scalers")))
             super()._finish_init()
 
     class NoInit(Counting):
@@ -305,7 +306,7 @@ def test_finish_init_runs_once_after_the_outermost_constructor(tmp_path, monkeyp
     g = _rrdb(2)
     Counting("cpu", 1, _loader(2), g, torch.optim.SGD(g.parameters(), 0.1), "l1")
     NoInit("cpu", 1, _loader(2), g, torch.optim.SGD(g.parameters(), 0.1), "l1")
-    assert calls == ["ready", "ready"]
+    assert calls == [("ready", True), ("ready", True)]
 
 
 def test_find_checkpoint_series_best_newest_and_hidden(tmp_path):
