@@ -18,7 +18,7 @@ from monai.data import DataLoader, Dataset, MetaTensor
 from monai.handlers import from_engine
 
 from medsr.networks.discriminators import VGGDiscriminator
-from medsr.networks.generators import EDSR, RRDBNet
+from medsr.networks.generators import EDSR, RRDBNet, SRResNet
 from medsr.pipeline.engines import (
     DistillationTrainer,
     GANTrainer,
@@ -162,6 +162,32 @@ def test_ema_amp_warning_warm_start_and_errors(tmp_path):
     bad = DataLoader(Dataset([{"image": torch.rand(1, 4, 4), "hr": torch.rand(1, 8, 8)}]), batch_size=1)
     with pytest.raises(KeyError, match="no key 'lr'"):
         SRTrainer("cpu", 1, bad, g, torch.optim.SGD(g.parameters(), 0.1)).run()
+
+
+def test_model_ema_values_buffers_and_old_checkpoints():
+    """ModelEMA (torch's AveragedModel + EMA): ema_t = decay * ema_(t-1) + (1 - decay) * w_t from the initial copy,
+    batch-norm buffers copied; a state dict from medsr's hand-written EMA ("num_updates") loads."""
+    torch.manual_seed(0)
+    net = SRResNet(2, num_features=4, num_blocks=1, scale_factor=2)  # has batch-norm buffers
+    ema = ModelEMA(net, 0.8)
+    expected = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.SGD(net.parameters(), 0.1)
+    for _ in range(3):
+        net.train()
+        net(torch.rand(2, 1, 6, 6)).abs().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        ema.update(net)
+        expected = [0.8 * e + 0.2 * p.detach() for e, p in zip(expected, net.parameters())]
+    for e, x in zip(ema.module.parameters(), expected, strict=True):
+        torch.testing.assert_close(e, x, rtol=1e-6, atol=1e-7)
+    for b_ema, b in zip(ema.module.buffers(), net.buffers(), strict=True):
+        assert torch.equal(b_ema, b)
+    assert ema.num_updates == 3 and not ema.module.training
+    old = {k: v for k, v in ema.state_dict().items() if k != "n_averaged"} | {"num_updates": torch.tensor(3)}
+    again = ModelEMA(net, 0.8)
+    again.load_state_dict(old)
+    assert again.num_updates == 3 and all(torch.equal(a, b) for a, b in zip(again.parameters(), ema.parameters()))
 
 
 def test_checkpoint_resume_in_process_matches_uninterrupted(tmp_path):
