@@ -27,7 +27,7 @@ from monai.inferers import Inferer, sliding_window_inference
 from medsr.networks import optimize_for_inference
 from medsr.pipeline.errors import MedsrError, check_outputs, name_files
 from medsr.pipeline.io import atomic_path
-from medsr.transforms.geometry import sr_affine
+from medsr.transforms.geometry import squeeze_spatial, sr_affine
 
 __all__ = [
     "SRSlidingWindowInferer",
@@ -477,8 +477,7 @@ class SRFileInference:
         img = item["image"]
         if not isinstance(img, MetaTensor):
             img = MetaTensor(img)
-        while img.ndim - 1 > self.spatial_dims and img.shape[-1] == 1:
-            img = img[..., 0]
+        img = squeeze_spatial(img, self.spatial_dims)
         if img.ndim == 4 and img.shape[0] > 1 and img.meta.get("source_format") == "nifti":
             n = int(img.shape[0])
             raise MedsrError(
@@ -615,8 +614,7 @@ def upscale_with_model(
     prep = inference_preprocessing()
     item = prep({"image": str(input_path)})
     img = item["image"]
-    while img.ndim > 3 and img.shape[-1] == 1:  # a single-slice 3D read (one DICOM file, a 2D NIfTI) is 2D
-        img = img[..., 0]
+    img = squeeze_spatial(img, 2)  # a single-slice 3D read (one DICOM file, a 2D NIfTI) is 2D
     item["image"] = img
     sd = img.ndim - 1
     if sd not in (2, 3):
