@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
+from monai.transforms import MapTransform
 from monai.utils import ensure_tuple_rep
 
 __all__ = [
@@ -163,17 +164,20 @@ def squeeze_spatial(img: torch.Tensor, spatial_dims: int) -> torch.Tensor:
     return out
 
 
-class SqueezeSpatiald:
-    """Dictionary version of :func:`squeeze_spatial` for ``keys`` (missing keys are skipped)."""
+class SqueezeSpatiald(MapTransform):
+    """Dictionary version of :func:`squeeze_spatial` for ``keys`` (missing keys are skipped).
+
+    A deterministic MONAI ``MapTransform``, so cached datasets cache it and what comes before it.
+    """
 
     def __init__(self, keys: Sequence[str] | str, spatial_dims: int) -> None:
-        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        super().__init__(keys, allow_missing_keys=True)
         self.spatial_dims = int(spatial_dims)
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
-        for k in self.keys:
-            if k in d and isinstance(d[k], torch.Tensor):
+        for k in self.key_iterator(d):
+            if isinstance(d[k], torch.Tensor):
                 d[k] = squeeze_spatial(d[k], self.spatial_dims)
         return d
 
