@@ -66,18 +66,8 @@ def error_lines(err: str) -> list[str]:
     return [ln for ln in err.splitlines() if ln.strip() and not any(s in ln for s in skip)]
 
 
-@pytest.fixture(autouse=True)
-def _own_logging():
-    """An in-process bundle run points log handlers at this test's captured streams: drop them afterwards."""
-    yield
-    loggers = [logging.getLogger()] + [
-        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-    ]
-    for lg in loggers:
-        for h in list(lg.handlers):
-            stream = getattr(h, "stream", None)
-            if isinstance(h, logging.StreamHandler) and stream not in (sys.__stdout__, sys.__stderr__):
-                lg.removeHandler(h)
+#: an in-process bundle run points log handlers at this test's captured streams: dropped after each test
+pytestmark = pytest.mark.usefixtures("own_logging")
 
 
 # ------------------------------------------------------------------------------------------ the table
