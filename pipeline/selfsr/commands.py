@@ -92,7 +92,7 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
 
     reuse_freed_memory()  # this command is its own process: freed feature maps are reused, not page-faulted again
     infer = dict(common, tta=args.tta, bp_iters=args.bp_iters)
-    infer.update({k: v for k, v in extra.items() if k in ("tta", "bp_iters", "report", "png")})
+    infer.update({k: v for k, v in extra.items() if k in ("tta", "bp_iters", "report", "png", "precision")})
     run_bundle("selfsr", "inferring", "inference.json", infer)
     t2 = time.perf_counter()
     print(
