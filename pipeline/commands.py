@@ -119,12 +119,44 @@ def _truthy_value(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+#: medsr's tracking settings (``--tracking mlflow`` means these, not MONAI's default ``MLFlowHandler``)
+TRACKING_SETTINGS = Path(__file__).resolve().parents[1] / "mlflow" / "tracking.json"
+#: the bundle key that switches the MLflow tracking the training configs carry (``bundles/common/tracking.json``)
+TRACKING_KEY = "mlflow_tracking"
+
+
+def tracking_settings(config_file: str | os.PathLike, tracking: str | None, overrides: dict[str, Any]) -> str | None:
+    """The ``tracking`` argument for MONAI's workflow, given ``medsr train/evaluate --tracking``.
+
+    A config that tracks itself (it has ``mlflow_tracking``: every bundle's train.json) needs none for the
+    default, ``mlflow`` or ``mlflow/tracking.json``; ``none`` sets ``mlflow_tracking`` false in ``overrides``;
+    other settings files replace the bundle's own tracking. A config without it gets medsr's settings for
+    ``mlflow`` and nothing by default.
+    """
+    text = (tracking or "").strip()
+    own = TRACKING_KEY in json.loads(Path(config_file).read_text(encoding="utf-8"))
+    medsr = text in ("", "mlflow") or (Path(text).is_file() and Path(text).resolve() == TRACKING_SETTINGS)
+    if text.lower() == "none":
+        if own:
+            overrides[TRACKING_KEY] = False
+        return None
+    if own:
+        if medsr:
+            return None
+        overrides.setdefault(TRACKING_KEY, False)  # the given settings track the run instead
+        return text
+    return str(TRACKING_SETTINGS) if text == "mlflow" else (text or None)
+
+
 def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None):
     """Run ``run_id`` of ``bundles/<name>/<config>`` in this process, as ``python -m monai.bundle run`` does
-    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`."""
+    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`.
+    ``tracking``: see :func:`tracking_settings` (training runs are tracked unless it is ``"none"``)."""
     from monai.bundle.scripts import create_workflow
 
     folder = bundle_dir(name)
+    overrides = dict(overrides)
+    tracking = tracking_settings(folder / config, tracking, overrides)
     allow = overrides.get("allow_new_keys")
     check_overrides(
         list(overrides),
@@ -477,7 +509,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "images/) and points runs/<bundle>/latest at it.",
         epilog="examples:\n"
         "  medsr train espcn --epochs 2 --epoch-length 10 --batch-size 4 --patch-size 32\n"
-        "  medsr train esrgan_se --set num_blocks=2 --set num_features=16 --tracking mlflow\n"
+        "  medsr train esrgan_se --set num_blocks=2 --set num_features=16 --tracking none   # no MLflow run\n"
         "  medsr train espcn --spatial-dims 3 --scale '(1,1,4)' --patch-size '(64,64,32)'\n"
         "  medsr train espcn --resume            # go on with the newest run, in its own folder",
         formatter_class=fmt,
@@ -496,7 +528,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="RUN",
         help="resume a run: its name or folder, or a checkpoint (default: the newest run)",
     )
-    p.add_argument("--tracking", default=None, help="'mlflow' (or mlflow/tracking.json) to track the run")
+    p.add_argument(
+        "--tracking",
+        default=None,
+        help="MLflow tracking (on by default: an MLflow run in <output-dir>/mlruns.db); 'none' to switch it off, "
+        "or a MONAI tracking settings file",
+    )
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
@@ -511,7 +548,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.add_argument("--run", default=None, help="run name or folder (default: the newest trained run)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file or folder (default: the run's best)")
-    p.add_argument("--tracking", default=None, help="'mlflow' to track the run")
+    p.add_argument("--tracking", default=None, help="'mlflow' to track the evaluation (medsr's mlflow/tracking.json)")
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser(

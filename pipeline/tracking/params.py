@@ -160,7 +160,7 @@ def flatten_config(config: str | os.PathLike | Mapping | None) -> dict[str, Any]
 #: top-level keys that are wiring or tracking settings, not a recipe's knobs
 NOT_PARAMS = frozenset(
     {"imports", "bundle_root", "save_execute_config", "tracking_uri", "experiment_name", "run_name", "run_dir",
-     "is_not_rank0", "handlers_id", "configs"}
+     "is_not_rank0", "handlers_id", "configs", "mlflow_tracking"}
 )  # fmt: skip
 
 
@@ -333,4 +333,31 @@ def executed_config_path(value: str | os.PathLike | None) -> Path | None:
     match = re.fullmatch(r"\$?(.*?)\s*\+\s*['\"](/?[^'\"]+)['\"]", text.strip())
     if match and os.path.isfile(match.group(1) + match.group(2)):
         return Path(match.group(1) + match.group(2))
+    return None
+
+
+def running_workflow_config() -> dict | None:
+    """The raw config (overrides applied, as MONAI's ``--tracking`` saves it) of the MONAI
+    :class:`~monai.bundle.ConfigWorkflow` whose ``initialize``/``run`` is calling this code, found on the call
+    stack; ``None`` outside a bundle workflow.
+
+    The bundles track themselves (no ``--tracking`` settings, so MONAI writes no executed-config file): their
+    trainer handler reads the recipe here, for ``python -m monai.bundle run``, ``medsr train`` and
+    ``ConfigWorkflow`` alike.
+    """
+    import inspect
+
+    from monai.bundle import ConfigWorkflow
+
+    from medsr.pipeline.literals import restore_literals
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, ConfigWorkflow):  # medsr's command-line values as given, not as literal expressions
+                return restore_literals(dict(owner.parser.get()))
+            frame = frame.f_back
+    finally:
+        del frame
     return None
