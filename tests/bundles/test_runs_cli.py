@@ -81,7 +81,7 @@ def test_two_runs_two_folders_and_upscale_needs_no_overrides(tmp_path, monkeypat
 def test_tracking_settings_default_mlflow_none_and_other_files():
     """``medsr train`` tracks by default with the bundle's own handlers; ``mlflow`` and ``mlflow/tracking.json``
     mean the same; ``none`` switches it off; another settings file replaces it; evaluate.json has none of its own."""
-    from medsr.pipeline.commands import TRACKING_SETTINGS, tracking_settings
+    from medsr.pipeline.bundles import TRACKING_SETTINGS, tracking_settings
 
     train, evaluate = ROOT / "bundles" / "srcnn" / "train.json", ROOT / "bundles" / "srcnn" / "evaluate.json"
     for given in (None, "mlflow", str(TRACKING_SETTINGS)):
