@@ -33,6 +33,8 @@ __all__ = [
     "runs_folder",
     "model_overrides",
     "describe_bundle",
+    "user_overrides",
+    "override_text",
 ]
 
 #: the medsr checkout; the one place that says where the bundles are
@@ -187,6 +189,41 @@ def _checkpoints_of(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.glob("*.pt")) if folder.is_dir() else []
 
 
+#: top-level keys that are wiring, not a user's knob
+WIRING_KEYS = frozenset({"imports", "bundle_name", "bundle_root"})
+
+
+def _is_wiring(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lstrip().startswith(("$", "@", "%"))
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(v, (list, tuple, dict)) or _is_wiring(v) for v in value)
+    return isinstance(value, dict)
+
+
+def user_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    """The user-facing overrides of a bundle config: its top-level keys with a literal value (``lr``, ``epochs``,
+    ``num_features``, ``augment``, ...). Wiring is left out: dicts, ``$`` expressions, ``@`` references, ``%``
+    includes, lists of them (the ``initialize``/``training`` run ids), keys starting with ``_`` and
+    :data:`WIRING_KEYS`. The MLflow params of a run are these (:func:`medsr.pipeline.tracking.bundle_params`).
+    """
+    return {
+        str(k): v
+        for k, v in config.items()
+        if not str(k).startswith("_") and k not in WIRING_KEYS and not _is_wiring(v)
+    }
+
+
+def override_text(value: Any) -> str:
+    """``value`` spelled as ``python -m monai.bundle run ... --KEY VALUE`` reads it back (Python literals:
+    ``True``/``False``/``None``, ``'[64, 32]'``), shell-quoted when needed; ``medsr train --set KEY=VALUE``
+    reads the same text."""
+    import shlex
+
+    text = value if isinstance(value, str) else repr(value)
+    return shlex.quote(text)
+
+
 def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[str, Any]:
     """What ``medsr bundles NAME`` shows: recipe, scale, network, overrides, runs with checkpoints, models."""
     from medsr.pipeline.runs import LATEST, list_runs
@@ -194,17 +231,7 @@ def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[st
     folder = bundle_dir(name)
     meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
     train = json.loads((folder / "train.json").read_text(encoding="utf-8"))
-    overrides = {
-        k: v
-        for k, v in train.items()
-        if not isinstance(v, (dict, list)) or (isinstance(v, list) and all(not isinstance(i, (dict, list)) for i in v))
-    }
-    overrides = {
-        k: v
-        for k, v in overrides.items()
-        if k not in ("imports", "bundle_name", "bundle_root")
-        and not (isinstance(v, str) and v.startswith(("$", "@", "%")))
-    }
+    overrides = user_overrides(train)
     runs_dir = Path(runs_root) / folder.name
     latest = runs_dir / LATEST
     runs = [

@@ -19,6 +19,7 @@ from medsr.pipeline.bundles import (
     describe_bundle,
     list_bundles,
     model_overrides,
+    override_text,
     parse_sets,
     parse_value,
     run_bundle,
@@ -138,7 +139,7 @@ def cmd_bundles(args: argparse.Namespace) -> int:
         print(f"  recipe and every override: {info['readme']}")
         print("  overrides (python -m monai.bundle run ... --KEY VALUE, or medsr train --set KEY=VALUE):")
         for k, v in info["overrides"].items():
-            print(f"    --{k} {json.dumps(v)}")
+            print(f"    --{k} {override_text(v)}")
         print(f"  runs in {info['runs_dir']}: {len(info['runs']) or 'none (train it first)'}")
         for r in info["runs"][:10]:
             mark = " (latest)" if r["latest"] else ""

@@ -165,26 +165,17 @@ NOT_PARAMS = frozenset(
 
 
 def bundle_params(config: str | os.PathLike | Mapping | None) -> dict[str, Any]:
-    """The params of a tracked run: the bundle's top-level knobs with a literal value (``lr``, ``epochs``,
-    ``num_features``, ``scale``, ...), as a user would change them on the command line.
+    """The params of a tracked run: the bundle's user-facing overrides
+    (:func:`medsr.pipeline.bundles.user_overrides`: ``lr``, ``epochs``, ``num_features``, ``scale``, ...) with
+    the tracking settings (:data:`NOT_PARAMS`) left out, so two runs differ exactly in what was changed. Lists
+    are logged as JSON."""
+    from medsr.pipeline.bundles import user_overrides
 
-    Wiring (dicts, ``$`` expressions, ``@`` references, ``%`` includes), keys starting with ``_`` and the
-    tracking settings (:data:`NOT_PARAMS`) are left out, so two runs differ exactly in what was changed.
-    """
-    out: dict[str, Any] = {}
-    for key, value in load_config(config).items():
-        key = str(key)
-        if key.startswith("_") or key in NOT_PARAMS or isinstance(value, Mapping):
-            continue
-        if isinstance(value, str) and value.lstrip().startswith(("$", "@", "%")):
-            continue
-        if isinstance(value, (list, tuple)):
-            if any(isinstance(v, (list, tuple, Mapping)) or (isinstance(v, str) and v.startswith(("$", "@", "%")))
-                   for v in value):  # fmt: skip
-                continue
-            value = json.dumps(list(value))
-        out[key] = value
-    return out
+    return {
+        key: json.dumps(list(value)) if isinstance(value, (list, tuple)) else value
+        for key, value in user_overrides(load_config(config)).items()
+        if key not in NOT_PARAMS
+    }
 
 
 def metric_key(name: str, group: str) -> str:

@@ -94,3 +94,23 @@ def test_tracking_settings_default_mlflow_none_and_other_files():
     assert overrides == {"mlflow_tracking": False}
     assert tracking_settings(evaluate, "mlflow", {}) == str(TRACKING_SETTINGS)
     assert tracking_settings(evaluate, None, {}) is None and tracking_settings(evaluate, "none", {}) is None
+
+
+def test_bundles_name_lists_user_overrides_in_the_spelling_the_bundle_accepts(capsys):
+    """``medsr bundles NAME`` lists top-level knobs only (no run ids, no wiring), each value written so that
+    ``python -m monai.bundle run ... --KEY VALUE`` (fire) reads back the config's value: ``--augment False``."""
+    import shlex
+
+    from fire.parser import DefaultParseValue
+
+    from medsr.pipeline.bundles import describe_bundle, list_bundles, override_text
+
+    for bundle in list_bundles():
+        listed = describe_bundle(bundle["name"])["overrides"]
+        assert listed and not {"initialize", "training", "inferring", "imports", "bundle_root"} & set(listed)
+        for key, value in listed.items():
+            (text,) = shlex.split(override_text(value))
+            assert DefaultParseValue(text) == value, (bundle["name"], key, text)
+    assert main(["bundles", "esrgan_se"]) == 0
+    out = capsys.readouterr().out
+    assert "    --augment False\n" in out and "    --betas '[0.9, 0.99]'\n" in out and "--initialize" not in out
