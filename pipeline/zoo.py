@@ -22,9 +22,18 @@ from typing import Any
 import torch
 
 from medsr.pipeline.bundles import BUNDLES_DIR
+from medsr.pipeline.io import atomic_open
 from medsr.pipeline.models import load_generator, read_model_info, save_model
 
-__all__ = ["SCHEMA", "export_bundle", "inline_references", "verify_bundle"]
+__all__ = [
+    "SCHEMA",
+    "described_model",
+    "export_bundle",
+    "inline_references",
+    "metadata_for_model",
+    "verify_bundle",
+    "verify_model_file",
+]
 
 SCHEMA = BUNDLES_DIR / "common" / "meta_schema.json"
 
@@ -222,6 +231,29 @@ def inline_references(node: Any, root: str | os.PathLike) -> Any:
     return node
 
 
+def metadata_for_model(meta: dict[str, Any], info: dict[str, Any], model_file: str = "models/model.pt") -> dict:
+    """A copy of bundle metadata whose ``network_data_format`` describes the model file ``info`` (its recorded
+    dimension and scale; input shapes kept when the dimension is the same) and names it (``model_file``)."""
+    meta = json.loads(json.dumps(meta))
+    scale, dims = [int(s) for s in info["scale"]], int(info["spatial_dims"])
+    fmt = meta["network_data_format"]
+    inp, out = next(iter(fmt["inputs"].values())), next(iter(fmt["outputs"].values()))
+    if len(inp["spatial_shape"]) != dims:
+        inp["spatial_shape"] = ["8*n"] * dims
+
+    def times(item: Any, factor: int) -> Any:
+        if isinstance(item, int):
+            return item * factor
+        if isinstance(item, str) and item.endswith("*n") and item[:-2].isdigit():
+            return f"{int(item[:-2]) * factor}*n"
+        return item
+
+    out["spatial_shape"] = [times(i, f) for i, f in zip(inp["spatial_shape"], scale)]
+    out["scale"] = scale
+    meta["model_file"] = model_file
+    return meta
+
+
 def export_bundle(
     bundle: str | os.PathLike, dest: str | os.PathLike, checkpoint: str | os.PathLike | None = None
 ) -> Path:
@@ -276,8 +308,11 @@ def export_bundle(
             config["checkpoint"] = "$@bundle_root + '/models/model.pt'"
             config["ckpt_dir"] = "$@bundle_root + '/models'"
         (dest / "configs" / name).write_text(json.dumps(config, indent=4) + "\n", encoding="utf-8")
-    for name in ("metadata.json", "logging.conf"):
-        shutil.copyfile(src / name, dest / "configs" / name)
+    meta = json.loads((src / "metadata.json").read_text(encoding="utf-8"))
+    meta = metadata_for_model(meta, read_model_info(dest / "models" / "model.pt"))
+    with atomic_open(dest / "configs" / "metadata.json", "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(meta, indent=4) + "\n")
+    shutil.copyfile(src / "logging.conf", dest / "configs" / "logging.conf")
     if (src / "README.md").is_file():
         shutil.copyfile(src / "README.md", dest / "docs" / "README.md")
     for lic in (src / "LICENSE", repo / "LICENSE"):

@@ -74,6 +74,17 @@ def test_verify_runs_the_shipped_files_against_their_recorded_scale(tmp_path):
         verify_bundle(bundle)
 
 
+def test_export_writes_metadata_that_describes_the_exported_model(tmp_path):
+    """``medsr bundles export rdn`` with the 3D shipped model: the exported metadata says 3D (1, 1, 4), not x2."""
+    dest = export_bundle(
+        ROOT / "bundles" / "rdn", tmp_path / "rdn", ROOT / "bundles" / "rdn" / "models" / "model_3d.pt"
+    )
+    meta = json.loads((dest / "configs" / "metadata.json").read_text())
+    out = meta["network_data_format"]["outputs"]["pred"]
+    assert out["scale"] == [1, 1, 4] and out["spatial_shape"] == ["8*n", "8*n", "32*n"]
+    assert meta["model_file"] == "models/model.pt"
+
+
 def test_selfsr_metadata_passes_verify_and_monai_verify_metadata():
     from monai.bundle import verify_metadata
 
