@@ -24,7 +24,7 @@ from medsr.pipeline.bundles import (
     parse_value,
     run_bundle,
 )
-from medsr.pipeline.errors import check_outputs
+from medsr.pipeline.io import check_outputs
 from medsr.pipeline.literals import Expression, literal_expression
 
 COMMON_OPTIONS = (
@@ -67,19 +67,6 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, An
         out[name] = value
     out.update(parse_sets(getattr(args, "set", None)))
     return out
-
-
-def _one_line_error(command: str, err: BaseException) -> int | None:
-    """Print the first medsr error of a chain (a wrapped config error) as one line; ``None`` if there is none."""
-    from medsr.pipeline.engines.checkpoint import NetworkMismatchError
-
-    seen = err
-    while seen is not None:
-        if isinstance(seen, (NetworkMismatchError, FileNotFoundError)):
-            print(f"medsr {command}: {seen}", file=sys.stderr)
-            return 2
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -164,13 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``medsr train BUNDLE``: run the bundle's ``training``."""
     if getattr(args, "resume", None) is not None:
         args.resume_from = args.resume
-    try:
-        run_bundle(args.bundle, "training", "train.json", _overrides(args, TRAIN_FLAGS), args.tracking)
-    except Exception as err:  # noqa: BLE001 - a known medsr error is one line; the rest propagates
-        code = _one_line_error("train", err)
-        if code is None:
-            raise
-        return code
+    run_bundle(args.bundle, "training", "train.json", _overrides(args, TRAIN_FLAGS), args.tracking)
     return 0
 
 
@@ -181,13 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides.update(
         model_overrides(args.bundle, overrides, getattr(args, "output_dir", None), getattr(args, "run", None))
     )
-    try:
-        run_bundle(args.bundle, "evaluating", "evaluate.json", overrides, args.tracking)
-    except Exception as err:  # noqa: BLE001
-        code = _one_line_error("evaluate", err)
-        if code is None:
-            raise
-        return code
+    run_bundle(args.bundle, "evaluating", "evaluate.json", overrides, args.tracking)
     return 0
 
 
@@ -224,10 +199,11 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
         roi = parse_value(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
         rec = upscale_with_model(
-            src, args.output, model=model_file, scale=args.scale or 2, device=device, roi_size=roi,
-            overlap=0.25 if args.overlap is None else args.overlap, progress=True,
+            src, args.output, model=model_file, scale=args.scale, device=device, roi_size=roi,
+            overlap=0.25 if args.overlap is None else args.overlap, progress=True, clip=not args.raw_values,
         )  # fmt: skip
         how = f", slice by slice across axis {rec['slice_axis']}" if rec["slice_axis"] is not None else ""
+        how += f", {rec['note']}" if rec.get("note") else ""
         print(
             f"medsr upscale: {rec['output']}  shape {rec['shape']}  spacing "
             f"{tuple(round(s, 4) for s in rec['spacing'])} mm  model {rec['model']}{how}  {rec['seconds']:.1f} s"
@@ -245,21 +221,18 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     overrides.setdefault("progress", not args.quiet)
     if getattr(args, "compile", False):
         overrides["compile"] = True
+    if getattr(args, "raw_values", False):
+        overrides["clip"] = False
     start = time.perf_counter()
-    try:
-        workflow = run_bundle(args.bundle, "inferring", "inference.json", overrides)
-    except Exception as err:  # noqa: BLE001
-        code = _one_line_error("upscale", err)
-        if code is None:
-            raise
-        return code
+    workflow = run_bundle(args.bundle, "inferring", "inference.json", overrides)
     runner = workflow.parser.get_parsed_content("runner")
     model = overrides.get("checkpoint") or workflow.parser.get_parsed_content("checkpoint") or "random weights"
     for rec in getattr(runner, "records", []):
         shape = "x".join(map(str, rec["shape"]))
         spacing = "x".join(f"{s:.3g}" for s in rec["spacing"])
+        note = f", {rec['note']}" if rec.get("note") else ""
         print(
-            f"{rec['output']}: {shape} at {spacing} mm, model {model}, {time.perf_counter() - start:.1f} s",
+            f"{rec['output']}: {shape} at {spacing} mm, model {model}{note}, {time.perf_counter() - start:.1f} s",
             flush=True,
         )
     return 0
@@ -427,5 +400,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep freed HR feature maps in the heap for the next window (CPU, glibc; the process keeps its peak memory)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--raw-values",
+        "--no-clip",
+        dest="raw_values",
+        action="store_true",
+        help="keep the network's raw values (default: clipped to the input's value range)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
     p.set_defaults(func=cmd_upscale)
