@@ -33,9 +33,14 @@ __all__ = [
     "parse_value",
     "parse_sets",
     "run_bundle",
+    "TRACKING_KEY",
+    "TRACKING_SETTINGS",
+    "tracking_settings",
     "runs_folder",
     "model_overrides",
     "describe_bundle",
+    "user_overrides",
+    "override_text",
     "check_overrides",
     "config_keys",
     "argv_overrides",
@@ -101,12 +106,44 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+#: medsr's tracking settings (``--tracking mlflow`` means these, not MONAI's default ``MLFlowHandler``)
+TRACKING_SETTINGS = REPO_ROOT / "mlflow" / "tracking.json"
+#: the bundle key that switches the MLflow tracking the training configs carry (``bundles/common/tracking.json``)
+TRACKING_KEY = "mlflow_tracking"
+
+
+def tracking_settings(config_file: str | os.PathLike, tracking: str | None, overrides: dict[str, Any]) -> str | None:
+    """The ``tracking`` argument for MONAI's workflow, given ``medsr train/evaluate --tracking``.
+
+    A config that tracks itself (it has ``mlflow_tracking``: every bundle's train.json) needs none for the
+    default, ``mlflow`` or ``mlflow/tracking.json``; ``none`` sets ``mlflow_tracking`` false in ``overrides``;
+    other settings files replace the bundle's own tracking. A config without it gets medsr's settings for
+    ``mlflow`` and nothing by default.
+    """
+    text = (tracking or "").strip()
+    own = TRACKING_KEY in json.loads(Path(config_file).read_text(encoding="utf-8"))
+    medsr = text in ("", "mlflow") or (Path(text).is_file() and Path(text).resolve() == TRACKING_SETTINGS)
+    if text.lower() == "none":
+        if own:
+            overrides[TRACKING_KEY] = False
+        return None
+    if own:
+        if medsr:
+            return None
+        overrides.setdefault(TRACKING_KEY, False)  # the given settings track the run instead
+        return text
+    return str(TRACKING_SETTINGS) if text == "mlflow" else (text or None)
+
+
 def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None):
     """Run ``run_id`` of ``bundles/<name>/<config>`` in this process, as ``python -m monai.bundle run`` does
-    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`."""
+    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`.
+    ``tracking``: see :func:`tracking_settings` (training runs are tracked unless it is ``"none"``)."""
     from monai.bundle.scripts import create_workflow
 
     folder = bundle_dir(name)
+    overrides = dict(overrides)
+    tracking = tracking_settings(folder / config, tracking, overrides)
     allow = overrides.get("allow_new_keys")
     check_overrides(
         list(overrides),
@@ -160,6 +197,41 @@ def _checkpoints_of(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.glob("*.pt")) if folder.is_dir() else []
 
 
+#: top-level keys that are wiring, not a user's knob
+WIRING_KEYS = frozenset({"imports", "bundle_name", "bundle_root"})
+
+
+def _is_wiring(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lstrip().startswith(("$", "@", "%"))
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(v, (list, tuple, dict)) or _is_wiring(v) for v in value)
+    return isinstance(value, dict)
+
+
+def user_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    """The user-facing overrides of a bundle config: its top-level keys with a literal value (``lr``, ``epochs``,
+    ``num_features``, ``augment``, ...). Wiring is left out: dicts, ``$`` expressions, ``@`` references, ``%``
+    includes, lists of them (the ``initialize``/``training`` run ids), keys starting with ``_`` and
+    :data:`WIRING_KEYS`. The MLflow params of a run are these (:func:`medsr.pipeline.tracking.bundle_params`).
+    """
+    return {
+        str(k): v
+        for k, v in config.items()
+        if not str(k).startswith("_") and k not in WIRING_KEYS and not _is_wiring(v)
+    }
+
+
+def override_text(value: Any) -> str:
+    """``value`` spelled as ``python -m monai.bundle run ... --KEY VALUE`` reads it back (Python literals:
+    ``True``/``False``/``None``, ``'[64, 32]'``), shell-quoted when needed; ``medsr train --set KEY=VALUE``
+    reads the same text."""
+    import shlex
+
+    text = value if isinstance(value, str) else repr(value)
+    return shlex.quote(text)
+
+
 def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[str, Any]:
     """What ``medsr bundles NAME`` shows: recipe, scale, network, overrides, runs with checkpoints, models."""
     from medsr.pipeline.runs import LATEST, list_runs
@@ -167,17 +239,7 @@ def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[st
     folder = bundle_dir(name)
     meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
     train = json.loads((folder / "train.json").read_text(encoding="utf-8"))
-    overrides = {
-        k: v
-        for k, v in train.items()
-        if not isinstance(v, (dict, list)) or (isinstance(v, list) and all(not isinstance(i, (dict, list)) for i in v))
-    }
-    overrides = {
-        k: v
-        for k, v in overrides.items()
-        if k not in ("imports", "bundle_name", "bundle_root")
-        and not (isinstance(v, str) and v.startswith(("$", "@", "%")))
-    }
+    overrides = user_overrides(train)
     runs_dir = Path(runs_root) / folder.name
     latest = runs_dir / LATEST
     runs = [

@@ -234,7 +234,7 @@ def _datalist(t: Path, items: list[dict]) -> Path:
 
 def _train_args(t: Path, datalist: Path) -> list[str]:
     return ["train", "espcn", "--datalist", str(datalist), "--output_dir", str(t / "run"), "--epochs", "1",
-            "--set", "epoch_length=1", "--set", "num_workers=0"]  # fmt: skip
+            "--set", "epoch_length=1", "--set", "num_workers=0", "--tracking", "none"]  # fmt: skip
 
 
 def _nan_in_datalist(t: Path) -> list[str]:
