@@ -106,9 +106,12 @@ def checkpoint_written(save_dir: str | os.PathLike) -> None:
     """Point ``latest`` at the run whose ``checkpoints`` folder is ``save_dir``, the first time a training
     checkpoint lands there (called by :class:`medsr.pipeline.handlers.CheckpointHandler`). A run that fails
     before its first checkpoint never moves ``latest``; other folders are left alone."""
-    entry = _PENDING.pop(str(Path(save_dir).resolve()), None)
-    if entry is not None:
-        _point_latest(*entry)
+    folder = Path(save_dir).resolve()
+    for cand in (folder, folder.parent):  # checkpoints/ or a stage's checkpoints/pretrain/
+        entry = _PENDING.pop(str(cand), None)
+        if entry is not None:
+            _point_latest(*entry)
+            return
 
 
 def _point_latest(root: Path, name: str) -> None:
