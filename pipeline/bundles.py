@@ -13,10 +13,13 @@ are allowed (``--allow_new_keys true`` or ``MEDSR_ALLOW_NEW_KEYS=1``); ``medsr``
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import json
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,17 +118,51 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
         allow_new_keys=None if allow is None else truthy(allow),
         values=overrides,
     )
-    workflow = create_workflow(
-        config_file=str(folder / config),
-        meta_file=str(folder / "metadata.json"),
-        logging_file=str(folder / "logging.conf"),
-        run_id=run_id,
-        tracking=tracking or None,
-        **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
-    )
-    workflow.run()
-    workflow.finalize()
+    with quiet_monai():
+        workflow = create_workflow(
+            config_file=str(folder / config),
+            meta_file=str(folder / "metadata.json"),
+            logging_file=str(folder / "logging.conf"),
+            run_id=run_id,
+            tracking=tracking or None,
+            **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
+        )
+        workflow.run()
+        workflow.finalize()
     return workflow
+
+
+class _DropMonaiChatter(logging.Filter):
+    """Drops MONAI's input summary (``--- input summary …``, ``> key: value``), its logging-config notice and
+    the nvImageCodec notice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not (
+            text.startswith(("--- input summary", "> ", "---", "Setting logging properties"))
+            or "nvImageCodec is not available" in text
+        )
+
+
+_CHATTER = _DropMonaiChatter()
+#: loggers whose chatter ``medsr`` commands do not print (``python -m monai.bundle`` still does)
+_CHATTY = ("monai.bundle.scripts", "monai.bundle.workflows", "monai.data.nvimgcodec_pydicom_plugin")
+
+
+@contextlib.contextmanager
+def quiet_monai():
+    """Inside: no config summary, no "parsing config_file … eval()" warning, no nvImageCodec notices.
+
+    ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone.
+    """
+    for name in _CHATTY:
+        lg = logging.getLogger(name)
+        if _CHATTER not in lg.filters:
+            lg.addFilter(_CHATTER)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="parsing config_file")
+        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+        yield
 
 
 def runs_folder(bundle: str, output_dir: str | os.PathLike | None = None) -> Path:
