@@ -13,16 +13,19 @@ are allowed (``--allow_new_keys true`` or ``MEDSR_ALLOW_NEW_KEYS=1``); ``medsr``
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import json
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medsr.pipeline.errors import MedsrError, in_monai_bundle, truthy
-from medsr.pipeline.literals import config_overrides
+from medsr.pipeline.literals import Expression, config_overrides
 
 __all__ = [
     "REPO_ROOT",
@@ -150,18 +153,53 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
         config_files=str(folder / config),
         meta_file=str(folder / "metadata.json"),
         allow_new_keys=None if allow is None else truthy(allow),
+        values=overrides,
     )
-    workflow = create_workflow(
-        config_file=str(folder / config),
-        meta_file=str(folder / "metadata.json"),
-        logging_file=str(folder / "logging.conf"),
-        run_id=run_id,
-        tracking=tracking or None,
-        **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
-    )
-    workflow.run()
-    workflow.finalize()
+    with quiet_monai():
+        workflow = create_workflow(
+            config_file=str(folder / config),
+            meta_file=str(folder / "metadata.json"),
+            logging_file=str(folder / "logging.conf"),
+            run_id=run_id,
+            tracking=tracking or None,
+            **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
+        )
+        workflow.run()
+        workflow.finalize()
     return workflow
+
+
+class _DropMonaiChatter(logging.Filter):
+    """Drops MONAI's input summary (``--- input summary …``, ``> key: value``), its logging-config notice and
+    the nvImageCodec notice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not (
+            text.startswith(("--- input summary", "> ", "---", "Setting logging properties"))
+            or "nvImageCodec is not available" in text
+        )
+
+
+_CHATTER = _DropMonaiChatter()
+#: loggers whose chatter ``medsr`` commands do not print (``python -m monai.bundle`` still does)
+_CHATTY = ("monai.bundle.scripts", "monai.bundle.workflows", "monai.data.nvimgcodec_pydicom_plugin")
+
+
+@contextlib.contextmanager
+def quiet_monai():
+    """Inside: no config summary, no "parsing config_file … eval()" warning, no nvImageCodec notices.
+
+    ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone.
+    """
+    for name in _CHATTY:
+        lg = logging.getLogger(name)
+        if _CHATTER not in lg.filters:
+            lg.addFilter(_CHATTER)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="parsing config_file")
+        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+        yield
 
 
 def runs_folder(bundle: str, output_dir: str | os.PathLike | None = None) -> Path:
@@ -341,8 +379,10 @@ def check_overrides(
     meta_file: Any = None,
     allow_new_keys: bool | None = None,
     argv: Sequence[str] | None = None,
+    values: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Refuse override keys that no config defines, naming the closest known key.
+    """Refuse override keys that no config defines, naming the closest known key, and values whose type
+    contradicts the config's default (:func:`check_override_types`), before anything is created.
 
     Called with no arguments from a bundle's ``initialize`` list, it checks the ``--key value`` pairs of a
     ``python -m monai.bundle run …`` command line against the ``--config_file`` files (and does nothing in
@@ -354,6 +394,7 @@ def check_overrides(
         meta_file: the metadata file, whose keys count too.
         allow_new_keys: accept unknown keys (default: ``--allow_new_keys`` / ``MEDSR_ALLOW_NEW_KEYS``).
         argv: the command line (default ``sys.argv[1:]``).
+        values: the override values (default: read from ``argv``, as ``python -m monai.bundle`` parses them).
 
     Returns:
         The unknown keys that were allowed (empty when all are known).
@@ -392,6 +433,9 @@ def check_overrides(
                 f"override --{k} {v}: python -m monai.bundle passes {v!r} as text, which counts as true; "
                 f"write --{k} False (or True)"
             )
+    if values is None and pairs:
+        values = {k: parse_value(str(v)) for k, v in pairs.items()}
+    check_override_types(values or {}, ConfigParser(config))
     unknown = [k for k in keys if k not in known]
     if unknown and not allow_new_keys:
         k = unknown[0]
@@ -403,6 +447,41 @@ def check_overrides(
             f"to add a new key on purpose pass --allow_new_keys true (medsr: --set allow_new_keys=true) or set {ALLOW_NEW_KEYS_ENV}=1"
         )
     return unknown
+
+
+def _type_error(value: Any, default: Any) -> str | None:
+    """What is wrong with ``value`` for a key whose config default is ``default`` (``None``: nothing)."""
+    if isinstance(value, Expression) or default is None:
+        return None
+    if isinstance(default, str) and default.startswith(("$", "@", "%")):
+        return None  # an expression or reference: its value is not known before the run
+    ints = (int,) if not isinstance(value, bool) else ()
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "expected true or false"
+    if isinstance(default, int):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return None  # one value per axis (scale, patch_size, roi_size)
+        return None if ints and isinstance(value, ints) else "expected an integer"
+    if isinstance(default, float):
+        return None if not isinstance(value, bool) and isinstance(value, (int, float)) else "expected a number"
+    return None
+
+
+def check_override_types(values: Mapping[str, Any], parser: Any) -> None:
+    """Refuse an override whose value cannot be what its config default is (``--epochs abc`` where the
+    default is ``100``): numbers and booleans are checked; defaults that are expressions, ``null`` or text
+    accept anything.
+
+    Raises:
+        MedsrError: ``override --epochs 'abc': expected an integer (the config's default is 100)``.
+    """
+    for key, value in values.items():
+        if key in OWN_KEYS or key not in parser:
+            continue
+        default = parser.get(key)
+        problem = _type_error(value, default)
+        if problem:
+            raise MedsrError(f"override --{key} {value!r}: {problem} (the config's default is {default!r})")
 
 
 def _argv_value(argv: Sequence[str], name: str) -> str | None:
