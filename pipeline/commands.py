@@ -19,8 +19,10 @@ from medsr.pipeline.bundles import (
     describe_bundle,
     list_bundles,
     model_overrides,
+    override_text,
     parse_sets,
     parse_value,
+    quiet_monai,
     run_bundle,
 )
 from medsr.pipeline.io import check_outputs
@@ -125,7 +127,7 @@ def cmd_bundles(args: argparse.Namespace) -> int:
         print(f"  recipe and every override: {info['readme']}")
         print("  overrides (python -m monai.bundle run ... --KEY VALUE, or medsr train --set KEY=VALUE):")
         for k, v in info["overrides"].items():
-            print(f"    --{k} {json.dumps(v)}")
+            print(f"    --{k} {override_text(v)}")
         print(f"  runs in {info['runs_dir']}: {len(info['runs']) or 'none (train it first)'}")
         for r in info["runs"][:10]:
             mark = " (latest)" if r["latest"] else ""
@@ -197,11 +199,14 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         model_file = find_model(args.model) if args.model else None
         device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
         roi = parse_value(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
-        rec = upscale_with_model(
-            src, args.output, model=model_file, scale=args.scale or 2, device=device, roi_size=roi,
-            overlap=0.25 if args.overlap is None else args.overlap, progress=True,
-        )  # fmt: skip
+        with quiet_monai():  # no nvImageCodec notices around the one result (or error) line
+            rec = upscale_with_model(
+                src, args.output, model=model_file, scale=args.scale, device=device, roi_size=roi,
+                overlap=0.25 if args.overlap is None else args.overlap, progress=not args.quiet,
+                clip=not args.raw_values,
+            )  # fmt: skip
         how = f", slice by slice across axis {rec['slice_axis']}" if rec["slice_axis"] is not None else ""
+        how += f", {rec['note']}" if rec.get("note") else ""
         print(
             f"medsr upscale: {rec['output']}  shape {rec['shape']}  spacing "
             f"{tuple(round(s, 4) for s in rec['spacing'])} mm  model {rec['model']}{how}  {rec['seconds']:.1f} s"
@@ -219,6 +224,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     overrides.setdefault("progress", not args.quiet)
     if getattr(args, "compile", False):
         overrides["compile"] = True
+    if getattr(args, "raw_values", False):
+        overrides["clip"] = False
     start = time.perf_counter()
     workflow = run_bundle(args.bundle, "inferring", "inference.json", overrides)
     runner = workflow.parser.get_parsed_content("runner")
@@ -226,8 +233,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     for rec in getattr(runner, "records", []):
         shape = "x".join(map(str, rec["shape"]))
         spacing = "x".join(f"{s:.3g}" for s in rec["spacing"])
+        note = f", {rec['note']}" if rec.get("note") else ""
         print(
-            f"{rec['output']}: {shape} at {spacing} mm, model {model}, {time.perf_counter() - start:.1f} s",
+            f"{rec['output']}: {shape} at {spacing} mm, model {model}{note}, {time.perf_counter() - start:.1f} s",
             flush=True,
         )
     return 0
@@ -297,7 +305,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "images/) and points runs/<bundle>/latest at it.",
         epilog="examples:\n"
         "  medsr train espcn --epochs 2 --epoch-length 10 --batch-size 4 --patch-size 32\n"
-        "  medsr train esrgan_se --set num_blocks=2 --set num_features=16 --tracking mlflow\n"
+        "  medsr train esrgan_se --set num_blocks=2 --set num_features=16 --tracking none   # no MLflow run\n"
         "  medsr train espcn --spatial-dims 3 --scale '(1,1,4)' --patch-size '(64,64,32)'\n"
         "  medsr train espcn --resume            # go on with the newest run, in its own folder",
         formatter_class=fmt,
@@ -316,7 +324,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="RUN",
         help="resume a run: its name or folder, or a checkpoint (default: the newest run)",
     )
-    p.add_argument("--tracking", default=None, help="'mlflow' (or mlflow/tracking.json) to track the run")
+    p.add_argument(
+        "--tracking",
+        default=None,
+        help="MLflow tracking (on by default: an MLflow run in <output-dir>/mlruns.db); 'none' to switch it off, "
+        "or a MONAI tracking settings file",
+    )
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
@@ -331,7 +344,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.add_argument("--run", default=None, help="run name or folder (default: the newest trained run)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file or folder (default: the run's best)")
-    p.add_argument("--tracking", default=None, help="'mlflow' to track the run")
+    p.add_argument("--tracking", default=None, help="'mlflow' to track the evaluation (medsr's mlflow/tracking.json)")
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser(
@@ -390,5 +403,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep freed HR feature maps in the heap for the next window (CPU, glibc; the process keeps its peak memory)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--raw-values",
+        "--no-clip",
+        dest="raw_values",
+        action="store_true",
+        help="keep the network's raw values (default: clipped to the input's value range)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
     p.set_defaults(func=cmd_upscale)

@@ -12,6 +12,7 @@ pairing transform's LR affine), so the physical extent (field of view) is kept.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import tempfile
 import time
@@ -28,7 +29,7 @@ from medsr.networks import optimize_for_inference
 from medsr.pipeline.errors import MedsrError
 from medsr.pipeline.io import atomic_path, check_outputs
 from medsr.transforms.compose import name_files
-from medsr.transforms.geometry import sr_affine
+from medsr.transforms.geometry import squeeze_spatial, sr_affine
 
 __all__ = [
     "SRSlidingWindowInferer",
@@ -42,6 +43,8 @@ __all__ = [
     "SRFileInference",
     "output_path_for",
 ]
+
+logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -284,6 +287,7 @@ def save_dicom(
     reference: str | os.PathLike,
     affine: Any | None = None,
     description: str = "medsr super-resolution",
+    slice_factor: int | None = None,
 ) -> list[str]:
     """Write an SR result as DICOM next to the geometry of the ``reference`` DICOM input, atomically.
 
@@ -296,6 +300,9 @@ def save_dicom(
     files are a derived series built from a clean copy of the reference (:func:`derived_dataset`: no
     command-set, private or retired elements, ``ImageType`` DERIVED, ``DerivationDescription``), which
     viewers open and ``dcmwrite`` accepts even when the input carried network command elements.
+
+    ``SliceThickness`` is the reference's when the slice axis was not upscaled (``slice_factor`` 1, in-plane
+    SR; a 2D image), else the new slice spacing; ``None`` tells it from the output's slice count.
     """
     import pydicom
     from pydicom.uid import generate_uid
@@ -328,12 +335,17 @@ def save_dicom(
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
     series_uid = generate_uid()
     n_slices = stored.shape[2]
+    if slice_factor is None:
+        slice_factor = max(1, n_slices // max(1, len(ref_files)))
+    thickness = f"{spacing[2]:.6g}"
+    if int(slice_factor) == 1 and ref.get("SliceThickness") not in (None, ""):
+        thickness = str(ref.SliceThickness)  # in-plane SR: the acquired slice thickness is unchanged
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     single = n_slices == 1
     normal = np.cross(col_dir, row_dir)
     base = derived_dataset(ref, description)
-    target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     written = []
     try:
         for k in range(n_slices):
@@ -350,7 +362,7 @@ def save_dicom(
             position = aff[:3, :3] @ np.array([0.0, 0.0, k]) + aff[:3, 3]
             ds.ImagePositionPatient = [f"{v:.6g}" for v in position]
             ds.SliceLocation = f"{float(position @ normal):.6g}"
-            ds.SliceThickness = f"{spacing[2]:.6g}"
+            ds.SliceThickness = thickness
             if not single:
                 ds.SpacingBetweenSlices = f"{spacing[2]:.6g}"
             ds.SamplesPerPixel = 1
@@ -393,6 +405,88 @@ def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike
     return Path(output_dir) / f"{name}_{postfix}.nii.gz"
 
 
+def remove_stale_outputs(target: str | os.PathLike) -> list[Path]:
+    """Remove what a killed write of ``target`` left behind (its hidden temp files and DICOM temp folders),
+    as checkpoint temps are removed at the start of a training run. Returns the removed paths."""
+    import shutil
+
+    from medsr.pipeline.io import remove_stale_temps
+
+    target = Path(target)
+    removed = remove_stale_temps(target.parent, target.name)
+    if target.parent.is_dir():
+        for d in target.parent.glob(f".{target.name}.*.tmp"):
+            if d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+    return removed
+
+
+def swap_axes(img: MetaTensor, a: int, b: int) -> MetaTensor:
+    """Swap spatial axes ``a`` and ``b`` of a channel-first image, its affine's columns with them (the world
+    position of every voxel is unchanged)."""
+    perm = [0, *range(1, img.ndim)]
+    perm[1 + a], perm[1 + b] = perm[1 + b], perm[1 + a]
+    aff = torch.as_tensor(img.affine, dtype=torch.float64).clone()
+    aff[:, [a, b]] = aff[:, [b, a]]
+    meta = {k: v for k, v in img.meta.items() if k != "affine"}
+    return MetaTensor(img.as_tensor().permute(*perm).contiguous(), affine=aff, meta=meta)
+
+
+def thick_axis_swap(img: torch.Tensor, scale: Sequence[int] | None, name: str) -> tuple[int, int, str] | None:
+    """For a per-axis scale that upscales one axis: ``(that axis, the input's thickest axis, a note saying
+    so)`` when they differ (the axes to swap), else ``None``.
+
+    Raises:
+        MedsrError: naming the axis, when the thickest axis is ambiguous (two axes share the largest spacing).
+    """
+    from medsr.transforms.geometry import spacing_of
+
+    if scale is None or len(set(scale)) == 1:
+        return None
+    up = [a for a, f in enumerate(scale) if f > min(scale)]
+    if len(up) != 1:
+        return None
+    spacing = spacing_of(img)
+    thick = max(spacing)
+    axis = up[0]
+    if spacing[axis] >= thick * 0.999:
+        return None
+    thickest = [a for a, s in enumerate(spacing) if s >= thick * 0.999]
+    if len(thickest) > 1:
+        raise MedsrError(
+            f"input '{name}': --scale {tuple(scale)} upscales axis {axis} ({spacing[axis]:g} mm), but axes "
+            f"{thickest} are thicker ({thick:g} mm); give the factor on the axis to upscale"
+        )
+    return (
+        axis,
+        thickest[0],
+        (
+            f"reoriented: --scale {tuple(scale)} applied to axis {thickest[0]} ({thick:g} mm, the thick one), "
+            f"not axis {axis} ({spacing[axis]:g} mm)"
+        ),
+    )
+
+
+def clip_to_input(output: torch.Tensor, item: dict, key: str = "image") -> torch.Tensor:
+    """Clip ``output`` to the value range of the input in ``item`` (before its normalization).
+
+    The normalization (:mod:`medsr.transforms.intensity`) stores the input's range as ``min``/``max`` in
+    ``meta["medsr_norm"]``; without it the output is returned as it is.
+    """
+    from medsr.transforms import NORM_KEY
+
+    src = item.get(key)
+    params = getattr(src, "meta", {}).get(NORM_KEY) if src is not None else None
+    if not isinstance(params, dict) or params.get("input_min") is None or params.get("input_max") is None:
+        return output
+    lo, hi = float(params["input_min"]), float(params["input_max"])
+    clipped = output.clamp(lo, hi)
+    if isinstance(output, MetaTensor) and not isinstance(clipped, MetaTensor):
+        clipped = MetaTensor(clipped, affine=output.affine)
+    return clipped
+
+
 class SRFileInference:
     """Upscale image files with a trained generator: read, normalize, sliding windows, map back, write.
 
@@ -414,6 +508,12 @@ class SRFileInference:
             same values), see :func:`medsr.networks.optimize_for_inference`.
         compile: also ``torch.compile`` the network with frozen weights; pays off for many windows of one
             size (each new window shape compiles once).
+        clip: clip outputs to the input's value range (:func:`clip_to_input`; magnitude images gain no
+            negative values or overshoot); ``False`` keeps the network's raw values.
+
+    A per-axis scale that upscales one axis (``(1, 1, 4)``) is applied to the input's thickest axis: when
+    that is another axis, the two axes are swapped for the network and back for the output, and the record
+    says so (``note``).
 
     ``run()`` returns one dict per input: ``input``, ``output`` (path), ``shape``, ``spacing``, ``seconds``.
     """
@@ -432,6 +532,7 @@ class SRFileInference:
         progress: bool = True,
         channels_last: bool = True,
         compile: bool = False,
+        clip: bool = True,
     ) -> None:
         if isinstance(files, (str, os.PathLike)):
             files = [files]
@@ -461,6 +562,8 @@ class SRFileInference:
         self.inferer = inferer
         self.device = torch.device(device)
         self.progress = progress
+        self.clip = bool(clip)
+        self.notes: dict[str, str | None] = {}
         self.records: list[dict[str, Any]] = []
 
     def target_for(self, index: int, path: str) -> Path:
@@ -478,8 +581,7 @@ class SRFileInference:
         img = item["image"]
         if not isinstance(img, MetaTensor):
             img = MetaTensor(img)
-        while img.ndim - 1 > self.spatial_dims and img.shape[-1] == 1:
-            img = img[..., 0]
+        img = squeeze_spatial(img, self.spatial_dims)
         if img.ndim == 4 and img.shape[0] > 1 and img.meta.get("source_format") == "nifti":
             n = int(img.shape[0])
             raise MedsrError(
@@ -504,6 +606,10 @@ class SRFileInference:
     def upscale(self, path: str) -> tuple[MetaTensor, dict]:
         """Return the SR image (channel first, input units, HR affine) for one input and its prepared item."""
         img, item = self._prepare(path)
+        swap = thick_axis_swap(img, self._scale(img.ndim - 1), path)
+        if swap is not None:
+            logger.warning(f"input '{path}': {swap[2]}")
+            img = swap_axes(img, *swap[:2])
         self.network.eval()
         batch = img.unsqueeze(0)
         if hasattr(batch, "is_batch"):
@@ -512,10 +618,25 @@ class SRFileInference:
         if not isinstance(out, MetaTensor):
             out = MetaTensor(out)
         out.affine = sr_affine(img.affine, tuple(o // i for o, i in zip(out.shape[1:], img.shape[1:])))
+        if swap is not None:
+            out = swap_axes(out, *swap[:2])
         if self.postprocessing is not None:
             mapped = self.postprocessing(out, item)
             out = mapped if isinstance(mapped, MetaTensor) else MetaTensor(mapped, affine=out.affine)
+        if self.clip:
+            out = clip_to_input(out, item)
+        self.notes[path] = None if swap is None else swap[2]
         return out, item
+
+    def _scale(self, spatial_dims: int) -> tuple[int, ...] | None:
+        """The network's factor per axis (from the network, else the inferer), ``None`` when unknown."""
+        factors = getattr(self.network, "scale_factor", None) or getattr(self.inferer, "scale", None)
+        if factors is None:
+            return None
+        if isinstance(factors, int):
+            return (int(factors),) * spatial_dims
+        factors = tuple(int(f) for f in factors)
+        return factors if len(factors) == spatial_dims else None
 
     def run(self) -> list[dict[str, Any]]:
         """Upscale every input and write it; returns one record per input."""
@@ -524,10 +645,13 @@ class SRFileInference:
         records = []
         for i, path in enumerate(tqdm(self.files, desc="upscale", disable=not self.progress)):
             start = time.perf_counter()
-            out, _ = self.upscale(path)
+            remove_stale_outputs(self.target_for(i, path))
+            out, item = self.upscale(path)
             target = self.target_for(i, path)
             if is_dicom(path) and not target.name.endswith(NIFTI_SUFFIXES):
-                save_dicom(out, target, path)
+                src = item["image"]
+                factor = int(out.shape[3] // src.shape[3]) if out.ndim == 4 and src.ndim == 4 else 1
+                save_dicom(out, target, path, slice_factor=factor)
             elif target.suffix.lower() in IMAGE_SUFFIXES:
                 save_image_2d(
                     out, target, path if Path(path).suffix.lower() in (*IMAGE_SUFFIXES, ".jpg", ".jpeg") else None
@@ -542,6 +666,7 @@ class SRFileInference:
                     "shape": tuple(int(s) for s in out.shape[1:]),
                     "spacing": tuple(float(s) for s in spacing),
                     "seconds": time.perf_counter() - start,
+                    "note": self.notes.get(path),
                 }
             )
         self.records = records
@@ -586,18 +711,55 @@ def inference_preprocessing(luminance: bool = True) -> Callable[[dict], dict]:
     )
 
 
+def check_model_fits(network: torch.nn.Module, info: dict, spatial_dims: int, scale: Any, name: Any) -> None:
+    """Refuse a named model that cannot do what was asked: a 3D model on a 2D image, or a ``--scale`` that
+    contradicts the model's own factors (the model would silently give its own scale).
+
+    Raises:
+        MedsrError: one sentence naming the model, the input and what to do.
+    """
+    from medsr.transforms.geometry import parse_scale
+
+    model = info.get("name") or info.get("path") or "the model"
+    nd = int(network.spatial_dims)
+    if nd > spatial_dims:
+        raise MedsrError(
+            f"--model {model}: a {nd}D model cannot upscale the {spatial_dims}D image '{name}'; choose a "
+            f"{spatial_dims}D model (medsr models) or give a {nd}D volume"
+        )
+    if scale is None:
+        return
+    own = tuple(int(f) for f in network.scale_factor)
+    try:
+        text = str(scale).strip()
+        axes = 3 if text.startswith(("(", "[")) and text.count(",") == 2 else nd
+        wanted = tuple(int(f) for f in parse_scale(scale, axes))
+    except ValueError as err:
+        raise MedsrError(f"--scale {scale!r}: {err}") from err
+    if len(wanted) == 3 and nd == 2:  # a 2D model on a volume: its factors in-plane, 1 across
+        fits = sorted(wanted) == sorted((*own, 1))
+    else:
+        fits = wanted == own or (len(set(wanted)) == 1 and len(set(own)) == 1 and wanted[0] == own[0])
+    if not fits:
+        raise MedsrError(
+            f"--model {model} upscales by {'x'.join(map(str, own))}, but --scale {scale} asks for "
+            f"{'x'.join(map(str, wanted))}: drop --scale, or choose a model with that scale (medsr models)"
+        )
+
+
 def upscale_with_model(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
     network: torch.nn.Module | None = None,
     info: dict[str, Any] | None = None,
     model: str | os.PathLike | None = None,
-    scale: Any = 2,
+    scale: Any = None,
     device: str | torch.device = "cpu",
     roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.25,
     progress: bool = False,
     channels_last: bool = True,
+    clip: bool = True,
 ) -> dict[str, Any]:
     """Super-resolve one file with a self-describing model (a shipped one by default), no bundle overrides.
 
@@ -614,10 +776,15 @@ def upscale_with_model(
     from medsr.transforms.geometry import spacing_of
 
     prep = inference_preprocessing()
-    item = prep({"image": str(input_path)})
+    try:
+        item = prep({"image": str(input_path)})
+    except Exception as exc:  # a NaN, a bad header ...: the message names the input
+        named = name_files(exc, [str(input_path)], "input")
+        if named is exc:
+            raise
+        raise named from exc
     img = item["image"]
-    while img.ndim > 3 and img.shape[-1] == 1:  # a single-slice 3D read (one DICOM file, a 2D NIfTI) is 2D
-        img = img[..., 0]
+    img = squeeze_spatial(img, 2)  # a single-slice 3D read (one DICOM file, a 2D NIfTI) is 2D
     item["image"] = img
     sd = img.ndim - 1
     if sd not in (2, 3):
@@ -627,9 +794,10 @@ def upscale_with_model(
     if network is None:
         if model is not None:
             network, info = load_model(model, device)
+            check_model_fits(network, info, sd, scale, input_path)
             slice_wise = network.spatial_dims < sd
         else:
-            choice, slice_wise = pick_model(sd, scale)
+            choice, slice_wise = pick_model(sd, 2 if scale is None else scale)
             network, info = load_model(choice["path"], device)
     else:
         slice_wise = network.spatial_dims < sd
@@ -659,6 +827,7 @@ def upscale_with_model(
         spatial_dims=sd,
         progress=progress,
         channels_last=channels_last and not slice_wise,
+        clip=clip,
     )
     record = runner.run()[0]
     record.update(model=info.get("name", "?"), model_path=info.get("path"), slice_axis=slice_axis)

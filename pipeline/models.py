@@ -388,10 +388,11 @@ def export_bundle_model(
     from monai.bundle import ConfigParser
 
     from medsr.pipeline.bundles import bundle_dir
+    from medsr.pipeline.literals import config_overrides
 
     parser = ConfigParser()
     parser.read_config(str(bundle_dir(bundle) / "train.json"))
-    for key, value in (overrides or {}).items():
+    for key, value in config_overrides(overrides or {}).items():  # user text as literals, never expressions
         parser[key] = value
     network = parser.get_parsed_content("network_def", instantiate=True)
     network = load_generator(network, checkpoint)  # the checkpoint may rebuild it (its recorded widths win)

@@ -35,6 +35,7 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
     started = time.time()
     from medsr.pipeline.bundle import get_device
     from medsr.pipeline.bundles import parse_sets, run_bundle
+    from medsr.pipeline.io import check_outputs
     from medsr.pipeline.literals import Expression, literal_expression
     from medsr.pipeline.selfsr.grid import load_profile, plan_grid
     from medsr.pipeline.selfsr.run import load_scan
@@ -44,6 +45,10 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
     try:
         if out.exists() and out.resolve() == src.resolve():
             raise ValueError(f"output '{out}' is the input; the input is never overwritten")
+        # before training: a NIfTI name in a writable folder, for the output and the run folder
+        check_outputs([src], [out], suffixes=(".nii", ".nii.gz"))
+        run_folder = Path(args.output_dir) if args.output_dir else default_output_dir(out)
+        check_outputs([src], [run_folder / "report.json"], suffixes=(".json",))
         data, affine = load_scan(src)
         grid = plan_grid(data.shape, affine, args.thickness, args.gap, args.target_spacing, name=f"input '{src}'")
         load_profile(args.profile)
