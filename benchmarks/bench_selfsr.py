@@ -101,6 +101,7 @@ def train_speed(lr: Path, threads: int, precision: str, seconds: float = 20.0) -
     ``seconds``, against :func:`conv_peak` measured just before."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from medsr.pipeline.selfsr.model import Autocast
     from medsr.pipeline.selfsr.run import model_for, pair_loader, prepare
 
     n = threads or auto_threads()
@@ -129,7 +130,7 @@ def train_speed(lr: Path, threads: int, precision: str, seconds: float = 20.0) -
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     gflops = flops * steps / wall / 1e9
     return {
-        "precision": model.precision,
+        "precision": "bf16" if isinstance(model, Autocast) else "fp32",
         "threads": n,
         "steps_per_s": round(steps / wall, 2),
         "cpu_ms_per_step": round(1e3 * cpu / steps, 2),
