@@ -379,8 +379,11 @@ def save_dicom(
             target_dir.rmdir()
 
 
-def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike, postfix: str = "sr") -> Path:
-    """Default output name: ``<output_dir>/<input stem>_<postfix>.nii.gz`` (a DICOM input keeps DICOM)."""
+def output_path_for(
+    input_path: str | os.PathLike, output_dir: str | os.PathLike, postfix: str = "sr", keep_image_format: bool = False
+) -> Path:
+    """Default output name: ``<output_dir>/<input stem>_<postfix>.nii.gz`` (a DICOM input keeps DICOM; with
+    ``keep_image_format`` a PNG/TIFF input keeps its suffix and a JPEG/BMP one becomes PNG)."""
     p = Path(input_path)
     name = p.name
     for suf in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mha", ".nrrd", ".mat", ".h5"):
@@ -389,6 +392,9 @@ def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike
             break
     if is_dicom(p):
         return Path(output_dir) / (f"{name}_{postfix}.dcm" if p.is_file() else f"{name}_{postfix}")
+    suffix = p.suffix.lower()
+    if keep_image_format and suffix in (*IMAGE_SUFFIXES, ".jpg", ".jpeg", ".bmp"):
+        return Path(output_dir) / f"{name}_{postfix}{suffix if suffix in IMAGE_SUFFIXES else '.png'}"
     return Path(output_dir) / f"{name}_{postfix}.nii.gz"
 
 
