@@ -9,49 +9,22 @@ when it is one, else as text).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from medsr.pipeline.errors import check_outputs, check_overrides
-from medsr.pipeline.literals import Expression, config_overrides, literal_expression
-
-BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
-BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
-
-
-def list_bundles(root: str | os.PathLike | None = None) -> list[dict[str, str]]:
-    """List the bundles under ``root`` (default: the repo's ``bundles/``) with name, version and description."""
-    root = Path(root) if root is not None else BUNDLES_DIR
-    out = []
-    for meta in sorted(root.glob("*/metadata.json")):
-        info = json.loads(meta.read_text(encoding="utf-8"))
-        out.append(
-            {
-                "name": meta.parent.name,
-                "version": str(info.get("version", "")),
-                "description": str(info.get("description", "")),
-                "path": str(meta.parent),
-            }
-        )
-    return out
-
-
-def bundle_dir(name: str, root: str | os.PathLike | None = None) -> Path:
-    """Return the folder of bundle ``name`` (or ``name`` itself when it is a bundle folder)."""
-    p = Path(name)
-    if (p / "train.json").is_file():
-        return p
-    root = Path(root) if root is not None else BUNDLES_DIR
-    cand = root / name
-    if not (cand / "train.json").is_file():
-        names = [b["name"] for b in list_bundles(root)]
-        raise ValueError(f"bundle '{name}': not found under {root} (known: {', '.join(names) or 'none'})")
-    return cand
-
+from medsr.pipeline.bundles import (
+    bundle_dir,
+    describe_bundle,
+    list_bundles,
+    model_overrides,
+    parse_sets,
+    parse_value,
+    run_bundle,
+)
+from medsr.pipeline.errors import check_outputs
+from medsr.pipeline.literals import Expression, literal_expression
 
 COMMON_OPTIONS = (
     ("--spatial-dims", int, "2 or 3 (default: the bundle's, or the checkpoint's for evaluate/upscale)"),
@@ -80,26 +53,6 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> None:
                     parser._option_string_actions[other] = action
 
 
-def _literal(text: str) -> Any:
-    if text.strip().lower() in ("true", "false"):
-        return text.strip().lower() == "true"
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """Turn ``["a=1", "train#x='y'"]`` into overrides; errors name the bad item."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set '{item}': expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = _literal(value)
-    return out
-
-
 def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
     out = {}
     for name in names:
@@ -107,70 +60,11 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, An
         if value is None:
             continue
         if name in ("scale", "patch_size"):
-            value = _literal(value) if isinstance(value, str) else value
+            value = parse_value(value) if isinstance(value, str) else value
         if name == "device":
             value = Expression(f"$mb.get_device({literal_expression(value)})")
         out[name] = value
     out.update(parse_sets(getattr(args, "set", None)))
-    return out
-
-
-def _truthy_value(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None):
-    """Run ``run_id`` of ``bundles/<name>/<config>`` in this process, as ``python -m monai.bundle run`` does
-    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`."""
-    from monai.bundle.scripts import create_workflow
-
-    folder = bundle_dir(name)
-    allow = overrides.get("allow_new_keys")
-    check_overrides(
-        list(overrides),
-        config_files=str(folder / config),
-        meta_file=str(folder / "metadata.json"),
-        allow_new_keys=None if allow is None else _truthy_value(allow),
-    )
-    workflow = create_workflow(
-        config_file=str(folder / config),
-        meta_file=str(folder / "metadata.json"),
-        logging_file=str(folder / "logging.conf"),
-        run_id=run_id,
-        tracking=tracking or None,
-        **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
-    )
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
-def _runs_folder(bundle: str, args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "output_dir", None) or f"runs/{bundle_dir(bundle).name}")
-
-
-def model_overrides(bundle: str, args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Dims, scale and channels from the checkpoint that will be used, unless given: a self-describing
-    checkpoint (see :mod:`medsr.pipeline.engines.checkpoint`) needs no network overrides."""
-    from medsr.pipeline.engines.checkpoint import find_checkpoint, read_model_info
-    from medsr.pipeline.runs import run_checkpoints
-
-    given = overrides.get("checkpoint")
-    if given == "":
-        return {}
-    try:
-        path = find_checkpoint(given or run_checkpoints(_runs_folder(bundle, args), getattr(args, "run", None)))
-        info = read_model_info(path)
-    except (FileNotFoundError, ValueError, OSError):
-        return {}  # the bundle run itself reports a missing checkpoint
-    out: dict[str, Any] = {"checkpoint": path}
-    if info.get("scale"):
-        if "spatial_dims" not in overrides:
-            out["spatial_dims"] = int(info["spatial_dims"])
-        if "scale" not in overrides:
-            out["scale"] = list(info["scale"])
-        if "in_channels" not in overrides and "in_channels" in info:
-            out["in_channels"] = int(info["in_channels"])
     return out
 
 
@@ -194,53 +88,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-dir", default=None, help="folder of your images (default: the demo dataset)")
     p.add_argument("--datalist", default=None, help="datalist JSON (default: built from --dataset-dir or demo)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
-
-
-def _checkpoints_of(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.glob("*.pt")) if folder.is_dir() else []
-
-
-def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[str, Any]:
-    """What ``medsr bundles NAME`` shows: recipe, scale, network, overrides, runs with checkpoints, models."""
-    from medsr.pipeline.runs import LATEST, list_runs
-
-    folder = bundle_dir(name)
-    meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
-    train = json.loads((folder / "train.json").read_text(encoding="utf-8"))
-    overrides = {
-        k: v
-        for k, v in train.items()
-        if not isinstance(v, (dict, list)) or (isinstance(v, list) and all(not isinstance(i, (dict, list)) for i in v))
-    }
-    overrides = {
-        k: v
-        for k, v in overrides.items()
-        if k not in ("imports", "bundle_name", "bundle_root")
-        and not (isinstance(v, str) and v.startswith(("$", "@", "%")))
-    }
-    runs_dir = Path(runs_root) / folder.name
-    latest = runs_dir / LATEST
-    runs = [
-        {
-            "run": r.name,
-            "checkpoints": _checkpoints_of(r / "checkpoints"),
-            "latest": latest.exists() and latest.resolve() == r.resolve(),
-        }
-        for r in list_runs(runs_dir)
-    ]
-    return {
-        "name": folder.name,
-        "description": meta.get("description", ""),
-        "version": meta.get("version", ""),
-        "network": train.get("network_def", {}).get("_target_"),
-        "scale": train.get("scale"),
-        "spatial_dims": train.get("spatial_dims"),
-        "overrides": overrides,
-        "runs_dir": str(runs_dir),
-        "runs": runs,
-        "models": sorted(str(p) for p in (folder / "models").glob("*")) if (folder / "models").is_dir() else [],
-        "readme": str(folder / "README.md"),
-    }
 
 
 def cmd_bundles(args: argparse.Namespace) -> int:
@@ -330,7 +177,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``medsr evaluate BUNDLE``: run the bundle's ``evaluating`` on a trained checkpoint."""
     names = ("spatial_dims", "scale", "output_dir", "device", "dataset_dir", "datalist", "checkpoint", "run")
     overrides = _overrides(args, names)
-    overrides.update(model_overrides(args.bundle, args, overrides))
+    overrides.update(
+        model_overrides(args.bundle, overrides, getattr(args, "output_dir", None), getattr(args, "run", None))
+    )
     try:
         run_bundle(args.bundle, "evaluating", "evaluate.json", overrides, args.tracking)
     except Exception as err:  # noqa: BLE001
@@ -373,7 +222,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
         model_file = find_model(args.model) if args.model else None
         device = get_device(args.device)  # a CUDA device on a CPU build is one line, not an AssertionError
-        roi = _literal(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
+        roi = parse_value(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
         rec = upscale_with_model(
             src, args.output, model=model_file, scale=args.scale or 2, device=device, roi_size=roi,
             overlap=0.25 if args.overlap is None else args.overlap, progress=not args.quiet,
@@ -387,7 +236,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     overrides = _overrides(
         args, ("spatial_dims", "scale", "device", "checkpoint", "roi_size", "overlap", "output_dir", "run")
     )
-    overrides.update(model_overrides(args.bundle, args, overrides))
+    overrides.update(
+        model_overrides(args.bundle, overrides, getattr(args, "output_dir", None), getattr(args, "run", None))
+    )
     overrides["input_files"] = [str(src)]
     overrides["output_files"] = [str(args.output)]
     overrides["pred_dir"] = str(Path(args.output).parent)
@@ -621,7 +472,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint file or folder (default: the run's best)")
     for flag, typ, text in COMMON_OPTIONS:
         p.add_argument(flag, type=typ, default=None, help=text)
-    p.add_argument("--roi-size", type=_literal, default=None, help="sliding window in LR voxels")
+    p.add_argument("--roi-size", type=parse_value, default=None, help="sliding window in LR voxels")
     p.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1)")
     p.add_argument(
         "--compile",

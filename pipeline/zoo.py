@@ -21,9 +21,12 @@ from typing import Any
 
 import torch
 
+from medsr.pipeline.bundles import BUNDLES_DIR
+from medsr.pipeline.models import load_generator, read_model_info, save_model
+
 __all__ = ["SCHEMA", "export_bundle", "inline_references", "verify_bundle"]
 
-SCHEMA = Path(__file__).resolve().parents[1] / "bundles" / "common" / "meta_schema.json"
+SCHEMA = BUNDLES_DIR / "common" / "meta_schema.json"
 
 
 def _shape(spec: list, n: int = 1) -> list[int]:
@@ -55,7 +58,6 @@ def verify_bundle(bundle: str | os.PathLike, checkpoint: str | os.PathLike | Non
     from monai.bundle import ConfigParser
     from monai.data import MetaTensor
 
-    from medsr.pipeline.engines.checkpoint import load_generator
     from medsr.pipeline.inference import SRSlidingWindowInferer
 
     folder = Path(bundle)
@@ -151,8 +153,7 @@ def export_bundle(
     Raises:
         FileNotFoundError: when there is no checkpoint to ship.
     """
-    from medsr.pipeline.engines.checkpoint import find_checkpoint, model_payload, read_model_info, save_checkpoint
-    from medsr.pipeline.engines.checkpoint import load_generator as _load
+    from medsr.pipeline.engines.checkpoint import find_checkpoint
     from medsr.pipeline.runs import run_checkpoints
 
     src = Path(bundle)
@@ -182,7 +183,7 @@ def export_bundle(
         parser.read_config(str(src / "inference.json"))
         with _cwd(repo):
             net = parser.get_parsed_content("network_def", instantiate=True, lazy=False)
-        save_checkpoint(model_payload(_load(net, checkpoint)), dest / "models" / "model.pt")
+        save_model(load_generator(net, checkpoint), dest / "models" / "model.pt", half=False)
     for name in ("inference.json", "train.json", "evaluate.json"):
         if not (src / name).is_file():
             continue

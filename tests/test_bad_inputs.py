@@ -443,8 +443,9 @@ def test_kill9_while_a_checkpoint_is_written_keeps_the_previous_one(tmp_path, ca
     """DATA LOSS 2: the half-written temp file is never picked, a partial file is skipped, stale temps go."""
     from ignite.engine import Engine
 
-    from medsr.pipeline.engines.checkpoint import find_checkpoint, load_checkpoint, load_generator
+    from medsr.pipeline.engines.checkpoint import find_checkpoint, load_checkpoint
     from medsr.pipeline.handlers import CheckpointHandler
+    from medsr.pipeline.models import load_generator
 
     ckpts = tmp_path / "checkpoints"
     _run_until_killed(tmp_path, TRAIN_CHILD, 2, str(ckpts))

@@ -25,14 +25,13 @@ from typing import Any
 
 import torch
 
-from medsr.pipeline.commands import BUNDLES_DIR
+from medsr.pipeline.bundles import BUNDLES_DIR, REPO_ROOT
 from medsr.transforms.geometry import per_axis
 
 __all__ = ["SRModelSpec", "parse_models_arg", "load_model_spec", "discover_models", "BUNDLES_DIR", "RUNS_DIR"]
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNS_DIR = REPO_ROOT / "runs"
 _CWD_LOCK = threading.Lock()
 
@@ -89,7 +88,7 @@ class SRModelSpec:
 
     def load_network(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """Build the network, load the checkpoint (when there is one) and put it in eval mode on ``device``."""
-        from medsr.pipeline.engines.checkpoint import load_generator
+        from medsr.pipeline.models import load_generator
 
         if self.build_network is None:
             raise ValueError(f"model '{self.name}': the spec has no network builder")
@@ -207,12 +206,12 @@ def load_model_spec(
         logger.warning(f"model '{name}' skipped: bundle '{bundle.name}' names no checkpoint")
         return None
     if checkpoint is not None and not overrides:  # a self-describing checkpoint knows its dims and scale
-        from medsr.pipeline.engines.checkpoint import read_model_info
+        from medsr.pipeline.models import checkpoint_overrides, read_model_info
 
-        info = read_model_info(checkpoint)
-        if info.get("scale"):
-            spatial_dims, scale = int(info["spatial_dims"]), tuple(int(f) for f in info["scale"])
-            in_channels = int(info.get("in_channels", in_channels))
+        implied = checkpoint_overrides(read_model_info(checkpoint))
+        if implied:
+            spatial_dims, scale = implied["spatial_dims"], tuple(implied["scale"])
+            in_channels = implied.get("in_channels", in_channels)
             roi = roi if len(roi) == spatial_dims else (roi[0],) * spatial_dims
 
     def build_network() -> torch.nn.Module:

@@ -35,7 +35,7 @@ def _network(text: str | None) -> Any:
 
 def cmd_selfsr(args: argparse.Namespace) -> int:
     """Check the input (one-line errors), then train, reconstruct and optionally score."""
-    from medsr.pipeline.commands import parse_sets, run_bundle
+    from medsr.pipeline.bundles import parse_sets, run_bundle
     from medsr.pipeline.literals import Expression, literal_expression
     from medsr.pipeline.selfsr.grid import load_profile, plan_grid
     from medsr.pipeline.selfsr.run import load_scan

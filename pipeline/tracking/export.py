@@ -51,14 +51,14 @@ def log_pytorch_model(network: torch.nn.Module, example: torch.Tensor | None, na
     example's shape; no pickle), else (or when export fails) as a pickle, which MLflow only loads with
     ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``. The signature comes from the example (LR in, HR out) and the
     model's metadata holds the scale, dims and the network description (see
-    :func:`medsr.pipeline.engines.checkpoint.model_info`). Requirements are given explicitly (no pip
+    :func:`medsr.pipeline.models.model_info`). Requirements are given explicitly (no pip
     inference, nothing contacted). Load it with ``mlflow.pytorch.load_model("models:/<model id>")``.
     """
     import mlflow.pytorch
     import monai
     from mlflow.models import infer_signature
 
-    from medsr.pipeline.engines.checkpoint import model_info
+    from medsr.pipeline.models import model_info
 
     net = copy.deepcopy(network).cpu().eval()
     info = model_info(net)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medsr.pipeline import bundle as mb
-from medsr.pipeline.commands import bundle_dir, list_bundles
+from medsr.pipeline.bundles import bundle_dir, list_bundles
 
 
 def test_parse_scale_forms_and_errors():

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from medsr.networks import get_network, list_networks
-from medsr.pipeline.engines.checkpoint import model_payload, save_checkpoint
+from medsr.pipeline.engines.checkpoint import save_checkpoint
+from medsr.pipeline.models import model_payload
 from medsr.pipeline.zoo import export_bundle, verify_bundle
 
 ROOT = Path(__file__).resolve().parents[2]

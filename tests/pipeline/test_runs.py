@@ -1,4 +1,4 @@
-"""Run folders (``medsr.pipeline.runs``) and self-describing checkpoints (``engines/checkpoint.py``)."""
+"""Run folders (``medsr.pipeline.runs``) and self-describing checkpoints (``engines/checkpoint.py``, ``models.py``)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ import pytest
 import torch
 
 from medsr.networks import ESPCN, RRDBNet
-from medsr.pipeline.engines.checkpoint import (
-    NetworkMismatchError,
-    find_checkpoint,
-    load_generator,
-    model_payload,
-    read_model_info,
-    save_checkpoint,
-)
+from medsr.pipeline.engines.checkpoint import NetworkMismatchError, find_checkpoint, save_checkpoint
 from medsr.pipeline.engines.common import get_rng_state, set_rng_state
+from medsr.pipeline.models import load_generator, model_payload, read_model_info
 from medsr.pipeline.runs import find_run, new_run_name, resume_path, run_checkpoints, run_dir, run_subdir
 
 
@@ -67,7 +61,7 @@ def test_layout_before_run_folders_is_still_found(tmp_path):
 def test_checkpoint_rebuilds_its_network_and_loads_weights_only(dims, tmp_path):
     trained = RRDBNet(dims, 1, 1, scale_factor=2, num_features=8, num_blocks=1, growth_channels=4, attention="se")
     path = save_checkpoint(
-        model_payload(trained, metric={"name": "val_psnr", "value": 30.0}), tmp_path / "best_network.pt"
+        model_payload(trained, {"metric": {"name": "val_psnr", "value": 30.0}}), tmp_path / "best_network.pt"
     )
     torch.load(path, weights_only=True)  # numbers, tensors and dicts only
     info = read_model_info(tmp_path)
