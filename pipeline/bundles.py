@@ -27,12 +27,14 @@ __all__ = [
     "parse_value",
     "parse_sets",
     "run_bundle",
+    "inline_references",
     "runs_folder",
     "model_overrides",
     "describe_bundle",
 ]
 
-#: the medsr checkout; the one place that says where the bundles are
+#: the medsr checkout (or, installed from a wheel, the ``medsr`` package folder, which carries ``bundles/`` and
+#: ``mlflow/`` next to ``pipeline/``); the one place that says where the bundles are
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
 BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
@@ -93,10 +95,31 @@ def _truthy_value(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+def inline_references(node: Any, root: str | os.PathLike = REPO_ROOT) -> Any:
+    """Replace every ``"%path/file.json#key"`` value by that part of the file, with paths relative to ``root``.
+
+    MONAI reads such references relative to the working directory, so the bundles' ``%bundles/common/...``
+    parts are found only from the folder holding ``bundles/``; inlined against :data:`REPO_ROOT`, a bundle
+    runs from any folder, in a clone or installed. ``%#key`` references (same file) are kept.
+    """
+    if isinstance(node, dict):
+        return {k: inline_references(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [inline_references(v, root) for v in node]
+    if isinstance(node, str) and node.startswith("%") and ".json" in node:
+        path, _, key = node[1:].partition("#")
+        part: Any = json.loads((Path(root) / path).read_text(encoding="utf-8"))
+        for k in filter(None, key.replace("::", "#").split("#")):
+            part = part[int(k)] if isinstance(part, list) else part[k]
+        return inline_references(part, root)
+    return node
+
+
 def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None):
     """Run ``run_id`` of ``bundles/<name>/<config>`` in this process, as ``python -m monai.bundle run`` does
-    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`."""
-    from monai.bundle.scripts import create_workflow
+    (metadata and logging from the bundle), from any working directory (:func:`inline_references`); returns
+    the finished :class:`~monai.bundle.ConfigWorkflow`."""
+    from monai.bundle import ConfigWorkflow
 
     folder = bundle_dir(name)
     allow = overrides.get("allow_new_keys")
@@ -106,7 +129,7 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
         meta_file=str(folder / "metadata.json"),
         allow_new_keys=None if allow is None else _truthy_value(allow),
     )
-    workflow = create_workflow(
+    workflow = ConfigWorkflow(  # what monai.bundle's create_workflow builds, before it initializes
         config_file=str(folder / config),
         meta_file=str(folder / "metadata.json"),
         logging_file=str(folder / "logging.conf"),
@@ -114,6 +137,8 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
         tracking=tracking or None,
         **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
     )
+    workflow.parser.set(inline_references(workflow.parser.get()))
+    workflow.initialize()
     workflow.run()
     workflow.finalize()
     return workflow

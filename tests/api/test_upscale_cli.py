@@ -76,7 +76,9 @@ def test_cuda_on_a_cpu_build_is_one_line(tmp_path, tiny_model, capsys):
 
 
 @pytest.mark.slow
-def test_bundle_upscale_writes_png(tmp_path, tiny_model, capsys):
+def test_bundle_upscale_writes_png_from_any_folder(tmp_path, tiny_model, capsys, monkeypatch):
+    """Run from a folder without ``bundles/``: the configs' ``%bundles/common/...`` parts still resolve."""
+    monkeypatch.chdir(tmp_path)
     src = _png(tmp_path / "a.png")
     args = ["upscale", str(src), str(tmp_path / "o.png"), "--bundle", "rdn", "--checkpoint", tiny_model, "--quiet"]
     assert medsr_main(args) == 0
