@@ -330,6 +330,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     ``medsr models export BUNDLE CHECKPOINT OUTPUT --name NAME --set k=v ...``: package a trained generator."""
     from medsr.pipeline.models import export_bundle_model, shipped_models
 
+    if args.action == "export-onnx":
+        from medsr.pipeline.onnx_export import export_onnx
+
+        if not (args.bundle and args.checkpoint) or args.output:
+            print("medsr models export-onnx: expected NAME OUT.onnx (a shipped model or a model file)", file=sys.stderr)
+            return 2
+        rec = export_onnx(args.bundle, args.checkpoint)
+        scale = "x".join(map(str, rec["scale"]))
+        print(
+            f"medsr models export-onnx: wrote {rec['output']} ({rec['model']}, {rec['spatial_dims']}D x{scale}); "
+            f"{rec['checked_with']} vs PyTorch: max abs diff {rec['max_abs_diff']:.1e}"
+        )
+        return 0
     if args.action == "export":
         if not (args.bundle and args.checkpoint and args.output and args.name):
             print("medsr models export: needs BUNDLE CHECKPOINT OUTPUT and --name", file=sys.stderr)
@@ -428,14 +441,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "models",
-        help="list the shipped models (scale, dimension, measured quality), or export a trained one",
+        help="list the shipped models (scale, dimension, measured quality), export a trained one, or to ONNX",
         description="List the shipped models, or package a bundle's trained generator as a self-describing "
         "model file. Example: medsr models export rdn runs/rdn/latest/checkpoints/best_network.pt "
-        "bundles/rdn/models/model.pt --name rdn_x2 --set scale=2 --set num_features=32",
+        "bundles/rdn/models/model.pt --name rdn_x2 --set scale=2 --set num_features=32. "
+        "medsr models export-onnx NAME OUT.onnx writes a model (shipped name or file) as ONNX, checked against "
+        "PyTorch (needs: pip install onnx).",
     )
-    p.add_argument("action", nargs="?", choices=("list", "export"), default="list")
-    p.add_argument("bundle", nargs="?", help="export: the bundle that trained the generator")
-    p.add_argument("checkpoint", nargs="?", help="export: its checkpoint (best_network.pt, a checkpoint, a folder)")
+    p.add_argument("action", nargs="?", choices=("list", "export", "export-onnx"), default="list")
+    p.add_argument("bundle", nargs="?", help="export: the bundle that trained the generator; export-onnx: NAME")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="export: its checkpoint (best_network.pt, a checkpoint, a folder); export-onnx: OUT",
+    )
     p.add_argument("output", nargs="?", help="export: the model file to write (bundles/<name>/models/model.pt)")
     p.add_argument("--name", default=None, help="export: the model's name")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="export: the training run's overrides")
