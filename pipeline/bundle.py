@@ -21,10 +21,11 @@ from typing import Any
 
 import torch
 
+from medsr.pipeline.bundles import check_overrides
 from medsr.pipeline.data.datalist import inference_inputs, label_names, limit, resolve_datalist, split_datalist
 from medsr.pipeline.engines.checkpoint import find_checkpoint, teacher_weights
 from medsr.pipeline.engines.distributed import ddp_backend, ddp_device
-from medsr.pipeline.errors import check_overrides, install_excepthook
+from medsr.pipeline.errors import install_excepthook
 from medsr.pipeline.losses.distillation import feature_channels
 from medsr.pipeline.losses.perceptual import perceptual_weight
 from medsr.pipeline.models import init_network, load_generator

@@ -1,21 +1,27 @@
-"""The bundle library: find, describe and run the SR bundles in ``bundles/``.
+"""The bundle library: find, describe and run the SR bundles in ``bundles/``, and check their overrides.
 
 :func:`run_bundle` runs a bundle in-process through MONAI exactly as
 ``python -m monai.bundle run <id> --config_file bundles/<name>/<file>.json`` would; :func:`parse_sets` reads
 ``KEY=VALUE`` overrides (the value is a Python literal when it is one, else text); :func:`model_overrides`
 takes dims, scale and channels from the checkpoint a run will use. The ``medsr`` command is argparse
-on top of this module; nothing here imports the command line.
+on top of this module; nothing here imports the command line. :func:`check_overrides` refuses an override key
+that no config defines, naming the closest known key (``--epoch_lenght`` -> ``epoch_length``), unless new keys
+are allowed (``--allow_new_keys true`` or ``MEDSR_ALLOW_NEW_KEYS=1``); ``medsr`` runs it before a run, a bundle's
+``initialize`` (``mb.check_overrides()``) under ``python -m monai.bundle``.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import json
 import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medsr.pipeline.errors import check_overrides
+from medsr.pipeline.errors import MedsrError, in_monai_bundle, truthy
 from medsr.pipeline.literals import config_overrides
 
 __all__ = [
@@ -31,6 +37,10 @@ __all__ = [
     "runs_folder",
     "model_overrides",
     "describe_bundle",
+    "check_overrides",
+    "config_keys",
+    "argv_overrides",
+    "ALLOW_NEW_KEYS_ENV",
 ]
 
 #: the medsr checkout (or, installed from a wheel, the ``medsr`` package folder, which carries ``bundles/`` and
@@ -38,6 +48,8 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
 BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
+ALLOW_NEW_KEYS_ENV = "MEDSR_ALLOW_NEW_KEYS"
+_FALSE = ("false", "no", "off")  # text that means false but is truthy when a config uses it as a bool
 
 
 def list_bundles(root: str | os.PathLike | None = None) -> list[dict[str, str]]:
@@ -91,10 +103,6 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _truthy_value(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 def inline_references(node: Any, root: str | os.PathLike = REPO_ROOT) -> Any:
     """Replace every ``"%path/file.json#key"`` value by that part of the file, with paths relative to ``root``.
 
@@ -127,7 +135,7 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
         list(overrides),
         config_files=str(folder / config),
         meta_file=str(folder / "metadata.json"),
-        allow_new_keys=None if allow is None else _truthy_value(allow),
+        allow_new_keys=None if allow is None else truthy(allow),
     )
     workflow = ConfigWorkflow(  # what monai.bundle's create_workflow builds, before it initializes
         config_file=str(folder / config),
@@ -218,3 +226,153 @@ def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[st
         "models": sorted(str(p) for p in (folder / "models").glob("*")) if (folder / "models").is_dir() else [],
         "readme": str(folder / "README.md"),
     }
+
+
+# ------------------------------------------------------------------------------------------ overrides
+#: ``monai.bundle run``'s own arguments (never config keys)
+RUN_ARGUMENTS = frozenset(
+    {"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file"}
+)
+#: keys that are accepted everywhere: switches, not config keys
+OWN_KEYS = frozenset({"allow_new_keys", "debug"})
+
+
+def config_keys(config: Any, prefix: str = "") -> set[str]:
+    """Every id of a (merged) config: ``a``, ``a#b``, ``a#0#c`` …, as ``monai.bundle`` overrides address them."""
+    out: set[str] = set()
+    if isinstance(config, Mapping):
+        items: Iterable = config.items()
+    elif isinstance(config, list):
+        items = enumerate(config)
+    else:
+        return out
+    for k, v in items:
+        key = f"{prefix}{k}"
+        out.add(key)
+        out |= config_keys(v, key + "#")
+    return out
+
+
+def argv_overrides(argv: Sequence[str]) -> dict[str, str]:
+    """The ``--key value`` / ``--key=value`` pairs of a ``monai.bundle run`` command line (run's own excluded)."""
+    out: dict[str, str] = {}
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if not a.startswith("--") or a == "--":
+            continue
+        key, eq, value = a[2:].partition("=")
+        if not eq and i < len(args) and not args[i].startswith("--"):
+            value = args[i]
+            i += 1
+        key = key.replace("-", "_") if key.replace("-", "_") in RUN_ARGUMENTS else key
+        if key in RUN_ARGUMENTS:
+            continue
+        out[key] = value
+    return out
+
+
+def _load_configs(config_files: Any, meta_file: Any = None) -> dict:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config_files)
+    if meta_file:
+        try:
+            parser.read_meta(meta_file)
+        except Exception:  # noqa: BLE001 - a missing metadata file is MONAI's to report
+            pass
+    return parser.get()
+
+
+def _parse_file_list(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().startswith("["):
+        import ast
+
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
+def check_overrides(
+    keys: Iterable[str] | None = None,
+    config_files: Any = None,
+    meta_file: Any = None,
+    allow_new_keys: bool | None = None,
+    argv: Sequence[str] | None = None,
+) -> list[str]:
+    """Refuse override keys that no config defines, naming the closest known key.
+
+    Called with no arguments from a bundle's ``initialize`` list, it checks the ``--key value`` pairs of a
+    ``python -m monai.bundle run …`` command line against the ``--config_file`` files (and does nothing in
+    other processes: ``medsr train`` checks its overrides itself, before the run).
+
+    Args:
+        keys: override keys (default: read from ``argv``).
+        config_files: the config file(s) the keys must exist in (default: ``--config_file`` of ``argv``).
+        meta_file: the metadata file, whose keys count too.
+        allow_new_keys: accept unknown keys (default: ``--allow_new_keys`` / ``MEDSR_ALLOW_NEW_KEYS``).
+        argv: the command line (default ``sys.argv[1:]``).
+
+    Returns:
+        The unknown keys that were allowed (empty when all are known).
+
+    Raises:
+        MedsrError: ``--key: no config defines it (did you mean --closest?) …``.
+    """
+    pairs: dict[str, str] = {}
+    if keys is None:
+        if argv is None:
+            if not in_monai_bundle():
+                return []
+            argv = sys.argv[1:]
+        pairs = argv_overrides(argv)
+        keys = list(pairs)
+        if allow_new_keys is None and "allow_new_keys" in pairs:
+            allow_new_keys = truthy(pairs["allow_new_keys"] or "true")
+        if config_files is None:
+            found = _argv_value(argv, "config_file")
+            config_files = _parse_file_list(found) if found is not None else None
+        if meta_file is None:
+            meta_file = _parse_file_list(_argv_value(argv, "meta_file"))
+    if allow_new_keys is None:
+        allow_new_keys = truthy(os.environ.get(ALLOW_NEW_KEYS_ENV, ""))
+    keys = [k for k in keys if k not in OWN_KEYS]
+    if not keys or config_files is None:
+        return []
+    from monai.bundle import ConfigParser
+
+    config = _load_configs(config_files, meta_file)
+    known = config_keys(config)
+    for k, v in pairs.items():
+        text = str(v).strip()
+        if text != "False" and text.lower() in _FALSE and isinstance(ConfigParser(config).get(k), bool):
+            raise MedsrError(
+                f"override --{k} {v}: python -m monai.bundle passes {v!r} as text, which counts as true; "
+                f"write --{k} False (or True)"
+            )
+    unknown = [k for k in keys if k not in known]
+    if unknown and not allow_new_keys:
+        k = unknown[0]
+        close = difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean --{close[0]}? " if close else ""
+        more = f" (also unknown: {', '.join('--' + u for u in unknown[1:])})" if len(unknown) > 1 else ""
+        raise MedsrError(
+            f"override --{k}: no config defines it{more}; {hint}"
+            f"to add a new key on purpose pass --allow_new_keys true (medsr: --set allow_new_keys=true) or set {ALLOW_NEW_KEYS_ENV}=1"
+        )
+    return unknown
+
+
+def _argv_value(argv: Sequence[str], name: str) -> str | None:
+    args = list(argv)
+    for i, a in enumerate(args):
+        if a == f"--{name}" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    return None

@@ -23,7 +23,7 @@ from medsr.pipeline.bundles import (
     parse_value,
     run_bundle,
 )
-from medsr.pipeline.errors import check_outputs
+from medsr.pipeline.io import check_outputs
 from medsr.pipeline.literals import Expression, literal_expression
 
 COMMON_OPTIONS = (
@@ -66,19 +66,6 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, An
         out[name] = value
     out.update(parse_sets(getattr(args, "set", None)))
     return out
-
-
-def _one_line_error(command: str, err: BaseException) -> int | None:
-    """Print the first medsr error of a chain (a wrapped config error) as one line; ``None`` if there is none."""
-    from medsr.pipeline.engines.checkpoint import NetworkMismatchError
-
-    seen = err
-    while seen is not None:
-        if isinstance(seen, (NetworkMismatchError, FileNotFoundError)):
-            print(f"medsr {command}: {seen}", file=sys.stderr)
-            return 2
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -163,13 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``medsr train BUNDLE``: run the bundle's ``training``."""
     if getattr(args, "resume", None) is not None:
         args.resume_from = args.resume
-    try:
-        run_bundle(args.bundle, "training", "train.json", _overrides(args, TRAIN_FLAGS), args.tracking)
-    except Exception as err:  # noqa: BLE001 - a known medsr error is one line; the rest propagates
-        code = _one_line_error("train", err)
-        if code is None:
-            raise
-        return code
+    run_bundle(args.bundle, "training", "train.json", _overrides(args, TRAIN_FLAGS), args.tracking)
     return 0
 
 
@@ -180,13 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides.update(
         model_overrides(args.bundle, overrides, getattr(args, "output_dir", None), getattr(args, "run", None))
     )
-    try:
-        run_bundle(args.bundle, "evaluating", "evaluate.json", overrides, args.tracking)
-    except Exception as err:  # noqa: BLE001
-        code = _one_line_error("evaluate", err)
-        if code is None:
-            raise
-        return code
+    run_bundle(args.bundle, "evaluating", "evaluate.json", overrides, args.tracking)
     return 0
 
 
@@ -246,13 +221,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if getattr(args, "compile", False):
         overrides["compile"] = True
     start = time.perf_counter()
-    try:
-        workflow = run_bundle(args.bundle, "inferring", "inference.json", overrides)
-    except Exception as err:  # noqa: BLE001
-        code = _one_line_error("upscale", err)
-        if code is None:
-            raise
-        return code
+    workflow = run_bundle(args.bundle, "inferring", "inference.json", overrides)
     runner = workflow.parser.get_parsed_content("runner")
     model = overrides.get("checkpoint") or workflow.parser.get_parsed_content("checkpoint") or "random weights"
     for rec in getattr(runner, "records", []):

@@ -25,8 +25,9 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, sliding_window_inference
 
 from medsr.networks import optimize_for_inference
-from medsr.pipeline.errors import MedsrError, check_outputs, name_files
-from medsr.pipeline.io import atomic_path
+from medsr.pipeline.errors import MedsrError
+from medsr.pipeline.io import atomic_path, check_outputs
+from medsr.transforms.compose import name_files
 from medsr.transforms.geometry import sr_affine
 
 __all__ = [

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from medsr.pipeline.bundles import BUNDLES_DIR
+from medsr.pipeline.errors import MedsrError
 from medsr.pipeline.io import atomic_open, sha256_of
 
 __all__ = [
@@ -157,7 +158,7 @@ def read_file(path: str | os.PathLike, what: str = "checkpoint", map_location: A
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated, not a torch file, or not plain data
-        raise ValueError(
+        raise MedsrError(
             f"{what} '{path}' could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
             "the file is truncated or not a PyTorch checkpoint: pick another checkpoint"
         ) from e
@@ -192,7 +193,7 @@ def _model_record(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"model '{p}': no such file")
     record = read_file(p, "model")
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
-        raise ValueError(f"model '{p}': not a medsr model file (no format {MODEL_FORMAT!r}; a training checkpoint?)")
+        raise MedsrError(f"model '{p}': not a medsr model file (no format {MODEL_FORMAT!r}; a training checkpoint?)")
     return record
 
 

@@ -34,6 +34,8 @@ from monai.data import ImageReader, ITKReader, NibabelReader, PILReader, Pydicom
 from monai.data.meta_tensor import MetaTensor
 from monai.utils import ensure_tuple
 
+from medsr.pipeline.errors import MedsrError
+
 __all__ = [
     "ImageReadError",
     "NiftiReader",
@@ -68,7 +70,7 @@ _FIGSHARE_FIELDS = ("image", "tumorMask", "tumorBorder", "label", "PID")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-class ImageReadError(ValueError):
+class ImageReadError(MedsrError):
     """A file could not be read; the message names the file and the problem.
 
     Attributes:

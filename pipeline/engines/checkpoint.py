@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from medsr.pipeline.engines.common import get_rng_state, set_rng_state, unwrap_model
+from medsr.pipeline.errors import MedsrError
 from medsr.pipeline.io import atomic_open
 from medsr.pipeline.models import MODEL_FORMAT, model_info, read_file
 from medsr.pipeline.runs import LATEST, run_checkpoints
@@ -143,8 +144,10 @@ def _trainer_generator(trainer) -> torch.nn.Module | None:
     return None
 
 
-class NetworkMismatchError(ValueError):
-    """A checkpoint's weights do not fit the network built for them (the message is one line)."""
+class NetworkMismatchError(MedsrError):
+    """A checkpoint's weights do not fit the network built for them (the message is one line; ``medsr`` exits 2)."""
+
+    exit_code = 2
 
 
 def restore_pending_rng(engine) -> None:

@@ -10,6 +10,7 @@
   (``mlflow_handler``, on their shared base :class:`MLflowSRHandler`): MLflow tracking, one class per role;
 * :class:`EvaluationReportHandler` (``evaluation_report``): the evaluation report when an evaluator completes;
 * :class:`SSIMHandler` (``ssim``) and :class:`RegionSSIMHandler` (``region_ssim``): metric handlers;
+* :class:`QuietStatsHandler` (``stats``): MONAI's ``StatsHandler`` that leaves an error's report to the entry point;
 * :class:`StopAtBudget` (``stop_at_budget``): ends a run when its wall-time budget is spent (``medsr selfsr``).
 
 Names are imported lazily, so a bundle that uses no MLflow handler does not import MLflow.
@@ -28,6 +29,7 @@ _EXPORTS = {
     "mlflow_handler": ("MLflowSRHandler", "MLflowTrainerHandler", "MLflowValidatorHandler", "MLflowEvaluatorHandler"),
     "region_ssim": ("RegionSSIMHandler",),
     "ssim": ("SSIMHandler",),
+    "stats": ("QuietStatsHandler",),
     "stop_at_budget": ("StopAtBudget",),
     "training_stage": ("TrainingStage",),
     "validation_log": ("ValidationLog",),
