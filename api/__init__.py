@@ -31,13 +31,14 @@ __all__ = ["__version__", "upscale"]
 
 def upscale(
     image: np.ndarray | torch.Tensor,
-    scale: int | Sequence[int] = 2,
+    scale: int | Sequence[int] | None = None,
     spacing: Sequence[float] | None = None,
     model: str | os.PathLike | torch.nn.Module | None = None,
     device: str | None = None,
     roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.25,
     progress: bool = False,
+    clip: bool = True,
 ) -> tuple[Any, tuple[float, ...]]:
     """Super-resolve an image in memory with a shipped model (``medsr models``) or your own.
 
@@ -47,7 +48,8 @@ def upscale(
     Args:
         image: a 2D ``(H, W)`` or 3D ``(X, Y, Z)`` numpy array or tensor without a channel axis, or a MONAI
             ``MetaTensor``, channel first (``(1, *spatial)``) with its affine.
-        scale: the factor, ``2``, or per axis for a 3D model (``(1, 1, 4)``: thick slices). A single factor on
+        scale: the factor, ``2`` (the default for a shipped model; a given ``model`` keeps its own), or per
+            axis for a 3D model (``(1, 1, 4)``: thick slices, applied to the thickest axis). A single factor on
             a 3D image upscales in-plane, slice by slice across the thickest axis, with the 2D model.
         spacing: voxel size in mm per spatial axis (default: 1 mm for an array, the affine's for a MetaTensor).
         model: a shipped model's name, a model file (``medsr models export``), or a medsr generator
@@ -57,6 +59,7 @@ def upscale(
         roi_size: window size in LR voxels (default 128 in 2D, 64 in 3D).
         overlap: window overlap in ``[0, 1)``.
         progress: a progress bar over windows.
+        clip: keep the output within the input's value range (as ``medsr upscale`` does).
 
     Returns:
         ``(sr, spacing)``: the SR image, a numpy array ``scale`` times larger per axis (for a MetaTensor input,
@@ -67,4 +70,4 @@ def upscale(
     """
     from medsr.pipeline.inference import upscale_array
 
-    return upscale_array(image, scale, spacing, model, device, roi_size, overlap, progress)
+    return upscale_array(image, scale, spacing, model, device, roi_size, overlap, progress, clip)

@@ -244,15 +244,8 @@ class SRCNN(SRGenerator):
         residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            scale_factor,
-            residual_interp,
-            interp_mode,
-            options={"num_features": num_features, "kernel_sizes": kernel_sizes},
-        )
+        options = {"num_features": num_features, "kernel_sizes": kernel_sizes}
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         dims = spatial_dims
         if len(num_features) != 2 or len(kernel_sizes) != 3:
             raise ValueError(
@@ -301,15 +294,8 @@ class VDSR(SRGenerator):
         residual_interp: bool = True,
         interp_mode: str | None = None,
     ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            scale_factor,
-            residual_interp,
-            interp_mode,
-            options={"num_features": num_features, "num_layers": num_layers, "bias": bias},
-        )
+        options = {"num_features": num_features, "num_layers": num_layers, "bias": bias}
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         if not self.residual_interp:  # (it also makes the base class check in_channels == out_channels)
             raise ValueError("VDSR: residual_interp=False is not VDSR (it learns a residual over interpolation)")
         if num_layers < 2:
@@ -358,15 +344,8 @@ class ESPCN(SRGenerator):
         residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            scale_factor,
-            residual_interp,
-            interp_mode,
-            options={"num_features": num_features},
-        )
+        options = {"num_features": num_features}
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         dims = self.spatial_dims
         f1, f2 = num_features
         self.conv1 = conv_nd(dims, self.in_channels, f1, 5)
@@ -432,15 +411,8 @@ class SRResNet(SRGenerator):
         residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            scale_factor,
-            residual_interp,
-            interp_mode,
-            options={"num_features": num_features, "num_blocks": num_blocks, "norm": norm},
-        )
+        options = {"num_features": num_features, "num_blocks": num_blocks, "norm": norm}
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         dims = self.spatial_dims
         nf = num_features
         self.conv_first = conv_nd(dims, self.in_channels, nf, 9)
@@ -532,22 +504,15 @@ class EDSR(SRGenerator):
         residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            scale_factor,
-            residual_interp,
-            interp_mode,
-            options={
-                "num_features": num_features,
-                "num_blocks": num_blocks,
-                "res_scale": res_scale,
-                "upsampler": upsampler,
-                "attention": attention,
-                "reduction": reduction,
-            },
-        )
+        options = {
+            "num_features": num_features,
+            "num_blocks": num_blocks,
+            "res_scale": res_scale,
+            "upsampler": upsampler,
+            "attention": attention,
+            "reduction": reduction,
+        }
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         if upsampler not in ("pixelshuffle", "subpixel"):
             raise ValueError(f"upsampler: expected 'pixelshuffle' or 'subpixel', got {upsampler!r}")
         self.upsampler, self.attention, self.reduction = upsampler, attention, reduction
@@ -577,13 +542,18 @@ class EDSR(SRGenerator):
         self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        head = self.head(x)
+        feat, feats = self.forward_body(self.head(x))
+        return self.tail(feat), feats
+
+    def forward_body(self, head: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The residual blocks, the body's last conv and the global residual from ``head``; and every block's
+        output."""
         feat = head
         feats = []
         for block in self.body[:-1]:
             feat = block(feat)
             feats.append(feat)
-        return self.tail(self.body[-1](feat) + head), feats
+        return self.body[-1](feat) + head, feats
 
 
 class _RDBConv(nn.Module):
@@ -637,20 +607,13 @@ class RDN(SRGenerator):
         residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            scale_factor,
-            residual_interp,
-            interp_mode,
-            options={
-                "num_features": num_features,
-                "num_blocks": num_blocks,
-                "num_layers": num_layers,
-                "growth_channels": growth_channels,
-            },
-        )
+        options = {
+            "num_features": num_features,
+            "num_blocks": num_blocks,
+            "num_layers": num_layers,
+            "growth_channels": growth_channels,
+        }
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         dims = self.spatial_dims
         g0, g = num_features, growth_channels
         self.SFENet1 = conv_nd(dims, self.in_channels, g0, 3)  # noqa: N815
@@ -729,21 +692,14 @@ class SRDenseNet(SRGenerator):
         residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            scale_factor,
-            residual_interp,
-            interp_mode,
-            options={
-                "num_features": num_features,
-                "num_blocks": num_blocks,
-                "num_layers": num_layers,
-                "growth_channels": growth_channels,
-                "bottleneck_channels": bottleneck_channels,
-            },
-        )
+        options = {
+            "num_features": num_features,
+            "num_blocks": num_blocks,
+            "num_layers": num_layers,
+            "growth_channels": growth_channels,
+            "bottleneck_channels": bottleneck_channels,
+        }
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         dims = self.spatial_dims
         self.conv_first = conv_nd(dims, self.in_channels, num_features, 3)
         self.act = nn.ReLU(inplace=True)
@@ -851,21 +807,14 @@ class RRDBNet(SRGenerator):
         residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            scale_factor,
-            residual_interp,
-            interp_mode,
-            options={
-                "num_features": num_features,
-                "num_blocks": num_blocks,
-                "growth_channels": growth_channels,
-                "attention": attention,
-                "reduction": reduction,
-            },
-        )
+        options = {
+            "num_features": num_features,
+            "num_blocks": num_blocks,
+            "growth_channels": growth_channels,
+            "attention": attention,
+            "reduction": reduction,
+        }
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         self.attention, self.reduction = attention, reduction
         dims = spatial_dims
         nf = num_features
@@ -885,7 +834,13 @@ class RRDBNet(SRGenerator):
         self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        feat = self.conv_first(x)
+        feat, feats = self.forward_trunk(self.conv_first(x))
+        hr = self.conv_hr(feat) if self.attention is None else self.se_hr(feat)
+        return self.conv_last(self.lrelu(hr)), feats
+
+    def forward_trunk(self, feat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """From ``conv_first``'s output: the RRDBs, ``conv_body`` with the trunk residual and the upsampling stages
+        (the HR feature map before ``conv_hr``/``se_hr``); and every RRDB's output."""
         body = feat
         feats = []
         for block in self.body:
@@ -895,8 +850,7 @@ class RRDBNet(SRGenerator):
         for i, stage in enumerate(self.stages):
             up = F.interpolate(feat, scale_factor=[float(f) for f in stage], mode="nearest")
             feat = self.lrelu(self.get_submodule(f"conv_up{i + 1}")(up))
-        hr = self.conv_hr(feat) if self.attention is None else self.se_hr(feat)
-        return self.conv_last(self.lrelu(hr)), feats
+        return feat, feats
 
 
 class SliceWise(nn.Module):

@@ -96,12 +96,7 @@ def _edsr_forward_features(net: EDSR, x: torch.Tensor) -> tuple[torch.Tensor, li
     head = follow_format(net.head[0](x), net.body[-1].weight)
     if len(net.head) > 1:
         head = net.head[1](head)
-    feat = head
-    feats = []
-    for block in net.body[:-1]:
-        feat = block(feat)
-        feats.append(feat)
-    h = net.body[-1](feat) + head
+    h, feats = net.forward_body(head)
     gate: torch.Tensor | None = None
     layers = list(net.tail) if net.upsampler == "subpixel" else list(net.tail[0]) + [net.tail[1]]
     i = 0
@@ -124,16 +119,7 @@ def _edsr_forward_features(net: EDSR, x: torch.Tensor) -> tuple[torch.Tensor, li
 def _rrdbnet_forward_features(net: RRDBNet, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """:meth:`RRDBNet.forward_features` with channels-last features after ``conv_first`` and the ``se_hr`` gate
     folded into ``conv_last``."""
-    feat = follow_format(net.conv_first(x), net.conv_body.weight)
-    body = feat
-    feats = []
-    for block in net.body:
-        body = block(body)
-        feats.append(body)
-    feat = feat + net.conv_body(body)
-    for i, stage in enumerate(net.stages):
-        up = F.interpolate(feat, scale_factor=[float(f) for f in stage], mode="nearest")
-        feat = net.lrelu(net.get_submodule(f"conv_up{i + 1}")(up))
+    feat, feats = net.forward_trunk(follow_format(net.conv_first(x), net.conv_body.weight))
     if net.attention is None:
         return net.conv_last(net.lrelu(net.conv_hr(feat))), feats
     # lrelu(feat * gate) == lrelu(feat) * gate for a positive gate (SE: (0, 1), improved SE: (0, 2)), and the gate

@@ -199,10 +199,11 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         device = get_device(args.device)  # a CUDA device on a CPU build is one line, not an AssertionError
         roi = parse_value(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
         rec = upscale_with_model(
-            src, args.output, model=model_file, scale=args.scale or 2, device=device, roi_size=roi,
-            overlap=0.25 if args.overlap is None else args.overlap, progress=not args.quiet,
+            src, args.output, model=model_file, scale=args.scale, device=device, roi_size=roi,
+            overlap=0.25 if args.overlap is None else args.overlap, progress=not args.quiet, clip=not args.raw_values,
         )  # fmt: skip
         how = f", slice by slice across axis {rec['slice_axis']}" if rec["slice_axis"] is not None else ""
+        how += f", {rec['note']}" if rec.get("note") else ""
         print(
             f"medsr upscale: {rec['output']}  shape {rec['shape']}  spacing "
             f"{tuple(round(s, 4) for s in rec['spacing'])} mm  model {rec['model']}{how}  {rec['seconds']:.1f} s"
@@ -220,6 +221,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     overrides.setdefault("progress", not args.quiet)
     if getattr(args, "compile", False):
         overrides["compile"] = True
+    if getattr(args, "raw_values", False):
+        overrides["clip"] = False
     start = time.perf_counter()
     workflow = run_bundle(args.bundle, "inferring", "inference.json", overrides)
     runner = workflow.parser.get_parsed_content("runner")
@@ -227,8 +230,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     for rec in getattr(runner, "records", []):
         shape = "x".join(map(str, rec["shape"]))
         spacing = "x".join(f"{s:.3g}" for s in rec["spacing"])
+        note = f", {rec['note']}" if rec.get("note") else ""
         print(
-            f"{rec['output']}: {shape} at {spacing} mm, model {model}, {time.perf_counter() - start:.1f} s",
+            f"{rec['output']}: {shape} at {spacing} mm, model {model}{note}, {time.perf_counter() - start:.1f} s",
             flush=True,
         )
     return 0
@@ -473,5 +477,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep freed HR feature maps in the heap for the next window (CPU, glibc; the process keeps its peak memory)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--raw-values",
+        "--no-clip",
+        dest="raw_values",
+        action="store_true",
+        help="keep the network's raw values (default: clipped to the input's value range)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
     p.set_defaults(func=cmd_upscale_files)

@@ -12,6 +12,7 @@ pairing transform's LR affine), so the physical extent (field of view) is kept.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import tempfile
 import time
@@ -28,7 +29,7 @@ from medsr.networks import optimize_for_inference
 from medsr.pipeline.errors import MedsrError
 from medsr.pipeline.io import atomic_path, check_outputs
 from medsr.transforms.compose import name_files
-from medsr.transforms.geometry import sr_affine
+from medsr.transforms.geometry import squeeze_spatial, sr_affine
 
 __all__ = [
     "SRSlidingWindowInferer",
@@ -42,6 +43,8 @@ __all__ = [
     "SRFileInference",
     "output_path_for",
 ]
+
+logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -284,6 +287,7 @@ def save_dicom(
     reference: str | os.PathLike,
     affine: Any | None = None,
     description: str = "medsr super-resolution",
+    slice_factor: int | None = None,
 ) -> list[str]:
     """Write an SR result as DICOM next to the geometry of the ``reference`` DICOM input, atomically.
 
@@ -296,6 +300,9 @@ def save_dicom(
     files are a derived series built from a clean copy of the reference (:func:`derived_dataset`: no
     command-set, private or retired elements, ``ImageType`` DERIVED, ``DerivationDescription``), which
     viewers open and ``dcmwrite`` accepts even when the input carried network command elements.
+
+    ``SliceThickness`` is the reference's when the slice axis was not upscaled (``slice_factor`` 1, in-plane
+    SR; a 2D image), else the new slice spacing; ``None`` tells it from the output's slice count.
     """
     import pydicom
     from pydicom.uid import generate_uid
@@ -328,6 +335,11 @@ def save_dicom(
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
     series_uid = generate_uid()
     n_slices = stored.shape[2]
+    if slice_factor is None:
+        slice_factor = max(1, n_slices // max(1, len(ref_files)))
+    thickness = f"{spacing[2]:.6g}"
+    if int(slice_factor) == 1 and ref.get("SliceThickness") not in (None, ""):
+        thickness = str(ref.SliceThickness)  # in-plane SR: the acquired slice thickness is unchanged
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     single = n_slices == 1
@@ -350,7 +362,7 @@ def save_dicom(
             position = aff[:3, :3] @ np.array([0.0, 0.0, k]) + aff[:3, 3]
             ds.ImagePositionPatient = [f"{v:.6g}" for v in position]
             ds.SliceLocation = f"{float(position @ normal):.6g}"
-            ds.SliceThickness = f"{spacing[2]:.6g}"
+            ds.SliceThickness = thickness
             if not single:
                 ds.SpacingBetweenSlices = f"{spacing[2]:.6g}"
             ds.SamplesPerPixel = 1
@@ -406,10 +418,23 @@ def super_resolve(
     inferer: SRSlidingWindowInferer,
     postprocessing: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
     item: dict | None = None,
-) -> MetaTensor:
-    """The SR image of one prepared (channel-first, normalized) ``image``: ``inferer`` windows through
-    ``network``, the HR affine (:func:`~medsr.transforms.geometry.sr_affine`), then ``postprocessing(out, item)``
-    (the inverse of the normalization, :func:`invert_intensity`; ``item`` defaults to ``{"image": image}``)."""
+    clip: bool = False,
+    scale: Sequence[int] | None = None,
+    name: Any = "image",
+) -> tuple[MetaTensor, str | None]:
+    """The SR image of one prepared (channel-first, normalized) ``image`` and a note (or ``None``).
+
+    ``inferer`` windows through ``network``, the HR affine is :func:`~medsr.transforms.geometry.sr_affine`'s,
+    then ``postprocessing(out, item)`` (the inverse of the normalization, :func:`invert_intensity`; ``item``
+    defaults to ``{"image": image}``) and, with ``clip``, :func:`clip_to_input`. A per-axis ``scale`` that
+    upscales another axis than the image's thickest is applied to the thickest (:func:`thick_axis_swap`; the
+    note says so, and a warning naming ``name``).
+    """
+    item = {"image": image} if item is None else item
+    swap = thick_axis_swap(image, scale, name)
+    if swap is not None:
+        logger.warning(f"input '{name}': {swap[2]}")
+        image = swap_axes(image, *swap[:2])
     if isinstance(network, torch.nn.Module):
         network.eval()
     batch = image.unsqueeze(0)
@@ -419,22 +444,94 @@ def super_resolve(
     if not isinstance(out, MetaTensor):
         out = MetaTensor(out)
     out.affine = sr_affine(image.affine, tuple(o // i for o, i in zip(out.shape[1:], image.shape[1:])))
+    if swap is not None:
+        out = swap_axes(out, *swap[:2])
     if postprocessing is not None:
-        mapped = postprocessing(out, {"image": image} if item is None else item)
+        mapped = postprocessing(out, item)
         out = mapped if isinstance(mapped, MetaTensor) else MetaTensor(mapped, affine=out.affine)
-    return out
+    if clip:
+        out = clip_to_input(out, item)
+    return out, None if swap is None else swap[2]
 
 
-def write_image(image: MetaTensor, target: str | os.PathLike, source: str | os.PathLike) -> list[str]:
+def write_image(
+    image: MetaTensor, target: str | os.PathLike, source: str | os.PathLike, slice_factor: int = 1
+) -> list[str]:
     """Write an SR result of the input file ``source`` to ``target``: DICOM next to a DICOM input (unless the
-    target is NIfTI), PNG/TIFF in the source's bit depth, else NIfTI; returns the files written."""
+    target is NIfTI; ``slice_factor``: HR slices per input slice), PNG/TIFF in the source's bit depth, else
+    NIfTI; returns the files written."""
     target = Path(target)
     if is_dicom(source) and not target.name.endswith(NIFTI_SUFFIXES):
-        return save_dicom(image, target, source)
+        return save_dicom(image, target, source, slice_factor=slice_factor)
     if target.suffix.lower() in IMAGE_SUFFIXES:
         photo = Path(source).suffix.lower() in (*IMAGE_SUFFIXES, ".jpg", ".jpeg")
         return [save_image_2d(image, target, source if photo else None)]
     return [save_nifti(image, target)]
+
+
+def swap_axes(img: MetaTensor, a: int, b: int) -> MetaTensor:
+    """Swap spatial axes ``a`` and ``b`` of a channel-first image, its affine's columns with them (the world
+    position of every voxel is unchanged)."""
+    perm = [0, *range(1, img.ndim)]
+    perm[1 + a], perm[1 + b] = perm[1 + b], perm[1 + a]
+    aff = torch.as_tensor(img.affine, dtype=torch.float64).clone()
+    aff[:, [a, b]] = aff[:, [b, a]]
+    meta = {k: v for k, v in img.meta.items() if k != "affine"}
+    return MetaTensor(img.as_tensor().permute(*perm).contiguous(), affine=aff, meta=meta)
+
+
+def thick_axis_swap(img: torch.Tensor, scale: Sequence[int] | None, name: str) -> tuple[int, int, str] | None:
+    """For a per-axis scale that upscales one axis: ``(that axis, the input's thickest axis, a note saying
+    so)`` when they differ (the axes to swap), else ``None``.
+
+    Raises:
+        MedsrError: naming the axis, when the thickest axis is ambiguous (two axes share the largest spacing).
+    """
+    from medsr.transforms.geometry import spacing_of
+
+    if scale is None or len(set(scale)) == 1:
+        return None
+    up = [a for a, f in enumerate(scale) if f > min(scale)]
+    if len(up) != 1:
+        return None
+    spacing = spacing_of(img)
+    thick = max(spacing)
+    axis = up[0]
+    if spacing[axis] >= thick * 0.999:
+        return None
+    thickest = [a for a, s in enumerate(spacing) if s >= thick * 0.999]
+    if len(thickest) > 1:
+        raise MedsrError(
+            f"input '{name}': --scale {tuple(scale)} upscales axis {axis} ({spacing[axis]:g} mm), but axes "
+            f"{thickest} are thicker ({thick:g} mm); give the factor on the axis to upscale"
+        )
+    return (
+        axis,
+        thickest[0],
+        (
+            f"reoriented: --scale {tuple(scale)} applied to axis {thickest[0]} ({thick:g} mm, the thick one), "
+            f"not axis {axis} ({spacing[axis]:g} mm)"
+        ),
+    )
+
+
+def clip_to_input(output: torch.Tensor, item: dict, key: str = "image") -> torch.Tensor:
+    """Clip ``output`` to the value range of the input in ``item`` (before its normalization).
+
+    The normalization (:mod:`medsr.transforms.intensity`) stores the input's range as ``min``/``max`` in
+    ``meta["medsr_norm"]``; without it the output is returned as it is.
+    """
+    from medsr.transforms import NORM_KEY
+
+    src = item.get(key)
+    params = getattr(src, "meta", {}).get(NORM_KEY) if src is not None else None
+    if not isinstance(params, dict) or params.get("input_min") is None or params.get("input_max") is None:
+        return output
+    lo, hi = float(params["input_min"]), float(params["input_max"])
+    clipped = output.clamp(lo, hi)
+    if isinstance(output, MetaTensor) and not isinstance(clipped, MetaTensor):
+        clipped = MetaTensor(clipped, affine=output.affine)
+    return clipped
 
 
 class SRFileInference:
@@ -458,6 +555,12 @@ class SRFileInference:
             same values), see :func:`medsr.networks.optimize_for_inference`.
         compile: also ``torch.compile`` the network with frozen weights; pays off for many windows of one
             size (each new window shape compiles once).
+        clip: clip outputs to the input's value range (:func:`clip_to_input`; magnitude images gain no
+            negative values or overshoot); ``False`` keeps the network's raw values.
+
+    A per-axis scale that upscales one axis (``(1, 1, 4)``) is applied to the input's thickest axis: when
+    that is another axis, the two axes are swapped for the network and back for the output, and the record
+    says so (``note``).
 
     ``run()`` returns one dict per input: ``input``, ``output`` (path), ``shape``, ``spacing``, ``seconds``.
     """
@@ -476,6 +579,7 @@ class SRFileInference:
         progress: bool = True,
         channels_last: bool = True,
         compile: bool = False,
+        clip: bool = True,
     ) -> None:
         if isinstance(files, (str, os.PathLike)):
             files = [files]
@@ -505,6 +609,8 @@ class SRFileInference:
         self.inferer = inferer
         self.device = torch.device(device)
         self.progress = progress
+        self.clip = bool(clip)
+        self.notes: dict[str, str | None] = {}
         self.records: list[dict[str, Any]] = []
 
     def target_for(self, index: int, path: str) -> Path:
@@ -522,8 +628,7 @@ class SRFileInference:
         img = item["image"]
         if not isinstance(img, MetaTensor):
             img = MetaTensor(img)
-        while img.ndim - 1 > self.spatial_dims and img.shape[-1] == 1:
-            img = img[..., 0]
+        img = squeeze_spatial(img, self.spatial_dims)
         if img.ndim == 4 and img.shape[0] > 1 and img.meta.get("source_format") == "nifti":
             n = int(img.shape[0])
             raise MedsrError(
@@ -547,7 +652,20 @@ class SRFileInference:
     def upscale(self, path: str) -> tuple[MetaTensor, dict]:
         """Return the SR image (channel first, input units, HR affine) for one input and its prepared item."""
         img, item = self._prepare(path)
-        return super_resolve(img, self.network, self.inferer, self.postprocessing, item), item
+        out, self.notes[path] = super_resolve(
+            img, self.network, self.inferer, self.postprocessing, item, self.clip, self._scale(img.ndim - 1), path
+        )
+        return out, item
+
+    def _scale(self, spatial_dims: int) -> tuple[int, ...] | None:
+        """The network's factor per axis (from the network, else the inferer), ``None`` when unknown."""
+        factors = getattr(self.network, "scale_factor", None) or getattr(self.inferer, "scale", None)
+        if factors is None:
+            return None
+        if isinstance(factors, int):
+            return (int(factors),) * spatial_dims
+        factors = tuple(int(f) for f in factors)
+        return factors if len(factors) == spatial_dims else None
 
     def run(self) -> list[dict[str, Any]]:
         """Upscale every input and write it; returns one record per input."""
@@ -556,9 +674,11 @@ class SRFileInference:
         records = []
         for i, path in enumerate(tqdm(self.files, desc="upscale", disable=not self.progress)):
             start = time.perf_counter()
-            out, _ = self.upscale(path)
+            out, item = self.upscale(path)
             target = self.target_for(i, path)
-            write_image(out, target, path)
+            src = item["image"]
+            factor = int(out.shape[3] // src.shape[3]) if out.ndim == 4 and src.ndim == 4 else 1
+            write_image(out, target, path, slice_factor=factor)
             spacing = torch.linalg.norm(torch.as_tensor(out.affine)[:3, : self.spatial_dims], dim=0)
             records.append(
                 {
@@ -567,6 +687,7 @@ class SRFileInference:
                     "shape": tuple(int(s) for s in out.shape[1:]),
                     "spacing": tuple(float(s) for s in spacing),
                     "seconds": time.perf_counter() - start,
+                    "note": self.notes.get(path),
                 }
             )
         self.records = records
@@ -618,6 +739,42 @@ def inference_preprocessing(luminance: bool = True) -> Callable[[dict], dict]:
     )
 
 
+def check_model_fits(network: torch.nn.Module, info: dict, spatial_dims: int, scale: Any, name: Any) -> None:
+    """Refuse a named model that cannot do what was asked: a 3D model on a 2D image, or a ``--scale`` that
+    contradicts the model's own factors (the model would silently give its own scale).
+
+    Raises:
+        MedsrError: one sentence naming the model, the input and what to do.
+    """
+    from medsr.transforms.geometry import parse_scale
+
+    model = info.get("name") or info.get("path") or "the model"
+    nd = int(network.spatial_dims)
+    if nd > spatial_dims:
+        raise MedsrError(
+            f"--model {model}: a {nd}D model cannot upscale the {spatial_dims}D image '{name}'; choose a "
+            f"{spatial_dims}D model (medsr models) or give a {nd}D volume"
+        )
+    if scale is None:
+        return
+    own = tuple(int(f) for f in network.scale_factor)
+    try:
+        text = str(scale).strip()
+        axes = 3 if text.startswith(("(", "[")) and text.count(",") == 2 else nd
+        wanted = tuple(int(f) for f in parse_scale(scale, axes))
+    except ValueError as err:
+        raise MedsrError(f"--scale {scale!r}: {err}") from err
+    if len(wanted) == 3 and nd == 2:  # a 2D model on a volume: its factors in-plane, 1 across
+        fits = sorted(wanted) == sorted((*own, 1))
+    else:
+        fits = wanted == own or (len(set(wanted)) == 1 and len(set(own)) == 1 and wanted[0] == own[0])
+    if not fits:
+        raise MedsrError(
+            f"--model {model} upscales by {'x'.join(map(str, own))}, but --scale {scale} asks for "
+            f"{'x'.join(map(str, wanted))}: drop --scale, or choose a model with that scale (medsr models)"
+        )
+
+
 def model_for_image(
     image: MetaTensor,
     model: str | os.PathLike | None = None,
@@ -625,11 +782,13 @@ def model_for_image(
     device: str | torch.device = "cpu",
     network: torch.nn.Module | None = None,
     info: dict[str, Any] | None = None,
+    name: Any = "image",
 ) -> tuple[torch.nn.Module, dict[str, Any], int | None]:
     """The generator for a channel-first ``image``: ``network``/``info``, the model file or shipped name
-    ``model``, else the shipped model that :func:`medsr.pipeline.models.pick_model` chooses for the image's
-    dimension and ``scale``. A 2D model on a 3D image runs in-plane, slice by slice across the thickest axis
-    (largest spacing; the last axis on ties) with :class:`medsr.networks.SliceWise`.
+    ``model`` (which must fit the image and ``scale``, :func:`check_model_fits`; ``name`` names the image in
+    its errors), else the shipped model that :func:`medsr.pipeline.models.pick_model` chooses for the image's
+    dimension and ``scale`` (default 2). A 2D model on a 3D image runs in-plane, slice by slice across the
+    thickest axis (largest spacing; the last axis on ties) with :class:`medsr.networks.SliceWise`.
 
     Returns:
         ``(network, info, slice_axis)``; ``slice_axis`` is ``None`` unless slice by slice.
@@ -641,8 +800,9 @@ def model_for_image(
     if network is None:
         if model is not None:
             network, info = load_model(find_model(model), device)
+            check_model_fits(network, info, sd, scale, name)
         else:
-            choice, _ = pick_model(sd, scale)
+            choice, _ = pick_model(sd, 2 if scale is None else scale)
             network, info = load_model(choice["path"], device)
     info = dict(info or {})
     if network.spatial_dims >= sd:
@@ -684,12 +844,13 @@ def upscale_with_model(
     network: torch.nn.Module | None = None,
     info: dict[str, Any] | None = None,
     model: str | os.PathLike | None = None,
-    scale: Any = 2,
+    scale: Any = None,
     device: str | torch.device = "cpu",
     roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.25,
     progress: bool = False,
     channels_last: bool = True,
+    clip: bool = True,
 ) -> dict[str, Any]:
     """Super-resolve one file with a self-describing model (a shipped one by default), no bundle overrides.
 
@@ -702,15 +863,14 @@ def upscale_with_model(
     prep = inference_preprocessing()
     item = prep({"image": str(input_path)})
     img = item["image"]
-    while img.ndim > 3 and img.shape[-1] == 1:  # a single-slice 3D read (one DICOM file, a 2D NIfTI) is 2D
-        img = img[..., 0]
+    img = squeeze_spatial(img, 2)  # a single-slice 3D read (one DICOM file, a 2D NIfTI) is 2D
     item["image"] = img
     sd = img.ndim - 1
     if sd not in (2, 3):
         raise ValueError(
             f"input '{input_path}': read as shape {tuple(img.shape)} (channel first); expected a 2D or 3D image"
         )
-    net, info, slice_axis = model_for_image(img, model, scale, device, network, info)
+    net, info, slice_axis = model_for_image(img, model, scale, device, network, info, name=input_path)
     cached = {str(input_path): item}
     runner = SRFileInference(
         net,
@@ -724,6 +884,7 @@ def upscale_with_model(
         spatial_dims=sd,
         progress=False,
         channels_last=channels_last and slice_axis is None,
+        clip=clip,
     )
     record = runner.run()[0]
     record.update(model=info.get("name", "?"), model_path=info.get("path"), slice_axis=slice_axis)
@@ -732,13 +893,14 @@ def upscale_with_model(
 
 def upscale_array(
     image: np.ndarray | torch.Tensor,
-    scale: Any = 2,
+    scale: Any = None,
     spacing: Sequence[float] | None = None,
     model: str | os.PathLike | torch.nn.Module | None = None,
     device: str | torch.device | None = None,
     roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.25,
     progress: bool = False,
+    clip: bool = True,
 ) -> tuple[np.ndarray | MetaTensor, tuple[float, ...]]:
     """Super-resolve an image in memory; see :func:`medsr.upscale` (the public name)."""
     from medsr.pipeline.bundle import get_device
@@ -774,7 +936,7 @@ def upscale_array(
     norm = item["image"]
     net, _, slice_axis = model_for_image(norm, path, scale, device, given, {} if given is not None else None)
     inferer = _inferer(norm, net, slice_axis, device, roi_size, overlap, progress)
-    out = super_resolve(norm, net, inferer, invert_intensity, item)
+    out, _ = super_resolve(norm, net, inferer, invert_intensity, item, clip, tuple(int(f) for f in net.scale_factor))
     hr_spacing = tuple(float(s) for s in spacing_of(out))
     if meta:
         return out, hr_spacing

@@ -9,7 +9,9 @@ definitions, so the server's output can be compared with the same model run in t
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +25,8 @@ pytestmark = pytest.mark.slow
 MODELS = "espcn,espcn3d=espcn,vdsr"  # vdsr gets no checkpoint: it must be skipped
 OVERRIDES = {"espcn3d": {"spatial_dims": 3, "scale": [2, 2, 1], "roi_size": 16}}
 TRAINED = ("espcn", "espcn3d")
+#: an image id that runs ``touch $MEDSR_MARKER`` if any part of the server evaluates it as Python
+HOSTILE = "$__import__('os').system('touch $MEDSR_MARKER') or 'x' #a::b"
 
 
 def _mni_t1() -> np.ndarray:
@@ -81,6 +85,8 @@ def workspace(tmp_path_factory):
     aff2[:3, 3] = (-10.0, 5.0, 0.0)
     nib.save(nib.Nifti1Image(sl, aff2), str(store / "brain2d.nii.gz"))
     (store / "notes.nii.gz").write_text("this is a radiology note, not an image\n")
+    nib.save(nib.Nifti1Image(sl, aff2), str(store / f"{HOSTILE}.nii.gz"))
+    os.environ["MEDSR_MARKER"] = str(root / "MARKER")  # inherited by the server process
 
     runs = root / "runs"
     torch.manual_seed(0)
@@ -196,3 +202,13 @@ def test_bad_requests_get_clear_errors_and_server_keeps_serving(server, workspac
     assert server["proc"].poll() is None
     assert set(_get_json(f"{url}/info/")["models"]) == set(TRAINED)
     assert _infer(server, workspace, "espcn", "brain2d").shape == (96, 80)
+
+
+def test_hostile_image_id_is_read_literally(server, workspace):
+    """An image id holding ``$…``, ``#`` and ``::`` is a file name to the server, never code or a config id."""
+    code, body = _post(f"{server['url']}/infer/espcn?image={urllib.parse.quote(HOSTILE, safe='')}&output=image")
+    assert code == 200, body[:500]
+    path = workspace["root"] / "result_hostile.nii.gz"
+    path.write_bytes(body)
+    assert nib.load(str(path)).shape == (96, 80)
+    assert not (workspace["root"] / "MARKER").exists(), "the image id was evaluated as code"
