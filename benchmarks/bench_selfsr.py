@@ -283,7 +283,12 @@ def main() -> int:
                         help="run medsr at these --spacings values next to one busy process (a shared CPU)")  # fmt: skip
     parser.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
                         help="measure the training step against the convolution peak first (default on)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=0, help="0: medsr picks (idle cores, at least 1)")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="threads of the speed line, cubic and ECLARE (0: the idle cores); medsr runs its default (the idle "
+        "cores, following the load) unless --medsr-threads is given",
+    )  # fmt: skip
+    parser.add_argument("--medsr-threads", type=int, default=None, help="pass --threads N to medsr selfsr")
     parser.add_argument("--steps", type=int, default=None, help="medsr training steps (default: the bundle's)")
     parser.add_argument("--minutes", type=float, default=None, help="medsr training time budget (--minutes)")
     parser.add_argument("--medsr-args", default="", help="extra arguments for `medsr selfsr` (one string)")
@@ -313,15 +318,17 @@ def main() -> int:
     started = load()
     print(f"load average at start: {started}  (threads {args.threads}, {os.cpu_count()} CPUs)", flush=True)
     ref, inputs = make_inputs(work, args.spacings, args.source)
-    speed = {}
-    if args.speed:
-        speed = train_speed(next(iter(inputs.values()))[1], args.threads, PRECISIONS[args.precision])
-        print(
-            f"training step ({speed['precision']}, {speed['threads']} threads): {speed['steps_per_s']} steps/s, "
-            f"{speed['gflop_per_step']} GFLOP a step, {speed['gflop_per_s']} GFLOP/s = {speed['ratio_to_peak']:.0%} "
-            f"of the convolution peak ({speed['conv_peak_gflop_per_s']} GFLOP/s); load average {load()}",
-            flush=True,
-        )
+    speed = []
+    if args.speed:  # one thread, and the --threads setting (0: the idle cores)
+        for n in sorted({1, args.threads or auto_threads()}):
+            sp = train_speed(next(iter(inputs.values()))[1], n, PRECISIONS[args.precision])
+            speed.append(sp)
+            print(
+                f"training step ({sp['precision']}, {sp['threads']} threads): {sp['steps_per_s']} steps/s, "
+                f"{sp['gflop_per_step']} GFLOP a step, {sp['gflop_per_s']} GFLOP/s = {sp['ratio_to_peak']:.0%} "
+                f"of the convolution peak ({sp['conv_peak_gflop_per_s']} GFLOP/s); load average {load()}",
+                flush=True,
+            )
     if args.precision != "auto":
         args.medsr_args = f"{args.medsr_args} --set precision={PRECISIONS[args.precision]}".strip()
     rows = []
@@ -332,7 +339,9 @@ def main() -> int:
         out = work / f"cubic_{stem}.nii.gz"
         res["cubic B-spline"] = (*run_timed([sys.executable, "-c", CUBIC, str(lr), str(out)], env), out)
         out = work / f"medsr_{stem}.nii.gz"
-        cmd = [sys.executable, "-m", "medsr.pipeline.cli", "selfsr", str(lr), str(out), "--threads", str(args.threads)]
+        cmd = [sys.executable, "-m", "medsr.pipeline.cli", "selfsr", str(lr), str(out)]
+        if args.medsr_threads is not None:
+            cmd += ["--threads", str(args.medsr_threads)]
         if args.steps:
             cmd += ["--steps", str(args.steps)]
         if args.minutes:

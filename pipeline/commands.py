@@ -19,8 +19,10 @@ from medsr.pipeline.bundles import (
     describe_bundle,
     list_bundles,
     model_overrides,
+    override_text,
     parse_sets,
     parse_value,
+    quiet_monai,
     run_bundle,
 )
 from medsr.pipeline.io import check_outputs
@@ -125,7 +127,7 @@ def cmd_bundles(args: argparse.Namespace) -> int:
         print(f"  recipe and every override: {info['readme']}")
         print("  overrides (python -m monai.bundle run ... --KEY VALUE, or medsr train --set KEY=VALUE):")
         for k, v in info["overrides"].items():
-            print(f"    --{k} {json.dumps(v)}")
+            print(f"    --{k} {override_text(v)}")
         print(f"  runs in {info['runs_dir']}: {len(info['runs']) or 'none (train it first)'}")
         for r in info["runs"][:10]:
             mark = " (latest)" if r["latest"] else ""
@@ -198,10 +200,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         model_file = find_model(args.model) if args.model else None
         device = get_device(args.device)  # a CUDA device on a CPU build is one line, not an AssertionError
         roi = parse_value(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
-        rec = upscale_with_model(
-            src, args.output, model=model_file, scale=args.scale, device=device, roi_size=roi,
-            overlap=0.25 if args.overlap is None else args.overlap, progress=not args.quiet, clip=not args.raw_values,
-        )  # fmt: skip
+        with quiet_monai():  # no nvImageCodec notices around the one result (or error) line
+            rec = upscale_with_model(
+                src, args.output, model=model_file, scale=args.scale, device=device, roi_size=roi,
+                overlap=0.25 if args.overlap is None else args.overlap, progress=not args.quiet,
+                clip=not args.raw_values,
+            )  # fmt: skip
         how = f", slice by slice across axis {rec['slice_axis']}" if rec["slice_axis"] is not None else ""
         how += f", {rec['note']}" if rec.get("note") else ""
         print(
@@ -375,7 +379,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "images/) and points runs/<bundle>/latest at it.",
         epilog="examples:\n"
         "  medsr train espcn --epochs 2 --epoch-length 10 --batch-size 4 --patch-size 32\n"
-        "  medsr train esrgan_se --set num_blocks=2 --set num_features=16 --tracking mlflow\n"
+        "  medsr train esrgan_se --set num_blocks=2 --set num_features=16 --tracking none   # no MLflow run\n"
         "  medsr train espcn --spatial-dims 3 --scale '(1,1,4)' --patch-size '(64,64,32)'\n"
         "  medsr train espcn --resume            # go on with the newest run, in its own folder",
         formatter_class=fmt,
@@ -394,7 +398,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="RUN",
         help="resume a run: its name or folder, or a checkpoint (default: the newest run)",
     )
-    p.add_argument("--tracking", default=None, help="'mlflow' (or mlflow/tracking.json) to track the run")
+    p.add_argument(
+        "--tracking",
+        default=None,
+        help="MLflow tracking (on by default: an MLflow run in <output-dir>/mlruns.db); 'none' to switch it off, "
+        "or a MONAI tracking settings file",
+    )
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
@@ -409,7 +418,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.add_argument("--run", default=None, help="run name or folder (default: the newest trained run)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file or folder (default: the run's best)")
-    p.add_argument("--tracking", default=None, help="'mlflow' to track the run")
+    p.add_argument("--tracking", default=None, help="'mlflow' to track the evaluation (medsr's mlflow/tracking.json)")
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser(

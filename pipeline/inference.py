@@ -345,7 +345,7 @@ def save_dicom(
     single = n_slices == 1
     normal = np.cross(col_dir, row_dir)
     base = derived_dataset(ref, description)
-    target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     written = []
     try:
         for k in range(n_slices):
@@ -467,6 +467,23 @@ def write_image(
         photo = Path(source).suffix.lower() in (*IMAGE_SUFFIXES, ".jpg", ".jpeg")
         return [save_image_2d(image, target, source if photo else None)]
     return [save_nifti(image, target)]
+
+
+def remove_stale_outputs(target: str | os.PathLike) -> list[Path]:
+    """Remove what a killed write of ``target`` left behind (its hidden temp files and DICOM temp folders),
+    as checkpoint temps are removed at the start of a training run. Returns the removed paths."""
+    import shutil
+
+    from medsr.pipeline.io import remove_stale_temps
+
+    target = Path(target)
+    removed = remove_stale_temps(target.parent, target.name)
+    if target.parent.is_dir():
+        for d in target.parent.glob(f".{target.name}.*.tmp"):
+            if d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+    return removed
 
 
 def swap_axes(img: MetaTensor, a: int, b: int) -> MetaTensor:
@@ -674,6 +691,7 @@ class SRFileInference:
         records = []
         for i, path in enumerate(tqdm(self.files, desc="upscale", disable=not self.progress)):
             start = time.perf_counter()
+            remove_stale_outputs(self.target_for(i, path))
             out, item = self.upscale(path)
             target = self.target_for(i, path)
             src = item["image"]
@@ -861,7 +879,13 @@ def upscale_with_model(
         The record of :meth:`SRFileInference.run` plus ``model`` (name), ``model_path`` and ``slice_axis``.
     """
     prep = inference_preprocessing()
-    item = prep({"image": str(input_path)})
+    try:
+        item = prep({"image": str(input_path)})
+    except Exception as exc:  # a NaN, a bad header ...: the message names the input
+        named = name_files(exc, [str(input_path)], "input")
+        if named is exc:
+            raise
+        raise named from exc
     img = item["image"]
     img = squeeze_spatial(img, 2)  # a single-slice 3D read (one DICOM file, a 2D NIfTI) is 2D
     item["image"] = img

@@ -10,8 +10,6 @@ literal name) or refused in one line that quotes the name literally.
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -45,18 +43,8 @@ def marker(tmp_path, monkeypatch):
     assert not path.exists(), "a user-given name was evaluated as code"
 
 
-@pytest.fixture(autouse=True)
-def _own_logging():
-    """An in-process bundle run points log handlers at this test's captured streams: drop them afterwards."""
-    yield
-    loggers = [logging.getLogger()] + [
-        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-    ]
-    for lg in loggers:
-        for h in list(lg.handlers):
-            stream = getattr(h, "stream", None)
-            if isinstance(h, logging.StreamHandler) and stream not in (sys.__stdout__, sys.__stderr__):
-                lg.removeHandler(h)
+#: an in-process bundle run points log handlers at this test's captured streams: dropped after each test
+pytestmark = pytest.mark.usefixtures("own_logging")
 
 
 def _image(path: Path, shape=(16, 16)) -> Path:

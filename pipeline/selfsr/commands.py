@@ -34,6 +34,7 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
     """Check the input (one-line errors), then train, reconstruct and optionally score."""
     from medsr.pipeline.bundle import get_device
     from medsr.pipeline.bundles import parse_sets, run_bundle
+    from medsr.pipeline.io import check_outputs
     from medsr.pipeline.literals import Expression, literal_expression
     from medsr.pipeline.selfsr.grid import load_profile, plan_grid
     from medsr.pipeline.selfsr.run import load_scan
@@ -43,6 +44,10 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
     try:
         if out.exists() and out.resolve() == src.resolve():
             raise ValueError(f"output '{out}' is the input; the input is never overwritten")
+        # before training: a NIfTI name in a writable folder, for the output and the run folder
+        check_outputs([src], [out], suffixes=(".nii", ".nii.gz"))
+        run_folder = Path(args.output_dir) if args.output_dir else default_output_dir(out)
+        check_outputs([src], [run_folder / "report.json"], suffixes=(".json",))
         data, affine = load_scan(src)
         grid = plan_grid(data.shape, affine, args.thickness, args.gap, args.target_spacing, name=f"input '{src}'")
         load_profile(args.profile)
@@ -92,7 +97,7 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
 
     reuse_freed_memory()  # this command is its own process: freed feature maps are reused, not page-faulted again
     infer = dict(common, tta=args.tta, bp_iters=args.bp_iters)
-    infer.update({k: v for k, v in extra.items() if k in ("tta", "bp_iters", "report", "png")})
+    infer.update({k: v for k, v in extra.items() if k in ("tta", "bp_iters", "report", "png", "precision")})
     run_bundle("selfsr", "inferring", "inference.json", infer)
     t2 = time.perf_counter()
     print(

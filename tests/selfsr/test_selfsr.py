@@ -378,3 +378,19 @@ def test_time_budget_ends_training_on_time_and_the_bar_counts_seconds(tmp_path, 
     assert "training for 0.05 min" in out.out
     assert re.search(r"\d+/3 s, step \d+", out.err), out.err[-500:]  # the bar: seconds of the budget, then steps
     assert time.perf_counter() - t0 < 60
+
+
+def test_trained_model_is_a_medsr_model_file_checked_against_the_scan(tmp_path):
+    from medsr.pipeline.models import read_model_info
+    from medsr.pipeline.selfsr.run import load_trained, model_for, save_model
+
+    scan = prepare(_write(tmp_path / "scan.nii.gz", (14, 12, 5), (1.0, 1.0, 4.0)))
+    net = {"name": "slicenet", "num_features": 4, "num_blocks": 1}
+    save_model(model_for(scan, net, "bf16"), scan, net, tmp_path / "model.pt")
+    info = read_model_info(tmp_path / "model.pt")
+    assert info["scale"] == [1, 4] and info["grid"]["slice_axis"] == 2 and info["network"]["args"]["residual_interp"]
+    model = load_trained(scan, tmp_path / "model.pt", "fp32")
+    assert model(torch.zeros(1, 1, 6, 5)).shape == (1, 1, 6, 20)
+    other = prepare(_write(tmp_path / "other.nii.gz", (14, 12, 5), (1.0, 1.0, 3.0)))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_trained(other, tmp_path / "model.pt")
