@@ -36,6 +36,7 @@ __all__ = [
     "parse_value",
     "parse_sets",
     "run_bundle",
+    "inline_references",
     "TRACKING_KEY",
     "TRACKING_SETTINGS",
     "tracking_settings",
@@ -50,7 +51,8 @@ __all__ = [
     "ALLOW_NEW_KEYS_ENV",
 ]
 
-#: the medsr checkout; the one place that says where the bundles are
+#: the medsr checkout (or, installed from a wheel, the ``medsr`` package folder, which carries ``bundles/`` and
+#: ``mlflow/`` next to ``pipeline/``); the one place that says where the bundles are
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
 BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
@@ -109,6 +111,26 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def inline_references(node: Any, root: str | os.PathLike = REPO_ROOT) -> Any:
+    """Replace every ``"%path/file.json#key"`` value by that part of the file, with paths relative to ``root``.
+
+    MONAI reads such references relative to the working directory, so the bundles' ``%bundles/common/...``
+    parts are found only from the folder holding ``bundles/``; inlined against :data:`REPO_ROOT`, a bundle
+    runs from any folder, in a clone or installed. ``%#key`` references (same file) are kept.
+    """
+    if isinstance(node, dict):
+        return {k: inline_references(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [inline_references(v, root) for v in node]
+    if isinstance(node, str) and node.startswith("%") and ".json" in node:
+        path, _, key = node[1:].partition("#")
+        part: Any = json.loads((Path(root) / path).read_text(encoding="utf-8"))
+        for k in filter(None, key.replace("::", "#").split("#")):
+            part = part[int(k)] if isinstance(part, list) else part[k]
+        return inline_references(part, root)
+    return node
+
+
 #: medsr's tracking settings (``--tracking mlflow`` means these, not MONAI's default ``MLFlowHandler``)
 TRACKING_SETTINGS = REPO_ROOT / "mlflow" / "tracking.json"
 #: the bundle key that switches the MLflow tracking the training configs carry (``bundles/common/tracking.json``)
@@ -140,9 +162,10 @@ def tracking_settings(config_file: str | os.PathLike, tracking: str | None, over
 
 def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None):
     """Run ``run_id`` of ``bundles/<name>/<config>`` in this process, as ``python -m monai.bundle run`` does
-    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`.
-    ``tracking``: see :func:`tracking_settings` (training runs are tracked unless it is ``"none"``)."""
-    from monai.bundle.scripts import create_workflow
+    (metadata and logging from the bundle), from any working directory (:func:`inline_references`); returns
+    the finished :class:`~monai.bundle.ConfigWorkflow`. ``tracking``: see :func:`tracking_settings` (training
+    runs are tracked unless it is ``"none"``)."""
+    from monai.bundle import ConfigWorkflow
 
     folder = bundle_dir(name)
     overrides = dict(overrides)
@@ -156,7 +179,7 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
         values=overrides,
     )
     with quiet_monai():
-        workflow = create_workflow(
+        workflow = ConfigWorkflow(  # what monai.bundle's create_workflow builds, before it initializes
             config_file=str(folder / config),
             meta_file=str(folder / "metadata.json"),
             logging_file=str(folder / "logging.conf"),
@@ -164,6 +187,8 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
             tracking=tracking or None,
             **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
         )
+        workflow.parser.set(inline_references(workflow.parser.get()))
+        workflow.initialize()
         workflow.run()
         workflow.finalize()
     return workflow
