@@ -457,7 +457,11 @@ def _type_error(value: Any, default: Any) -> str | None:
         return None  # an expression or reference: its value is not known before the run
     ints = (int,) if not isinstance(value, bool) else ()
     if isinstance(default, bool):
-        return None if isinstance(value, bool) else "expected true or false"
+        return (
+            None
+            if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))
+            else "expected true or false"
+        )
     if isinstance(default, int):
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return None  # one value per axis (scale, patch_size, roi_size)
