@@ -105,19 +105,24 @@ def idle_threads(seconds: float = 0.5) -> int:
 class FollowLoad:
     """Re-checks the load every ``every`` seconds of a run and sets ``torch.set_num_threads`` to follow it.
 
-    A no-op when ``threads`` is a fixed count (``threads > 0``): only ``0`` ("the idle cores") follows.
+    A no-op when ``threads`` is a fixed count (``threads > 0``): only ``0`` ("the idle cores") follows. An
+    ignite handler (``attach``), or called by hand with :meth:`tick` (the selfsr reconstruction).
 
     Args:
         threads: the run's ``threads`` setting (0: follow the load).
         every: seconds between checks (each check looks at the CPU used since the one before).
     """
 
-    def __init__(self, threads: int = 0, every: float = 3.0) -> None:
+    def __init__(self, threads: int = 0, every: float = 3.0, backoff: float = 30.0) -> None:
         self.enabled = not threads
         self.every = float(every)
+        self.backoff = self.first_backoff = float(backoff)
         self.share: CpuShare | None = None
         self.changes: list[tuple[int, int]] = []  # (iteration, threads) at each change
         self._next = 0.0
+        self._last: tuple[int, float] | None = None  # (iteration, time) of the last check
+        self._trial: tuple[int, float] | None = None  # (threads before, steps/s before) while trying more threads
+        self._hold_until = 0.0
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -126,26 +131,58 @@ class FollowLoad:
             engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine) -> None:
+        self.tick(engine.state.iteration, engine.logger)
+
+    def tick(self, iteration: int, log: logging.Logger | None = None) -> None:
+        """Call after each unit of work (``iteration`` counts them); checks the load every ``every`` seconds.
+        Outside ignite (the reconstruction) this is the whole interface."""
+        if not self.enabled:
+            return
         now = time.perf_counter()
         if self.share is None:
-            self.share, self._next = CpuShare(), now + self.every
+            self.share, self._next, self._last = CpuShare(), now + self.every, (int(iteration), now)
             return
         if now < self._next:
             return
         self._next = now + self.every
-        self.update(engine.state.iteration, self.share.others(), engine.logger)
+        self.update(iteration, self.share.others(), log, now)
 
-    def update(self, iteration: int, others: float | None, log: logging.Logger | None = None) -> int:
-        """Set the threads for ``others`` busy cores; returns the count in use."""
+    def update(
+        self, iteration: int, others: float | None, log: logging.Logger | None = None, now: float | None = None
+    ) -> int:
+        """Set the threads for ``others`` busy cores; returns the count in use.
+
+        More threads are a trial: when the next check finds no more steps per second than before, the count
+        goes back and the next trial waits ``backoff`` seconds (doubled after each failed trial), so a machine
+        whose load comes and goes does not make the run flip at every check.
+        """
+        now = time.perf_counter() if now is None else now
+        rate = None
+        if self._last is not None and now > self._last[1]:
+            rate = (iteration - self._last[0]) / (now - self._last[1])
+        self._last = (int(iteration), now)
         current = torch.get_num_threads()
+        if self._trial is not None and rate is not None:
+            before, before_rate = self._trial
+            self._trial = None
+            if rate <= 1.1 * before_rate:  # more threads did not pay: back, and wait longer before the next trial
+                self._hold_until, self.backoff = now + self.backoff, min(600.0, 2 * self.backoff)
+                return self._set(before, iteration, f"{rate:.1f} steps/s, not faster than {before_rate:.1f}", log)
+            self.backoff = self.first_backoff
         if others is None:
             return current
         cores = self.share.cores if self.share is not None else os.cpu_count() or 1
         want = threads_for(cores, others, current)
+        if want > current:
+            if now < self._hold_until or rate is None:
+                return current
+            self._trial = (current, rate)
+        return self._set(want, iteration, f"other processes: {others:.2f} cores", log)
+
+    def _set(self, want: int, iteration: int, why: str, log: logging.Logger | None) -> int:
+        current = torch.get_num_threads()
         if want != current:
             torch.set_num_threads(want)
             self.changes.append((int(iteration), want))
-            (log or logger).info(
-                f"threads: {current} -> {want} at iteration {iteration} (other processes: {others:.2f} cores)"
-            )
+            (log or logger).info(f"threads: {current} -> {want} at iteration {iteration} ({why})")
         return want

@@ -402,3 +402,21 @@ def test_budget_counts_from_the_commands_start():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = BudgetCosine(opt, steps=10**6, minutes=1.0, started=time.time() - 30.0)
     assert 0.5 <= sched.progress() < 0.52
+
+
+def test_follow_load_backs_off_when_more_threads_do_not_pay():
+    from medsr.pipeline.handlers import FollowLoad
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        follow = FollowLoad(threads=0, backoff=30.0)
+        assert follow.update(0, 1.0, now=0.0) == 1
+        assert follow.update(30, 0.0, now=3.0) == 2  # idle cores: try two threads (10 steps/s on one)
+        assert follow.update(36, 0.0, now=6.0) == 1  # 2 steps/s on two: back to one
+        assert follow.update(66, 0.0, now=9.0) == 1  # and no new trial for 30 s
+        assert follow.update(96, 0.0, now=40.0) == 2  # the next trial
+        assert follow.update(400, 0.0, now=43.0) == 2  # faster: kept
+        assert [t for _, t in follow.changes] == [2, 1, 2]
+    finally:
+        torch.set_num_threads(before)
