@@ -375,14 +375,24 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         roi = _literal(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
         rec = upscale_with_model(
             src, args.output, model=model_file, scale=args.scale or 2, device=device, roi_size=roi,
-            overlap=0.25 if args.overlap is None else args.overlap, progress=True,
+            overlap=0.25 if args.overlap is None else args.overlap, progress=True, tta=args.tta, report=args.report,
         )  # fmt: skip
         how = f", slice by slice across axis {rec['slice_axis']}" if rec["slice_axis"] is not None else ""
+        how += f", tta {rec['tta']}" if rec["tta"] > 1 else ""
         print(
             f"medsr upscale: {rec['output']}  shape {rec['shape']}  spacing "
             f"{tuple(round(s, 4) for s in rec['spacing'])} mm  model {rec['model']}{how}  {rec['seconds']:.1f} s"
         )
+        if args.report:
+            dc = rec["data_consistency"]
+            print(
+                f"medsr upscale: data consistency (relative RMSE of the degraded output vs the input) "
+                f"{dc['medsr_relative']:.4f}, cubic {dc['cubic_relative']:.4f}; report {args.report}"
+            )
         return 0
+    if args.tta != 1 or args.report:
+        print("medsr upscale: --tta and --report apply to the shipped models (not with --bundle)", file=sys.stderr)
+        return 2
     overrides = _overrides(
         args, ("spatial_dims", "scale", "device", "checkpoint", "roi_size", "overlap", "output_dir", "run")
     )
@@ -570,5 +580,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep freed HR feature maps in the heap for the next window (CPU, glibc; the process keeps its peak memory)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--tta", type=int, default=1, choices=(1, 2, 4, 8),
+        help="2D models: average over this many flips/90-degree rotations of the input (8: all; slower by as much)",
+    )  # fmt: skip
+    p.add_argument(
+        "--report", default=None, metavar="JSON",
+        help="write the data consistency of the output (degraded back to the input grid vs the input, next to cubic's)",
+    )  # fmt: skip
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
     p.set_defaults(func=cmd_upscale)

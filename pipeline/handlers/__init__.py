@@ -10,6 +10,7 @@
   (``mlflow_handler``, on their shared base :class:`MLflowSRHandler`): MLflow tracking, one class per role;
 * :class:`EvaluationReportHandler` (``evaluation_report``): the evaluation report when an evaluator completes;
 * :class:`SSIMHandler` (``ssim``) and :class:`RegionSSIMHandler` (``region_ssim``): metric handlers;
+* :class:`EMAValidation` (``ema_validation``): validate and keep the EMA weights instead of the raw ones;
 * :class:`StopAtBudget` (``stop_at_budget``): ends a run when its wall-time budget is spent (``medsr selfsr``).
 
 Names are imported lazily, so a bundle that uses no MLflow handler does not import MLflow.
@@ -24,6 +25,7 @@ _EXPORTS = {
     "checkpoint_handler": ("CheckpointHandler",),
     "comparison_images": ("ComparisonImages",),
     "cubic_baseline": ("CubicBaseline",),
+    "ema_validation": ("EMAValidation",),
     "evaluation_report": ("EvaluationReportHandler",),
     "mlflow_handler": ("MLflowSRHandler", "MLflowTrainerHandler", "MLflowValidatorHandler", "MLflowEvaluatorHandler"),
     "region_ssim": ("RegionSSIMHandler",),
