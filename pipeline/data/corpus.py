@@ -82,8 +82,10 @@ SOURCES: dict[str, dict[str, Any]] = {
                               split="training", licence="MIT (nibabel test data)", weight=0.08),
     "skimage_cell": dict(package="scikit-image", path="data/cell.png", kind="photo", modality="SM",
                          split="training", licence=_CC0, weight=0.03),
-    "photos": dict(package="scikit-image", path="data/{" + ",".join(_SKIMAGE_PHOTOS[1:]) + "}", kind="photos",
-                   modality="XC", split="training", licence=_CC0, weight=0.25),
+    "photos": dict(package="scikit-image", path=None, kind="photos",
+                   modality="XC", split="training", weight=0.25,
+                   licence="CC0 / public domain / no known copyright restrictions (scikit-image data docstrings); "
+                   "motorcycle_left: Middlebury stereo 2014 (research use)"),
     "mpl_grace_hopper": dict(package="matplotlib", path="mpl-data/sample_data/grace_hopper.jpg", kind="photo",
                              modality="XC", split="training", licence="public domain (US Navy photograph)",
                              weight=0.02),
