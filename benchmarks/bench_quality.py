@@ -1,4 +1,4 @@
-"""Quality of the shipped 2D models against interpolation, on three sets side by side.
+"""Quality of the shipped 2D models against interpolation, on up to four sets side by side.
 
 1. **external (out-of-distribution)**: the 8 MR slices of ITK's example data (``benchmarks/fetch_external.sh``,
    evaluation only: never used for training, recipe tuning or checkpoint choice). Antialiased-bicubic LR at
@@ -6,7 +6,9 @@
 2. **held-out sources**: the corpus' validation sources (``medsr.pipeline.data.corpus``: matplotlib's MR
    slice, nibabel's two DICOM slices, scikit-image's microaneurysms and camera), whole sources no model saw in
    training, same protocol. They picked the checkpoint, so this is a leave-sources-out figure, not a blind one.
-3. **in-distribution**: the demo test split (MNI T1 slices in three orientations, fundus and IHC tiles:
+3. **leave-one-source-out** (``--sets loso``): models that ``benchmarks/train_loso.sh`` trained (short runs)
+   on the corpus without one demo source, each scored on that source's demo test images (bicubic pairs).
+4. **in-distribution**: the demo test split (MNI T1 slices in three orientations, fundus and IHC tiles:
    slabs of the same template and bands of the same photographs as the training split), bicubic and physical
    pairs (Gaussian slice profile, FWHM = LR spacing). The 3D model is scored on the test slab of the MNI T1
    (``datalist_3d.json``) at its per-axis scale, inside the brain mask.
@@ -42,7 +44,7 @@ from medsr.pipeline.data.readers import MedicalImageReader
 from medsr.pipeline.evaluation.baselines import upsample
 from medsr.pipeline.inference import DihedralTTA, save_nifti, upscale_with_model
 from medsr.pipeline.metrics.functional import psnr, region_psnr, region_ssim, ssim
-from medsr.pipeline.models import load_model, pick_model, shipped_models
+from medsr.pipeline.models import load_model, pick_model, read_model_info, shipped_models
 from medsr.transforms import MakeSRPaird
 
 
@@ -84,6 +86,7 @@ EXTERNAL = (
 SET_LABELS = {
     "external": "external (out-of-distribution)",
     "heldout": "held-out sources (leave-sources-out)",
+    "loso": "leave-one-source-out (short runs)",
     "indist": "demo test split (in-distribution)",
 }
 
@@ -310,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--models_root", default=None, help="folder of <bundle>/models/*.pt (default: bundles/)")
     ap.add_argument("--record", action="store_true", help="store the figures in the model files and metadata.json")
+    ap.add_argument("--loso_dir", default="runs/loso", help="loso_<source>_x2.pt files of benchmarks/train_loso.sh")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -339,6 +343,15 @@ def main(argv: list[str] | None = None) -> int:
             items = [dict(e, image=str(Path(corpus["root"]) / e["image"]), name=e["source"] + "/" + Path(e["image"]).name)
                      for e in lists["validation"]]  # fmt: skip
             rows += score_2d(models_2d, cut(items), ["bicubic"], Path(tmp), "heldout", args.tta)
+        loso = sorted(Path(args.loso_dir).glob("loso_*_x2.pt")) if "loso" in args.sets else []
+        if "loso" in args.sets and not loso:
+            print(f"leave-one-source-out: no {args.loso_dir}/loso_*_x2.pt (run benchmarks/train_loso.sh): not measured")
+        demo_test = json.loads((root / "datalist_2d.json").read_text())["test"]
+        for path in loso:
+            source = path.stem[len("loso_") : -len("_x2")]
+            items = [dict(e, image=str(root / e["image"])) for e in demo_test if e.get("source") == source]
+            info = dict(read_model_info(path), path=str(path))
+            rows += score_2d([info], cut(items), ["bicubic"], Path(tmp), "loso")
         if "indist" in args.sets:
             lists = json.loads((root / "datalist_2d.json").read_text())
             items = [dict(e, image=str(root / e["image"])) for e in cut(lists["test"])]
