@@ -6,7 +6,8 @@ convolutions and matmuls; element-wise ops are not counted), so "achieved GFLOP/
 median wall time of one forward pass, batch 1, no gradients. Each variant is timed at least ``--repeats``
 times after a warm-up call, and more often (up to 15) when a call is short, so that about 3 s are timed.
 
-Variants, each timed for the networks and for the single convolution:
+Variants, each timed for the networks and for the single convolution (the networks always with the fast
+forwards of :func:`medsr.networks.optimize.use_fast_forwards`, which :func:`optimize_for_inference` swaps in):
 - ``fp32``: contiguous (NCHW / NCDHW) tensors, eager;
 - ``channels_last``: the model and input in channels-last memory format, eager;
 - ``bf16``: CPU/CUDA autocast to bfloat16, channels-last (skipped when a single bf16 convolution runs at less
@@ -41,6 +42,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from medsr.networks import channels_last_format, conv_nd, get_network, optimize_for_inference, reuse_freed_memory
+from medsr.networks.optimize import use_fast_forwards
 
 ALL_VARIANTS = ("fp32", "channels_last", "bf16", "compile")
 
@@ -88,6 +90,7 @@ def _flops(model, x) -> int:
 def _prepare(model, x, dims, variant, device):
     """A no-argument callable running ``model`` on ``x`` in ``variant`` (model already eval, on ``device``)."""
     fmt = channels_last_format(dims)
+    use_fast_forwards(model)  # every variant runs the inference forwards of medsr.networks.optimize
     if variant == "fp32":
         model.to(memory_format=torch.contiguous_format)
         return lambda: model(x)

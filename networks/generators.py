@@ -12,14 +12,16 @@ one per body block (documented per class), and ``forward(x, return_features=True
 Upsampling with per-axis factors follows :func:`medsr.networks.blocks.upsample_stages`: powers of two are
 reached in factor-2 stages on the axes that need them; any other factor uses one stage with the full
 per-axis factor (e.g. x3 or ``(1, 1, 3)``).
+
+The forwards here are the published computations. Inference speed-ups (fused residuals, attention gates folded
+into convolutions, channels-last propagation) live in :mod:`medsr.networks.optimize`, which swaps them in.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar, TypedDict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,18 +30,11 @@ from torch import nn
 
 from medsr.networks.blocks import (
     PixelShuffle,
-    SEBlock,
     conv_nd,
-    conv_pixel_shuffle,
     ensure_scale,
-    follow_format,
     make_attention,
-    scaled_conv,
     upsample_stages,
 )
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
 
 __all__ = [
     "SRCNN",
@@ -50,7 +45,6 @@ __all__ = [
     "RDN",
     "SRDenseNet",
     "RRDBNet",
-    "GeneratorHead",
     "SRGenerator",
     "SliceWise",
 ]
@@ -65,46 +59,32 @@ def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int, name: str
         )
 
 
-class GeneratorHead(TypedDict, total=False):
-    """The constructor arguments every generator shares besides ``spatial_dims`` (documented once, in
-    :class:`SRGenerator`)."""
-
-    in_channels: int
-    out_channels: int
-    scale_factor: int | Sequence[int]
-    residual_interp: bool
-    interp_mode: str | None
-
-
-#: the shared arguments that come before a generator's own options (by position), and those that come after
-_HEAD_FIRST = ("in_channels", "out_channels", "scale_factor")
-_HEAD_LAST = ("residual_interp", "interp_mode")
-_POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
-
-
 class SRGenerator(nn.Module):
-    """Base class of every generator, and the one constructor they share.
+    """Base class of every generator: the shared arguments, the residual over interpolation and ``forward``.
 
     Every generator is built as ``Cls(spatial_dims, in_channels, out_channels, scale_factor, *options,
-    residual_interp, interp_mode)``, each argument by position or by keyword. A generator declares only its
-    own ``options``, as the parameters of :meth:`build_layers`, and in ``head_defaults`` the defaults of the
-    shared arguments that differ from those below; ``inspect.signature(Cls)`` shows the whole constructor.
+    residual_interp, interp_mode)``, each argument by position or by keyword. Its ``__init__`` passes the shared
+    arguments and its own options to ``SRGenerator.__init__``, creates its layers and ends with
+    :meth:`_finish_generator`.
 
     * ``forward(x, return_features=False)`` on top of :meth:`forward_intermediates` (timm's name), which adds
       the interpolation residual to ``forward_features``.
     * ``residual_interp=True``: the network learns a residual over interpolation of its input (bicubic in 2D,
       trilinear in 3D; ``interp_mode``): ``out = interp(x) + f(x)``, with the output layer zero-initialised, so
       an untrained network starts exactly at interpolation and training only has to learn what it misses.
-    * ``init_args``: the constructor's arguments as one flat dict, recorded automatically, so a checkpoint can
-      rebuild the network from the file alone (``Cls(**init_args)``).
+    * ``init_args``: the constructor's arguments as one flat dict, so a checkpoint can rebuild the network from
+      the file alone (``Cls(**init_args)``).
 
     Args:
         spatial_dims: number of spatial dimensions.
-        in_channels: input channels (default 1).
-        out_channels: output channels (default 1).
-        scale_factor: int or per-axis tuple such as ``(2, 2, 1)`` or ``(1, 1, 4)`` (default 2).
-        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised).
+        in_channels: input channels.
+        out_channels: output channels.
+        scale_factor: int or per-axis tuple such as ``(2, 2, 1)`` or ``(1, 1, 4)``.
+        residual_interp: learn a residual over interpolation of the input (output layer zero-initialised); a
+            command line's ``'true'``/``'false'`` is accepted and recorded as a bool.
         interp_mode: interpolation of that residual path, ``None`` for bicubic (2D) / trilinear (3D).
+        options: the generator's own arguments, recorded in ``init_args`` between ``scale_factor`` and
+            ``residual_interp`` (their order in its signature).
     """
 
     spatial_dims: int
@@ -115,96 +95,39 @@ class SRGenerator(nn.Module):
     interp_mode: str = "bicubic"
     #: attribute path of the layer that produces the output (zero-initialised with ``residual_interp``)
     output_layer: str = "conv_last"
-    #: methods that take options some generators share (:meth:`_AttentionGenerator.init_attention`): their
-    #: parameters follow the generator's own in the signature, and they run before :meth:`build_layers`
-    option_methods: ClassVar[tuple[str, ...]] = ()
-    #: defaults of the shared arguments; a generator lists only those that differ (merged along the MRO)
-    head_defaults: ClassVar[GeneratorHead] = GeneratorHead(
-        in_channels=1, out_channels=1, scale_factor=2, residual_interp=False, interp_mode=None
-    )
 
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        if "__init__" in cls.__dict__:
-            raise TypeError(
-                f"{cls.__name__}: a generator declares its options as the parameters of build_layers and its "
-                "defaults of the shared arguments in head_defaults; it does not define __init__"
-            )
-
-        def __init__(self, *args, **kwargs) -> None:  # noqa: N807 (gives the class its own signature)
-            SRGenerator.__init__(self, *args, **kwargs)
-
-        __init__.__signature__ = cls._constructor_signature()
-        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
-        __init__.__doc__ = SRGenerator.__init__.__doc__
-        cls.__init__ = __init__
-
-    @classmethod
-    def _constructor_signature(cls) -> inspect.Signature:
-        """``(self, spatial_dims, in_channels, out_channels, scale_factor, *options, residual_interp,
-        interp_mode)`` with this class's defaults; ``options`` are the parameters of :meth:`build_layers`, then
-        those of the ``option_methods``."""
-        defaults: dict = {}
-        for base in reversed(cls.__mro__):
-            defaults.update(base.__dict__.get("head_defaults", {}))
-        annotations = {n: getattr(a, "__forward_arg__", a) for n, a in GeneratorHead.__annotations__.items()}
-        shared = {
-            n: inspect.Parameter(n, _POSITIONAL, default=defaults[n], annotation=annotations[n])
-            for n in (*_HEAD_FIRST, *_HEAD_LAST)
-        }
-        options = [
-            p
-            for method in ("build_layers", *cls.option_methods)
-            for p in list(inspect.signature(getattr(cls, method)).parameters.values())[1:]  # without self
-        ]
-        first = [
-            inspect.Parameter("self", _POSITIONAL),
-            inspect.Parameter("spatial_dims", _POSITIONAL, annotation="int"),
-        ]
-        return inspect.Signature(
-            [*first, *(shared[n] for n in _HEAD_FIRST), *options, *(shared[n] for n in _HEAD_LAST)]
-        )
-
-    def __init__(self, *args, **kwargs) -> None:
-        """Bind the arguments to the class's constructor signature and record them flat (``init_args``), set
-        up the shared head (:meth:`_init_generator`), build the layers (:meth:`build_layers`) and finish
-        (:meth:`_finish_generator`)."""
-        bound = type(self)._constructor_signature().bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        del arguments["self"]
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        scale_factor: int | Sequence[int],
+        residual_interp: bool,
+        interp_mode: str | None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
-        self.__dict__["init_args"] = {k: _plain(v) for k, v in arguments.items()}
-        spatial_dims = arguments.pop("spatial_dims")
-        head = {n: arguments.pop(n) for n in (*_HEAD_FIRST, *_HEAD_LAST)}
-        self._init_generator(spatial_dims, **head)
-        for method in self.option_methods:
-            init_options = getattr(self, method)
-            init_options(**{n: arguments.pop(n) for n in inspect.signature(init_options).parameters})
-        self.build_layers(**arguments)
-        self._finish_generator()
-
-    def build_layers(self) -> None:
-        """Create the layers (in a fixed order: it fixes the random initialisation) from the shared head
-        (``self.spatial_dims``, ``self.in_channels``, ...) and the generator's own options, its parameters."""
-        raise NotImplementedError
-
-    def _init_generator(self, spatial_dims: int, **head: Unpack[GeneratorHead]) -> None:
-        """The shared head: dims, channels, per-axis scale, residual over interpolation."""
-        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, head["in_channels"], head["out_channels"]
-        self.scale_factor = ensure_scale(head["scale_factor"], spatial_dims)
-        self.residual_interp = _flag(head["residual_interp"], "residual_interp")
-        if "init_args" in self.__dict__:  # a command line's 'true' is recorded as True
-            self.init_args["residual_interp"] = self.residual_interp
-        self.interp_mode = _interp_mode(spatial_dims, head["interp_mode"])
-        if self.residual_interp and self.in_channels != self.out_channels:
+        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
+        self.scale_factor = ensure_scale(scale_factor, spatial_dims)
+        self.residual_interp = _flag(residual_interp, "residual_interp")
+        self.interp_mode = _interp_mode(spatial_dims, interp_mode)
+        if self.residual_interp and in_channels != out_channels:
             raise ValueError(
-                f"{type(self).__name__}: residual_interp needs out_channels ({self.out_channels}) == in_channels "
-                f"({self.in_channels})"
+                f"{type(self).__name__}: residual_interp needs out_channels ({out_channels}) == in_channels "
+                f"({in_channels})"
             )
+        self.init_args = {
+            "spatial_dims": spatial_dims,
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "scale_factor": _plain(scale_factor),
+            **{k: _plain(v) for k, v in (options or {}).items()},
+            "residual_interp": self.residual_interp,
+            "interp_mode": interp_mode,
+        }
 
     def _finish_generator(self) -> None:
-        """End of every constructor: zero-initialise the output layer when learning a residual."""
+        """End of every generator's ``__init__``: zero-initialise the output layer when learning a residual."""
         if self.residual_interp:
             layer = self.get_submodule(self.output_layer)
             nn.init.zeros_(layer.weight)
@@ -293,31 +216,7 @@ def upsample_layers(
     return layers
 
 
-class _InterpolatingGenerator(SRGenerator):
-    """Generators that work on the interpolated HR grid (SRCNN, VDSR)."""
-
-
-class _AttentionGenerator(SRGenerator):
-    """Generators with optional channel attention (EDSR, RRDBNet): ``attention`` and ``reduction`` follow their
-    own options (:meth:`init_attention`)."""
-
-    option_methods = ("init_attention",)
-
-    def init_attention(self, attention: str | None = None, reduction: int = 16) -> None:
-        """Set the attention options, before :meth:`build_layers`.
-
-        Args:
-            attention: ``None``, ``"se"`` (squeeze-and-excitation) or ``"ise"`` (improved SE).
-            reduction: SE reduction ratio.
-        """
-        self.attention, self.reduction = attention, reduction
-
-    def attention_block(self, channels: int) -> nn.Module | None:
-        """A new attention block over ``channels`` (:func:`~medsr.networks.blocks.make_attention`), or ``None``."""
-        return make_attention(self.attention, self.spatial_dims, channels, self.reduction)
-
-
-class SRCNN(_InterpolatingGenerator):
+class SRCNN(SRGenerator):
     """SRCNN (Dong et al., "Image Super-Resolution Using Deep Convolutional Networks", TPAMI 2016).
 
     Interpolates the LR input to the HR grid (``interp_mode``, default bicubic in 2D, trilinear in 3D),
@@ -334,8 +233,20 @@ class SRCNN(_InterpolatingGenerator):
 
     output_layer = "conv3"
 
-    def build_layers(self, num_features: Sequence[int] = (64, 32), kernel_sizes: Sequence[int] = (9, 5, 5)) -> None:
-        dims = self.spatial_dims
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 2,
+        num_features: Sequence[int] = (64, 32),
+        kernel_sizes: Sequence[int] = (9, 5, 5),
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
+    ) -> None:
+        options = {"num_features": num_features, "kernel_sizes": kernel_sizes}
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
+        dims = spatial_dims
         if len(num_features) != 2 or len(kernel_sizes) != 3:
             raise ValueError(
                 f"SRCNN: num_features needs 2 values and kernel_sizes 3, got {num_features}, {kernel_sizes}"
@@ -346,6 +257,7 @@ class SRCNN(_InterpolatingGenerator):
         self.conv2 = conv_nd(dims, f1, f2, k2)
         self.conv3 = conv_nd(dims, f2, self.out_channels, k3)
         self.act = nn.ReLU(inplace=True)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.upsample_input(x)
@@ -354,7 +266,7 @@ class SRCNN(_InterpolatingGenerator):
         return self.conv3(f2), [f1, f2]
 
 
-class VDSR(_InterpolatingGenerator):
+class VDSR(SRGenerator):
     """VDSR (Kim et al., "Accurate Image Super-Resolution Using Very Deep Convolutional Networks", CVPR 2016).
 
     Interpolates to the HR grid, then ``num_layers`` 3x3 convolutions (ReLU between) predict a residual
@@ -370,9 +282,20 @@ class VDSR(_InterpolatingGenerator):
         bias: use biases in the convolutions.
     """
 
-    head_defaults = GeneratorHead(residual_interp=True)
-
-    def build_layers(self, num_features: int = 64, num_layers: int = 20, bias: bool = True) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 2,
+        num_features: int = 64,
+        num_layers: int = 20,
+        bias: bool = True,
+        residual_interp: bool = True,
+        interp_mode: str | None = None,
+    ) -> None:
+        options = {"num_features": num_features, "num_layers": num_layers, "bias": bias}
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         if not self.residual_interp:  # (it also makes the base class check in_channels == out_channels)
             raise ValueError("VDSR: residual_interp=False is not VDSR (it learns a residual over interpolation)")
         if num_layers < 2:
@@ -384,6 +307,7 @@ class VDSR(_InterpolatingGenerator):
         )
         self.conv_last = conv_nd(dims, num_features, self.out_channels, 3, bias=bias)
         self.act = nn.ReLU(inplace=True)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.upsample_input(x)
@@ -410,13 +334,25 @@ class ESPCN(SRGenerator):
 
     output_layer = "conv3"
 
-    def build_layers(self, num_features: Sequence[int] = (64, 32)) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 2,
+        num_features: Sequence[int] = (64, 32),
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
+    ) -> None:
+        options = {"num_features": num_features}
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         dims = self.spatial_dims
         f1, f2 = num_features
         self.conv1 = conv_nd(dims, self.in_channels, f1, 5)
         self.conv2 = conv_nd(dims, f1, f2, 3)
         self.conv3 = conv_nd(dims, f2, self.out_channels * math.prod(self.scale_factor), 3)
         self.pixel_shuffle = PixelShuffle(dims, self.scale_factor)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         f1 = torch.tanh(self.conv1(x))
@@ -463,9 +399,20 @@ class SRResNet(SRGenerator):
         norm: ``"batch"`` (paper), ``"instance"`` or ``None``.
     """
 
-    head_defaults = GeneratorHead(scale_factor=4)
-
-    def build_layers(self, num_features: int = 64, num_blocks: int = 16, norm: str | None = "batch") -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 4,
+        num_features: int = 64,
+        num_blocks: int = 16,
+        norm: str | None = "batch",
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
+    ) -> None:
+        options = {"num_features": num_features, "num_blocks": num_blocks, "norm": norm}
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         dims = self.spatial_dims
         nf = num_features
         self.conv_first = conv_nd(dims, self.in_channels, nf, 9)
@@ -475,6 +422,7 @@ class SRResNet(SRGenerator):
         self.bn_body = _norm(norm, dims, nf)
         self.upsample = nn.Sequential(*upsample_layers(dims, nf, self.scale_factor, act=nn.PReLU))
         self.conv_last = conv_nd(dims, nf, self.out_channels, 9)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         first = self.prelu_first(self.conv_first(x))
@@ -505,16 +453,10 @@ class _EDSRResBlock(nn.Module):
         self.has_attention = att is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # one fused pass for scale, attention and residual: x + res_scale * h * gate (addcmul), or
-        # x + res_scale * h (add with alpha); three separate element-wise passes cost a tenth of the block
-        if not self.has_attention:
-            return torch.add(x, self.body(x), alpha=self.res_scale)
-        h = self.body[2](self.body[1](self.body[0](x)))
-        att = self.body[3]
-        return torch.addcmul(x, h, att.gate(att.pool(h)), value=self.res_scale)
+        return x + self.body(x) * self.res_scale
 
 
-class EDSR(_AttentionGenerator):
+class EDSR(SRGenerator):
     """EDSR (Lim et al., "Enhanced Deep Residual Networks for Single Image Super-Resolution", CVPRW 2017),
     and EDSR-ISE with ``attention="ise"`` (Bing et al., "Medical Image Super-Resolution Using Improved
     Generative Adversarial Networks", IEEE Access 2019).
@@ -534,78 +476,84 @@ class EDSR(_AttentionGenerator):
     features, 4 blocks, subpixel: the default of ``medsr selfsr``).
     Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``. Features: every residual block's output.
     The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
-    ``interp_mode``) are those of :class:`SRGenerator`; ``attention`` and ``reduction``, after the options below,
-    are those of :meth:`init_attention`.
+    ``interp_mode``) are those of :class:`SRGenerator`.
 
     Args:
         num_features: width.
         num_blocks: residual blocks.
         res_scale: residual scaling in the blocks.
         upsampler: ``"pixelshuffle"`` (EDSR's tail) or ``"subpixel"`` (ESPCN's one-conv tail).
+        attention: ``None``, ``"se"`` (squeeze-and-excitation) or ``"ise"`` (improved SE).
+        reduction: SE reduction ratio.
     """
 
     output_layer = "tail.1"
 
-    def build_layers(
-        self, num_features: int = 64, num_blocks: int = 16, res_scale: float = 1.0, upsampler: str = "pixelshuffle"
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 2,
+        num_features: int = 64,
+        num_blocks: int = 16,
+        res_scale: float = 1.0,
+        upsampler: str = "pixelshuffle",
+        attention: str | None = None,
+        reduction: int = 16,
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
     ) -> None:
+        options = {
+            "num_features": num_features,
+            "num_blocks": num_blocks,
+            "res_scale": res_scale,
+            "upsampler": upsampler,
+            "attention": attention,
+            "reduction": reduction,
+        }
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         if upsampler not in ("pixelshuffle", "subpixel"):
             raise ValueError(f"upsampler: expected 'pixelshuffle' or 'subpixel', got {upsampler!r}")
-        self.upsampler = upsampler
-        dims = self.spatial_dims
+        self.upsampler, self.attention, self.reduction = upsampler, attention, reduction
+        dims = spatial_dims
         nf = num_features
-        head: list[nn.Module] = [conv_nd(dims, self.in_channels, nf, 3)]
-        att = self.attention_block(nf)
+        head: list[nn.Module] = [conv_nd(dims, in_channels, nf, 3)]
+        att = make_attention(attention, dims, nf, reduction)
         if att is not None:
             head.append(att)
         self.head = nn.Sequential(*head)
-        blocks: list[nn.Module] = [
-            _EDSRResBlock(dims, nf, res_scale, self.attention, self.reduction) for _ in range(num_blocks)
-        ]
+        blocks: list[nn.Module] = [_EDSRResBlock(dims, nf, res_scale, attention, reduction) for _ in range(num_blocks)]
         blocks.append(conv_nd(dims, nf, nf, 3))
         self.body = nn.Sequential(*blocks)
         if upsampler == "subpixel":
             self.tail = nn.Sequential(
-                conv_nd(dims, nf, self.out_channels * math.prod(self.scale_factor), 3),
+                conv_nd(dims, nf, out_channels * math.prod(self.scale_factor), 3),
                 PixelShuffle(dims, self.scale_factor),
             )
             self.output_layer = "tail.0"
-            return
-        ups = upsample_layers(dims, nf, self.scale_factor, act=self.attention_block)
-        self.tail = nn.Sequential(
-            nn.Sequential(*[u for u in ups if u is not None]), conv_nd(dims, nf, self.out_channels, 3)
-        )
+        else:
+            ups = upsample_layers(
+                dims, nf, self.scale_factor, act=lambda c: make_attention(attention, dims, c, reduction)
+            )
+            self.tail = nn.Sequential(
+                nn.Sequential(*[u for u in ups if u is not None]), conv_nd(dims, nf, out_channels, 3)
+            )
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        head = follow_format(self.head[0](x), self.body[-1].weight)
-        if len(self.head) > 1:
-            head = self.head[1](head)
+        feat, feats = self.forward_body(self.head(x))
+        return self.tail(feat), feats
+
+    def forward_body(self, head: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The residual blocks, the body's last conv and the global residual from ``head``; and every block's
+        output."""
         feat = head
         feats = []
-        for i, block in enumerate(self.body):
+        for block in self.body[:-1]:
             feat = block(feat)
-            if i < len(self.body) - 1:
-                feats.append(feat)
-        # tail: an attention gate is folded into the convolution after it (no multiplication pass over the HR
-        # map), and a conv + pixel shuffle pair runs as one conv_pixel_shuffle (a cheaper channels-last shuffle)
-        h = feat + head
-        gate: torch.Tensor | None = None
-        layers = list(self.tail) if self.upsampler == "subpixel" else list(self.tail[0]) + [self.tail[1]]
-        i = 0
-        while i < len(layers):
-            layer = layers[i]
-            nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(layer, SEBlock):
-                gate = layer.gate(layer.pool(h))
-            elif isinstance(layer, nn.modules.conv._ConvNd) and isinstance(nxt, PixelShuffle):
-                h, gate = conv_pixel_shuffle(layer, nxt, h, gate), None
-                i += 1
-            elif gate is not None and isinstance(layer, nn.modules.conv._ConvNd):
-                h, gate = scaled_conv(layer, h, gate), None
-            else:
-                h = layer(h)
-            i += 1
-        return h, feats
+            feats.append(feat)
+        return self.body[-1](feat) + head, feats
 
 
 class _RDBConv(nn.Module):
@@ -646,9 +594,26 @@ class RDN(SRGenerator):
         growth_channels: G.
     """
 
-    def build_layers(
-        self, num_features: int = 64, num_blocks: int = 16, num_layers: int = 8, growth_channels: int = 64
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 2,
+        num_features: int = 64,
+        num_blocks: int = 16,
+        num_layers: int = 8,
+        growth_channels: int = 64,
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
     ) -> None:
+        options = {
+            "num_features": num_features,
+            "num_blocks": num_blocks,
+            "num_layers": num_layers,
+            "growth_channels": growth_channels,
+        }
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         dims = self.spatial_dims
         g0, g = num_features, growth_channels
         self.SFENet1 = conv_nd(dims, self.in_channels, g0, 3)  # noqa: N815
@@ -659,6 +624,7 @@ class RDN(SRGenerator):
         cin = g if ups else g0
         self.UPNet = nn.Sequential(*ups, conv_nd(dims, cin, self.out_channels, 3))  # noqa: N815
         self.output_layer = f"UPNet.{len(ups)}"
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         f1 = self.SFENet1(x)
@@ -712,16 +678,28 @@ class SRDenseNet(SRGenerator):
         bottleneck_channels: width after the bottleneck and in the upsampling stages.
     """
 
-    head_defaults = GeneratorHead(scale_factor=4)
-
-    def build_layers(
+    def __init__(
         self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale_factor: int | Sequence[int] = 4,
         num_features: int = 128,
         num_blocks: int = 8,
         num_layers: int = 8,
         growth_channels: int = 16,
         bottleneck_channels: int = 256,
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
     ) -> None:
+        options = {
+            "num_features": num_features,
+            "num_blocks": num_blocks,
+            "num_layers": num_layers,
+            "growth_channels": growth_channels,
+            "bottleneck_channels": bottleneck_channels,
+        }
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
         dims = self.spatial_dims
         self.conv_first = conv_nd(dims, self.in_channels, num_features, 3)
         self.act = nn.ReLU(inplace=True)
@@ -736,6 +714,7 @@ class SRDenseNet(SRGenerator):
         relu = lambda _w: nn.ReLU(inplace=True)  # noqa: E731
         self.upsample = nn.Sequential(*upsample_layers(dims, bottleneck_channels, self.scale_factor, act=relu))
         self.conv_last = conv_nd(dims, bottleneck_channels, self.out_channels, 3)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feat = self.act(self.conv_first(x))
@@ -790,7 +769,7 @@ class RRDB(nn.Module):
         return torch.add(x, self.rdb3(self.rdb2(self.rdb1(x))), alpha=0.2)
 
 
-class RRDBNet(_AttentionGenerator):
+class RRDBNet(SRGenerator):
     """RRDBNet, the ESRGAN generator (Wang et al., "ESRGAN: Enhanced Super-Resolution Generative
     Adversarial Networks", ECCVW 2018), and ESRGAN-SE with ``attention="se"`` (USenhance 2023 ultrasound
     study: an SE block in place of the convolution after the upsampling layers, i.e. ``conv_hr``).
@@ -804,19 +783,40 @@ class RRDBNet(_AttentionGenerator):
     growth 32, x4, RGB): 16.70 M parameters. Input ``(B, C_in, *S)``, output ``(B, C_out, *(S * scale))``.
     Features: every RRDB output.
     The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
-    ``interp_mode``) are those of :class:`SRGenerator`; ``attention`` and ``reduction``, after the options below,
-    are those of :meth:`init_attention`.
+    ``interp_mode``) are those of :class:`SRGenerator`.
 
     Args:
         num_features: width.
         num_blocks: number of RRDBs.
         growth_channels: growth channels of the dense blocks.
+        attention: ``None``, ``"se"`` (squeeze-and-excitation) or ``"ise"`` (improved SE).
+        reduction: SE reduction ratio.
     """
 
-    head_defaults = GeneratorHead(in_channels=3, out_channels=3, scale_factor=4)
-
-    def build_layers(self, num_features: int = 64, num_blocks: int = 23, growth_channels: int = 32) -> None:
-        dims = self.spatial_dims
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        scale_factor: int | Sequence[int] = 4,
+        num_features: int = 64,
+        num_blocks: int = 23,
+        growth_channels: int = 32,
+        attention: str | None = None,
+        reduction: int = 16,
+        residual_interp: bool = False,
+        interp_mode: str | None = None,
+    ) -> None:
+        options = {
+            "num_features": num_features,
+            "num_blocks": num_blocks,
+            "growth_channels": growth_channels,
+            "attention": attention,
+            "reduction": reduction,
+        }
+        super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
+        self.attention, self.reduction = attention, reduction
+        dims = spatial_dims
         nf = num_features
         self.conv_first = conv_nd(dims, self.in_channels, nf, 3)
         self.body = nn.Sequential(*[RRDB(dims, nf, growth_channels) for _ in range(num_blocks)])
@@ -824,16 +824,23 @@ class RRDBNet(_AttentionGenerator):
         self.stages = upsample_stages(self.scale_factor)
         for i in range(len(self.stages)):
             self.add_module(f"conv_up{i + 1}", conv_nd(dims, nf, nf, 3))
-        att = self.attention_block(nf)
+        att = make_attention(attention, dims, nf, reduction)
         if att is None:
             self.conv_hr = conv_nd(dims, nf, nf, 3)
         else:
             self.se_hr = att
         self.conv_last = conv_nd(dims, nf, self.out_channels, 3)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+        self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        feat = follow_format(self.conv_first(x), self.conv_body.weight)
+        feat, feats = self.forward_trunk(self.conv_first(x))
+        hr = self.conv_hr(feat) if self.attention is None else self.se_hr(feat)
+        return self.conv_last(self.lrelu(hr)), feats
+
+    def forward_trunk(self, feat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """From ``conv_first``'s output: the RRDBs, ``conv_body`` with the trunk residual and the upsampling stages
+        (the HR feature map before ``conv_hr``/``se_hr``); and every RRDB's output."""
         body = feat
         feats = []
         for block in self.body:
@@ -843,13 +850,7 @@ class RRDBNet(_AttentionGenerator):
         for i, stage in enumerate(self.stages):
             up = F.interpolate(feat, scale_factor=[float(f) for f in stage], mode="nearest")
             feat = self.lrelu(self.get_submodule(f"conv_up{i + 1}")(up))
-        if self.attention is None:
-            return self.conv_last(self.lrelu(self.conv_hr(feat))), feats
-        # lrelu(feat * gate) == lrelu(feat) * gate for a positive gate (SE: (0, 1), improved SE: (0, 2)), and
-        # the gate is folded into conv_last: no multiplication pass over the HR feature map
-        gate = self.se_hr.gate(self.se_hr.pool(feat))
-        feat = F.leaky_relu(feat, 0.2, inplace=not torch.is_grad_enabled())  # autograd needs feat kept
-        return scaled_conv(self.conv_last, feat, gate), feats
+        return feat, feats
 
 
 class SliceWise(nn.Module):

@@ -2,7 +2,7 @@
 
 Bundle configs hold the wiring only. Helpers that belong to an area live there and are imported here under
 the names the configs use: datalists (:mod:`medsr.pipeline.data.datalist`), checkpoints
-(:mod:`medsr.pipeline.engines.checkpoint`), run folders (:mod:`medsr.pipeline.runs`), DDP (:mod:`medsr.pipeline.engines.distributed`), geometry
+(:mod:`medsr.pipeline.engines.checkpoint`), model files (:mod:`medsr.pipeline.models`), run folders (:mod:`medsr.pipeline.runs`), DDP (:mod:`medsr.pipeline.engines.distributed`), geometry
 (:mod:`medsr.transforms.geometry`) and augmentations (:mod:`medsr.transforms.augment`). Tested in
 ``tests/bundles/test_bundle_helpers.py``. Nothing here downloads anything.
 
@@ -21,13 +21,14 @@ from typing import Any
 
 import torch
 
+from medsr.pipeline.bundles import check_overrides
 from medsr.pipeline.data.datalist import inference_inputs, label_names, limit, resolve_datalist, split_datalist
-from medsr.pipeline.engines.checkpoint import find_checkpoint, load_generator, teacher_weights
+from medsr.pipeline.engines.checkpoint import find_checkpoint, teacher_weights
 from medsr.pipeline.engines.distributed import ddp_backend, ddp_device
-from medsr.pipeline.errors import check_overrides, install_excepthook
+from medsr.pipeline.errors import install_excepthook
 from medsr.pipeline.losses.distillation import feature_channels
 from medsr.pipeline.losses.perceptual import perceptual_weight
-from medsr.pipeline.models import init_network
+from medsr.pipeline.models import init_network, load_generator
 from medsr.pipeline.runs import find_run, new_run_name, resume_path, run_checkpoints, run_dir, run_subdir
 from medsr.transforms.augment import augmentations
 from medsr.transforms.geometry import expand_size, parse_scale
@@ -82,7 +83,8 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}': CUDA was asked for but torch.cuda.is_available() is False")
+        why = "has no CUDA support" if torch.version.cuda is None else "sees no CUDA device"
+        raise ValueError(f"--device {device}: this PyTorch ({torch.__version__}) {why}; use --device cpu")
     return dev
 
 

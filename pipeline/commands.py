@@ -9,49 +9,24 @@ when it is one, else as text).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from medsr.pipeline.errors import check_outputs, check_overrides
-from medsr.pipeline.literals import Expression, config_overrides, literal_expression
-
-BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
-BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
-
-
-def list_bundles(root: str | os.PathLike | None = None) -> list[dict[str, str]]:
-    """List the bundles under ``root`` (default: the repo's ``bundles/``) with name, version and description."""
-    root = Path(root) if root is not None else BUNDLES_DIR
-    out = []
-    for meta in sorted(root.glob("*/metadata.json")):
-        info = json.loads(meta.read_text(encoding="utf-8"))
-        out.append(
-            {
-                "name": meta.parent.name,
-                "version": str(info.get("version", "")),
-                "description": str(info.get("description", "")),
-                "path": str(meta.parent),
-            }
-        )
-    return out
-
-
-def bundle_dir(name: str, root: str | os.PathLike | None = None) -> Path:
-    """Return the folder of bundle ``name`` (or ``name`` itself when it is a bundle folder)."""
-    p = Path(name)
-    if (p / "train.json").is_file():
-        return p
-    root = Path(root) if root is not None else BUNDLES_DIR
-    cand = root / name
-    if not (cand / "train.json").is_file():
-        names = [b["name"] for b in list_bundles(root)]
-        raise ValueError(f"bundle '{name}': not found under {root} (known: {', '.join(names) or 'none'})")
-    return cand
-
+from medsr.pipeline.bundles import (
+    bundle_dir,
+    describe_bundle,
+    list_bundles,
+    model_overrides,
+    override_text,
+    parse_sets,
+    parse_value,
+    quiet_monai,
+    run_bundle,
+)
+from medsr.pipeline.io import check_outputs
+from medsr.pipeline.literals import Expression, literal_expression
 
 COMMON_OPTIONS = (
     ("--spatial-dims", int, "2 or 3 (default: the bundle's, or the checkpoint's for evaluate/upscale)"),
@@ -80,26 +55,6 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> None:
                     parser._option_string_actions[other] = action
 
 
-def _literal(text: str) -> Any:
-    if text.strip().lower() in ("true", "false"):
-        return text.strip().lower() == "true"
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """Turn ``["a=1", "train#x='y'"]`` into overrides; errors name the bad item."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set '{item}': expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = _literal(value)
-    return out
-
-
 def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
     out = {}
     for name in names:
@@ -107,84 +62,12 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, An
         if value is None:
             continue
         if name in ("scale", "patch_size"):
-            value = _literal(value) if isinstance(value, str) else value
+            value = parse_value(value) if isinstance(value, str) else value
         if name == "device":
             value = Expression(f"$mb.get_device({literal_expression(value)})")
         out[name] = value
     out.update(parse_sets(getattr(args, "set", None)))
     return out
-
-
-def _truthy_value(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None):
-    """Run ``run_id`` of ``bundles/<name>/<config>`` in this process, as ``python -m monai.bundle run`` does
-    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`."""
-    from monai.bundle.scripts import create_workflow
-
-    folder = bundle_dir(name)
-    allow = overrides.get("allow_new_keys")
-    check_overrides(
-        list(overrides),
-        config_files=str(folder / config),
-        meta_file=str(folder / "metadata.json"),
-        allow_new_keys=None if allow is None else _truthy_value(allow),
-    )
-    workflow = create_workflow(
-        config_file=str(folder / config),
-        meta_file=str(folder / "metadata.json"),
-        logging_file=str(folder / "logging.conf"),
-        run_id=run_id,
-        tracking=tracking or None,
-        **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
-    )
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
-def _runs_folder(bundle: str, args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "output_dir", None) or f"runs/{bundle_dir(bundle).name}")
-
-
-def model_overrides(bundle: str, args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Dims, scale and channels from the checkpoint that will be used, unless given: a self-describing
-    checkpoint (see :mod:`medsr.pipeline.engines.checkpoint`) needs no network overrides."""
-    from medsr.pipeline.engines.checkpoint import find_checkpoint, read_model_info
-    from medsr.pipeline.runs import run_checkpoints
-
-    given = overrides.get("checkpoint")
-    if given == "":
-        return {}
-    try:
-        path = find_checkpoint(given or run_checkpoints(_runs_folder(bundle, args), getattr(args, "run", None)))
-        info = read_model_info(path)
-    except (FileNotFoundError, ValueError, OSError):
-        return {}  # the bundle run itself reports a missing checkpoint
-    out: dict[str, Any] = {"checkpoint": path}
-    if info.get("scale"):
-        if "spatial_dims" not in overrides:
-            out["spatial_dims"] = int(info["spatial_dims"])
-        if "scale" not in overrides:
-            out["scale"] = list(info["scale"])
-        if "in_channels" not in overrides and "in_channels" in info:
-            out["in_channels"] = int(info["in_channels"])
-    return out
-
-
-def _one_line_error(command: str, err: BaseException) -> int | None:
-    """Print the first medsr error of a chain (a wrapped config error) as one line; ``None`` if there is none."""
-    from medsr.pipeline.engines.checkpoint import NetworkMismatchError
-
-    seen = err
-    while seen is not None:
-        if isinstance(seen, (NetworkMismatchError, FileNotFoundError)):
-            print(f"medsr {command}: {seen}", file=sys.stderr)
-            return 2
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -194,53 +77,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-dir", default=None, help="folder of your images (default: the demo dataset)")
     p.add_argument("--datalist", default=None, help="datalist JSON (default: built from --dataset-dir or demo)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
-
-
-def _checkpoints_of(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.glob("*.pt")) if folder.is_dir() else []
-
-
-def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[str, Any]:
-    """What ``medsr bundles NAME`` shows: recipe, scale, network, overrides, runs with checkpoints, models."""
-    from medsr.pipeline.runs import LATEST, list_runs
-
-    folder = bundle_dir(name)
-    meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
-    train = json.loads((folder / "train.json").read_text(encoding="utf-8"))
-    overrides = {
-        k: v
-        for k, v in train.items()
-        if not isinstance(v, (dict, list)) or (isinstance(v, list) and all(not isinstance(i, (dict, list)) for i in v))
-    }
-    overrides = {
-        k: v
-        for k, v in overrides.items()
-        if k not in ("imports", "bundle_name", "bundle_root")
-        and not (isinstance(v, str) and v.startswith(("$", "@", "%")))
-    }
-    runs_dir = Path(runs_root) / folder.name
-    latest = runs_dir / LATEST
-    runs = [
-        {
-            "run": r.name,
-            "checkpoints": _checkpoints_of(r / "checkpoints"),
-            "latest": latest.exists() and latest.resolve() == r.resolve(),
-        }
-        for r in list_runs(runs_dir)
-    ]
-    return {
-        "name": folder.name,
-        "description": meta.get("description", ""),
-        "version": meta.get("version", ""),
-        "network": train.get("network_def", {}).get("_target_"),
-        "scale": train.get("scale"),
-        "spatial_dims": train.get("spatial_dims"),
-        "overrides": overrides,
-        "runs_dir": str(runs_dir),
-        "runs": runs,
-        "models": sorted(str(p) for p in (folder / "models").glob("*")) if (folder / "models").is_dir() else [],
-        "readme": str(folder / "README.md"),
-    }
 
 
 def cmd_bundles(args: argparse.Namespace) -> int:
@@ -291,7 +127,7 @@ def cmd_bundles(args: argparse.Namespace) -> int:
         print(f"  recipe and every override: {info['readme']}")
         print("  overrides (python -m monai.bundle run ... --KEY VALUE, or medsr train --set KEY=VALUE):")
         for k, v in info["overrides"].items():
-            print(f"    --{k} {json.dumps(v)}")
+            print(f"    --{k} {override_text(v)}")
         print(f"  runs in {info['runs_dir']}: {len(info['runs']) or 'none (train it first)'}")
         for r in info["runs"][:10]:
             mark = " (latest)" if r["latest"] else ""
@@ -316,13 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``medsr train BUNDLE``: run the bundle's ``training``."""
     if getattr(args, "resume", None) is not None:
         args.resume_from = args.resume
-    try:
-        run_bundle(args.bundle, "training", "train.json", _overrides(args, TRAIN_FLAGS), args.tracking)
-    except Exception as err:  # noqa: BLE001 - a known medsr error is one line; the rest propagates
-        code = _one_line_error("train", err)
-        if code is None:
-            raise
-        return code
+    run_bundle(args.bundle, "training", "train.json", _overrides(args, TRAIN_FLAGS), args.tracking)
     return 0
 
 
@@ -330,14 +160,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``medsr evaluate BUNDLE``: run the bundle's ``evaluating`` on a trained checkpoint."""
     names = ("spatial_dims", "scale", "output_dir", "device", "dataset_dir", "datalist", "checkpoint", "run")
     overrides = _overrides(args, names)
-    overrides.update(model_overrides(args.bundle, args, overrides))
-    try:
-        run_bundle(args.bundle, "evaluating", "evaluate.json", overrides, args.tracking)
-    except Exception as err:  # noqa: BLE001
-        code = _one_line_error("evaluate", err)
-        if code is None:
-            raise
-        return code
+    overrides.update(
+        model_overrides(args.bundle, overrides, getattr(args, "output_dir", None), getattr(args, "run", None))
+    )
+    run_bundle(args.bundle, "evaluating", "evaluate.json", overrides, args.tracking)
     return 0
 
 
@@ -356,7 +182,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         return 2
     from medsr.pipeline.inference import IMAGE_SUFFIXES, NIFTI_SUFFIXES, is_dicom
 
-    suffixes = NIFTI_SUFFIXES if args.bundle else (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)
+    suffixes = (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)  # PNG/TIFF for 2D outputs, bundles included
     check_outputs([src], [Path(args.output)], suffixes=suffixes, dicom_inputs=[is_dicom(src)])
     if getattr(args, "reuse_memory", False):
         from medsr.networks import reuse_freed_memory
@@ -368,16 +194,20 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         if args.checkpoint is not None:
             print("medsr upscale: --checkpoint needs --bundle (or give a model file with --model)", file=sys.stderr)
             return 2
+        from medsr.pipeline.bundle import get_device
         from medsr.pipeline.models import find_model
 
         model_file = find_model(args.model) if args.model else None
-        device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
-        roi = _literal(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
-        rec = upscale_with_model(
-            src, args.output, model=model_file, scale=args.scale or 2, device=device, roi_size=roi,
-            overlap=0.25 if args.overlap is None else args.overlap, progress=True, tta=args.tta, report=args.report,
-        )  # fmt: skip
+        device = get_device(args.device)  # a CUDA device on a CPU build is one line, not an AssertionError
+        roi = parse_value(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
+        with quiet_monai():  # no nvImageCodec notices around the one result (or error) line
+            rec = upscale_with_model(
+                src, args.output, model=model_file, scale=args.scale, device=device, roi_size=roi,
+                overlap=0.25 if args.overlap is None else args.overlap, progress=not args.quiet,
+                clip=not args.raw_values, tta=args.tta, report=args.report,
+            )  # fmt: skip
         how = f", slice by slice across axis {rec['slice_axis']}" if rec["slice_axis"] is not None else ""
+        how += f", {rec['note']}" if rec.get("note") else ""
         how += f", tta {rec['tta']}" if rec["tta"] > 1 else ""
         print(
             f"medsr upscale: {rec['output']}  shape {rec['shape']}  spacing "
@@ -396,31 +226,92 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     overrides = _overrides(
         args, ("spatial_dims", "scale", "device", "checkpoint", "roi_size", "overlap", "output_dir", "run")
     )
-    overrides.update(model_overrides(args.bundle, args, overrides))
+    overrides.update(
+        model_overrides(args.bundle, overrides, getattr(args, "output_dir", None), getattr(args, "run", None))
+    )
     overrides["input_files"] = [str(src)]
     overrides["output_files"] = [str(args.output)]
     overrides["pred_dir"] = str(Path(args.output).parent)
     overrides.setdefault("progress", not args.quiet)
     if getattr(args, "compile", False):
         overrides["compile"] = True
+    if getattr(args, "raw_values", False):
+        overrides["clip"] = False
     start = time.perf_counter()
-    try:
-        workflow = run_bundle(args.bundle, "inferring", "inference.json", overrides)
-    except Exception as err:  # noqa: BLE001
-        code = _one_line_error("upscale", err)
-        if code is None:
-            raise
-        return code
+    workflow = run_bundle(args.bundle, "inferring", "inference.json", overrides)
     runner = workflow.parser.get_parsed_content("runner")
     model = overrides.get("checkpoint") or workflow.parser.get_parsed_content("checkpoint") or "random weights"
     for rec in getattr(runner, "records", []):
         shape = "x".join(map(str, rec["shape"]))
         spacing = "x".join(f"{s:.3g}" for s in rec["spacing"])
+        note = f", {rec['note']}" if rec.get("note") else ""
         print(
-            f"{rec['output']}: {shape} at {spacing} mm, model {model}, {time.perf_counter() - start:.1f} s",
+            f"{rec['output']}: {shape} at {spacing} mm, model {model}{note}, {time.perf_counter() - start:.1f} s",
             flush=True,
         )
     return 0
+
+
+def batch_inputs(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The images in ``folder`` that ``medsr upscale`` reads (files, and sub-folders holding a DICOM series),
+    and the entries it skips with the reason."""
+    from medsr.pipeline.data.readers import ImageReadError, detect_format
+    from medsr.pipeline.inference import is_dicom
+
+    inputs, skipped = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            (inputs.append(path) if is_dicom(path) else skipped.append((path, "a folder without DICOM files")))
+            continue
+        try:
+            detect_format(path)
+        except ImageReadError as err:
+            skipped.append((path, str(err).split(": ", 1)[-1]))
+            continue
+        inputs.append(path)
+    return inputs, skipped
+
+
+def cmd_upscale_files(args: argparse.Namespace) -> int:
+    """``medsr upscale IN OUT`` for one image, or ``medsr upscale DIR OUT_DIR`` for every image in ``DIR``
+    (:func:`batch_inputs`): each goes through :func:`cmd_upscale` to ``OUT_DIR/<name>_sr.<suffix>`` (PNG/TIFF
+    keep their format, DICOM stays DICOM, the rest becomes NIfTI); one line per file, then the count."""
+    from medsr.pipeline.errors import format_error
+    from medsr.pipeline.inference import is_dicom, output_path_for
+
+    src = Path(args.input)
+    if not src.is_dir() or is_dicom(src):
+        return cmd_upscale(args)
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"medsr upscale: output '{out_dir}': a folder of inputs needs an output folder", file=sys.stderr)
+        return 2
+    inputs, skipped = batch_inputs(src)
+    for path, why in skipped:
+        print(f"medsr upscale: skipped '{path}': {why}", file=sys.stderr)
+    if not inputs:
+        print(f"medsr upscale: input '{src}': no image to upscale in this folder", file=sys.stderr)
+        return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for path in inputs:
+        one = argparse.Namespace(**vars(args))
+        one.input, one.output = str(path), str(output_path_for(path, out_dir, keep_image_format=True))
+        if args.report:  # one report per file, next to its output
+            one.report = str(out_dir / f"{path.name.split('.')[0]}_report.json")
+        try:
+            code = cmd_upscale(one)
+        except Exception as err:  # noqa: BLE001 - one bad file is one line; the others go on
+            print(f"medsr upscale: {format_error(err)}", file=sys.stderr)
+            code = 1
+        if code:
+            failed.append(path.name)
+    done = len(inputs) - len(failed)
+    tail = f"; failed: {', '.join(failed)}" if failed else ""
+    print(f"medsr upscale: {done} of {len(inputs)} images upscaled into {out_dir}{tail}")
+    return 1 if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -428,6 +319,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     ``medsr models export BUNDLE CHECKPOINT OUTPUT --name NAME --set k=v ...``: package a trained generator."""
     from medsr.pipeline.models import export_bundle_model, shipped_models
 
+    if args.action == "export-onnx":
+        from medsr.pipeline.onnx_export import export_onnx
+
+        if not (args.bundle and args.checkpoint) or args.output:
+            print("medsr models export-onnx: expected NAME OUT.onnx (a shipped model or a model file)", file=sys.stderr)
+            return 2
+        rec = export_onnx(args.bundle, args.checkpoint)
+        scale = "x".join(map(str, rec["scale"]))
+        print(
+            f"medsr models export-onnx: wrote {rec['output']} ({rec['model']}, {rec['spatial_dims']}D x{scale}); "
+            f"{rec['checked_with']} vs PyTorch: max abs diff {rec['max_abs_diff']:.1e}"
+        )
+        return 0
     if args.action == "export":
         if not (args.bundle and args.checkpoint and args.output and args.name):
             print("medsr models export: needs BUNDLE CHECKPOINT OUTPUT and --name", file=sys.stderr)
@@ -487,7 +391,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "images/) and points runs/<bundle>/latest at it.",
         epilog="examples:\n"
         "  medsr train espcn --epochs 2 --epoch-length 10 --batch-size 4 --patch-size 32\n"
-        "  medsr train esrgan_se --set num_blocks=2 --set num_features=16 --tracking mlflow\n"
+        "  medsr train esrgan_se --set num_blocks=2 --set num_features=16 --tracking none   # no MLflow run\n"
         "  medsr train espcn --spatial-dims 3 --scale '(1,1,4)' --patch-size '(64,64,32)'\n"
         "  medsr train espcn --resume            # go on with the newest run, in its own folder",
         formatter_class=fmt,
@@ -506,7 +410,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="RUN",
         help="resume a run: its name or folder, or a checkpoint (default: the newest run)",
     )
-    p.add_argument("--tracking", default=None, help="'mlflow' (or mlflow/tracking.json) to track the run")
+    p.add_argument(
+        "--tracking",
+        default=None,
+        help="MLflow tracking (on by default: an MLflow run in <output-dir>/mlruns.db); 'none' to switch it off, "
+        "or a MONAI tracking settings file",
+    )
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
@@ -521,19 +430,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.add_argument("--run", default=None, help="run name or folder (default: the newest trained run)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file or folder (default: the run's best)")
-    p.add_argument("--tracking", default=None, help="'mlflow' to track the run")
+    p.add_argument("--tracking", default=None, help="'mlflow' to track the evaluation (medsr's mlflow/tracking.json)")
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser(
         "models",
-        help="list the shipped models (scale, dimension, measured quality), or export a trained one",
+        help="list the shipped models (scale, dimension, measured quality), export a trained one, or to ONNX",
         description="List the shipped models, or package a bundle's trained generator as a self-describing "
         "model file. Example: medsr models export rdn runs/rdn/latest/checkpoints/best_network.pt "
-        "bundles/rdn/models/model.pt --name rdn_x2 --set scale=2 --set num_features=32",
+        "bundles/rdn/models/model.pt --name rdn_x2 --set scale=2 --set num_features=32. "
+        "medsr models export-onnx NAME OUT.onnx writes a model (shipped name or file) as ONNX, checked against "
+        "PyTorch (needs: pip install onnx).",
     )
-    p.add_argument("action", nargs="?", choices=("list", "export"), default="list")
-    p.add_argument("bundle", nargs="?", help="export: the bundle that trained the generator")
-    p.add_argument("checkpoint", nargs="?", help="export: its checkpoint (best_network.pt, a checkpoint, a folder)")
+    p.add_argument("action", nargs="?", choices=("list", "export", "export-onnx"), default="list")
+    p.add_argument("bundle", nargs="?", help="export: the bundle that trained the generator; export-onnx: NAME")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="export: its checkpoint (best_network.pt, a checkpoint, a folder); export-onnx: OUT",
+    )
     p.add_argument("output", nargs="?", help="export: the model file to write (bundles/<name>/models/model.pt)")
     p.add_argument("--name", default=None, help="export: the model's name")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="export: the training run's overrides")
@@ -555,19 +470,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "  medsr upscale scan.nii.gz scan_sr.nii.gz --scale 2\n"
         "  medsr upscale t1_thick.nii.gz t1_iso.nii.gz --scale '(1,1,4)'\n"
         "  medsr upscale lr.nii.gz sr.nii.gz --bundle esrgan_se\n"
+        "  medsr upscale scans/ scans_sr/          # every image in scans/ (one line each, then the count)\n"
         "  medsr upscale dicom_dir/ sr_dir/ --bundle espcn --checkpoint runs/espcn/latest/checkpoints/best_network.pt\n"
         "  medsr upscale big.nii.gz sr.nii.gz --bundle rdn --roi-size 96 --compile --reuse-memory",
         formatter_class=fmt,
     )
-    p.add_argument("input", help="LR image: NIfTI, DICOM file or series folder, PNG/JPEG, …")
-    p.add_argument("output", help="output: .nii.gz, .png (2D), or for a DICOM input .dcm / a folder name")
+    p.add_argument("input", help="LR image: NIfTI, DICOM file or series folder, PNG/JPEG, …; or a folder of them")
+    p.add_argument(
+        "output", help="output: .nii.gz, .png (2D), or for a DICOM input .dcm / a folder name; a folder for a folder"
+    )
     p.add_argument("--model", default=None, help="shipped model name (`medsr models`) or a model file")
     p.add_argument("--bundle", default=None, help="use this bundle's trained generator instead, e.g. esrgan_se")
     p.add_argument("--run", default=None, help="run name or folder (default: the newest trained run)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file or folder (default: the run's best)")
     for flag, typ, text in COMMON_OPTIONS:
         p.add_argument(flag, type=typ, default=None, help=text)
-    p.add_argument("--roi-size", type=_literal, default=None, help="sliding window in LR voxels")
+    p.add_argument("--roi-size", type=parse_value, default=None, help="sliding window in LR voxels")
     p.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1)")
     p.add_argument(
         "--compile",
@@ -581,12 +499,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
+        "--raw-values",
+        "--no-clip",
+        dest="raw_values",
+        action="store_true",
+        help="keep the network's raw values (default: clipped to the input's value range)",
+    )
+    p.add_argument(
         "--tta", type=int, default=1, choices=(1, 2, 4, 8),
         help="2D models: average over this many flips/90-degree rotations of the input (8: all; slower by as much)",
     )  # fmt: skip
     p.add_argument(
         "--report", default=None, metavar="JSON",
-        help="write the data consistency of the output (degraded back to the input grid vs the input, next to cubic's)",
+        help="write the data consistency of the output (degraded back to the input grid vs the input, next to cubic's) "
+        "to this JSON (a folder input: OUT_DIR/<name>_report.json per file)",
     )  # fmt: skip
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
-    p.set_defaults(func=cmd_upscale)
+    p.set_defaults(func=cmd_upscale_files)

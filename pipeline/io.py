@@ -1,6 +1,9 @@
 """Atomic file output: every file medsr writes goes through a temporary file in the target folder and
 ``os.replace``, so a killed run never leaves a half-written output, checkpoint or report behind.
 
+:func:`check_outputs` refuses, before any work, an output that is an input (same path, ``in/../in/x``, same
+inode) or that cannot be written (folder, suffix, type).
+
 Light on purpose (standard library only) so that any module may import it.
 """
 
@@ -9,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +26,7 @@ __all__ = [
     "is_temp_file",
     "remove_stale_temps",
     "sha256_of",
+    "check_outputs",
 ]
 
 
@@ -79,6 +83,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; give the output the usual permissions
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a quota: the message names the file being written
+        if str(path) in str(err):
+            raise
+        raise type(err)(err.errno, f"{err.strerror or err} while writing '{path}'") from err
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
@@ -129,3 +137,79 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# -------------------------------------------------------------------------------------------- outputs
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_outputs(
+    inputs: Sequence[str | os.PathLike],
+    outputs: Sequence[str | os.PathLike],
+    suffixes: Sequence[str] = (".nii", ".nii.gz"),
+    dicom_inputs: Sequence[bool] | None = None,
+) -> None:
+    """Refuse outputs that would overwrite an input or cannot be written, before any work starts.
+
+    Each output must not resolve to any input (same path after ``..``/symlinks, or the same inode), nor lie
+    inside an input folder (a DICOM series); its folder must be creatable and writable; a file output must
+    not be an existing folder and must end in one of ``suffixes`` (a DICOM input may also be written as
+    ``.dcm`` or as a new series folder).
+
+    Raises:
+        MedsrError: naming the output and what to do.
+    """
+    from medsr.pipeline.errors import MedsrError
+
+    ins = [Path(i) for i in inputs]
+    dicom_inputs = list(dicom_inputs) if dicom_inputs is not None else [False] * len(ins)
+    for n, out in enumerate(Path(o) for o in outputs):
+        for src in ins:
+            if _same_file(out, src) or (src.is_dir() and _inside(out, src)):
+                raise MedsrError(
+                    f"output '{out}': is the input '{src}' (it would be overwritten); choose another output name"
+                )
+        is_dicom_out = dicom_inputs[n] if n < len(dicom_inputs) else False
+        name = out.name.lower()
+        nifti = name.endswith(tuple(s.lower() for s in suffixes))
+        if is_dicom_out and not nifti:
+            if out.suffix and out.suffix.lower() not in (".dcm", ".dicom", ".ima"):
+                raise MedsrError(
+                    f"output '{out}': unsupported output type for a DICOM input; use a .dcm name, a new folder "
+                    f"name (a series) or {' / '.join(suffixes)}"
+                )
+            if out.is_dir():
+                raise MedsrError(
+                    f"output '{out}': folder already exists; a DICOM series is written to a new folder, "
+                    "remove it or choose another name"
+                )
+        else:
+            if out.is_dir():
+                raise MedsrError(f"output '{out}': is a folder; give a file name such as '{out / 'sr.nii.gz'}'")
+            if not nifti:
+                raise MedsrError(
+                    f"output '{out}': unsupported output type; use a name ending in {' or '.join(suffixes)}"
+                    + (" (or .dcm / a new folder name for DICOM)" if is_dicom_out else "")
+                )
+        parent = out.parent if str(out.parent) else Path(".")
+        probe = parent
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            raise MedsrError(f"output '{out}': '{probe}' is a file, not a folder")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise MedsrError(f"output '{out}': folder '{probe}' is not writable; choose another output folder")

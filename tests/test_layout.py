@@ -40,11 +40,12 @@ def test_no_bare_imports_of_code_folders():
     import re
 
     pattern = re.compile(
-        r"^\s*(from|import) (networks|transforms|pipeline)(\.|\s|$)|\"_target_\": *\"(networks|transforms|pipeline)\."
+        r"^\s*(from|import) (api|networks|transforms|pipeline)(\.|\s|$)|\"_target_\": *\"(networks|transforms|pipeline)\."
     )
     offenders = []
     for path in (
-        list(ROOT.glob("pipeline/**/*.py"))
+        list(ROOT.glob("api/**/*.py"))
+        + list(ROOT.glob("pipeline/**/*.py"))
         + list(ROOT.glob("transforms/**/*.py"))
         + list(ROOT.glob("networks/**/*.py"))
         + list(ROOT.glob("bundles/**/*.json"))
@@ -53,3 +54,29 @@ def test_no_bare_imports_of_code_folders():
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def _design_module_map() -> list[str]:
+    """The module paths DESIGN.md's "Module map" section lists, one per line (``- `pipeline/x.py`: …``)."""
+    import re
+
+    text = (ROOT / "DESIGN.md").read_text(encoding="utf-8")
+    start = text.index("## Module map")
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end != -1 else len(text)]
+    return re.findall(r"^- `((?:pipeline|transforms|networks)/[\w/]+\.py)`", section, flags=re.M)
+
+
+def test_design_module_map_names_every_module_once():
+    """DESIGN.md's module map has one line for every module under pipeline/, transforms/ and networks/, and
+    none for a module that is not there: the map cannot drift from the code."""
+    listed = _design_module_map()
+    on_disk = {
+        str(p.relative_to(ROOT))
+        for folder in ("pipeline", "transforms", "networks")
+        for p in (ROOT / folder).rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert len(listed) == len(set(listed)), sorted({m for m in listed if listed.count(m) > 1})
+    assert not on_disk - set(listed), f"DESIGN.md's module map misses {sorted(on_disk - set(listed))}"
+    assert not set(listed) - on_disk, f"DESIGN.md's module map names absent {sorted(set(listed) - on_disk)}"

@@ -3,7 +3,6 @@
 from medsr.pipeline.engines.checkpoint import (
     find_checkpoint,
     load_checkpoint,
-    load_generator,
     load_generator_weights,
     resume,
     save_checkpoint,
@@ -55,7 +54,6 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "find_checkpoint",
-    "load_generator",
     "resume",
     "load_generator_weights",
     "SRPrepareBatch",

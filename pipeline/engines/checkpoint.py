@@ -11,29 +11,29 @@ A checkpoint is a ``dict`` saved with ``torch.save``::
 (models unwrapped from DDP, optimizers, schedulers, grad scalers, EMA, the loss's trainable adapters and
 the :class:`~medsr.pipeline.engines.ResumableLoader` position).
 
-Every checkpoint also describes its generator (:func:`model_info`): ``network`` (``{"target":
-"medsr.networks.RRDBNet", "args": net.init_args}``), ``scale``, ``spatial_dims``, ``in_channels``,
-``normalization`` and ``medsr_version``, so inference, evaluation and MONAI Label rebuild the network from
-the file alone (:func:`load_generator`). The best-model files (``best_network.pt``, ``best_pretrain.pt``)
-are model files: ``{"format": "medsr-model/1", <model_info>, "state_dict": ...}``. The RNG states hold
-tensors, tuples and numbers only, so every file loads with ``torch.load(weights_only=True)``.
+Every checkpoint also describes its generator (:func:`medsr.pipeline.models.model_info`, the model file's
+description), so inference, evaluation and MONAI Label rebuild the network from the file alone
+(:func:`medsr.pipeline.models.load_generator`). The model-file format itself (the best-model files
+``best_network.pt``/``best_pretrain.pt``, shipped models) belongs to :mod:`medsr.pipeline.models`. The RNG
+states hold tensors, tuples and numbers only, so checkpoints are read with ``torch.load(weights_only=True)``
+(:func:`medsr.pipeline.models.read_file`), as model files are.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from medsr.pipeline.engines.common import get_rng_state, set_rng_state, unwrap_model
+from medsr.pipeline.errors import MedsrError
 from medsr.pipeline.io import atomic_open
+from medsr.pipeline.models import MODEL_FORMAT, model_info, read_file
 from medsr.pipeline.runs import LATEST, run_checkpoints
 
 __all__ = [
@@ -45,30 +45,15 @@ __all__ = [
     "load_generator_weights",
     "find_checkpoint",
     "checkpoint_problem",
-    "load_generator",
     "teacher_weights",
-    "model_info",
-    "model_payload",
-    "network_spec",
-    "build_network",
-    "read_model_info",
     "NetworkMismatchError",
     "FORMAT",
-    "MODEL_FORMAT",
-    "NORMALIZATION",
+    "BEST_FILE",
 ]
 
 FORMAT = "medsr-checkpoint"
-MODEL_FORMAT = "medsr-model/1"
 #: the best model of a run's final stage (the one inference serves); earlier stages: ``best_<stage>.pt``
 BEST_FILE = "best_network.pt"
-#: how the bundles normalise inputs (``PercentileNormalized`` in ``bundles/common/{data,inference}.json``)
-NORMALIZATION = {
-    "transform": "medsr.transforms.PercentileNormalize",
-    "lower": 0.5,
-    "upper": 99.5,
-    "value_range": [0.0, 1.0],
-}
 logger = logging.getLogger(__name__)
 
 
@@ -84,10 +69,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"checkpoint '{path}' could not be read: {e}") from e
+    ckpt = read_file(path, "checkpoint", map_location)
     if not isinstance(ckpt, dict):
         raise ValueError(f"checkpoint '{path}' holds a {type(ckpt).__name__}, not a dict")
     return ckpt
@@ -162,90 +144,10 @@ def _trainer_generator(trainer) -> torch.nn.Module | None:
     return None
 
 
-class NetworkMismatchError(ValueError):
-    """A checkpoint's weights do not fit the network built for them (the message is one line)."""
+class NetworkMismatchError(MedsrError):
+    """A checkpoint's weights do not fit the network built for them (the message is one line; ``medsr`` exits 2)."""
 
-
-def network_spec(network: torch.nn.Module | None) -> dict | None:
-    """``{"target": "medsr.networks.<Class>", "args": network.init_args}``, or ``None`` when the network
-    does not record its constructor arguments (every medsr generator does)."""
-    if network is None:
-        return None
-    net = unwrap_model(network)
-    args = getattr(net, "init_args", None)
-    if not isinstance(args, dict):
-        return None
-    cls = type(net)
-    import medsr.networks
-
-    public = getattr(medsr.networks, cls.__name__, None) is cls
-    target = f"medsr.networks.{cls.__name__}" if public else f"{cls.__module__}.{cls.__qualname__}"
-    return {"target": target, "args": dict(args)}
-
-
-def model_info(network: torch.nn.Module | None, normalization: dict | None = None) -> dict:
-    """What a checkpoint says about its generator: ``network`` spec, ``scale``, ``spatial_dims``,
-    ``in_channels``, ``out_channels``, ``normalization`` and ``medsr_version`` (empty without a network)."""
-    spec = network_spec(network)
-    if spec is None:
-        return {}
-    import medsr.pipeline
-
-    net = unwrap_model(network)
-    return {
-        "network": spec,
-        "scale": [int(f) for f in getattr(net, "scale_factor", ())],
-        "spatial_dims": int(getattr(net, "spatial_dims", spec["args"].get("spatial_dims", 2))),
-        "in_channels": int(getattr(net, "in_channels", spec["args"].get("in_channels", 1))),
-        "out_channels": int(getattr(net, "out_channels", spec["args"].get("out_channels", 1))),
-        "normalization": dict(normalization or NORMALIZATION),
-        "medsr_version": medsr.pipeline.__version__,
-    }
-
-
-def model_payload(network: torch.nn.Module, **extra) -> dict:
-    """A self-describing model file's content: ``{"format": "medsr-model/1", **model_info, "state_dict", **extra}``."""
-    net = unwrap_model(network)
-    return {"format": MODEL_FORMAT, **model_info(net), "state_dict": net.state_dict(), **extra}
-
-
-def build_network(spec: dict) -> torch.nn.Module:
-    """Build the network a checkpoint describes (``{"target": "medsr.networks.X", "args": {...}}``).
-
-    Only ``medsr.`` targets are built (a checkpoint never imports other code).
-    """
-    target = str(spec.get("target", ""))
-    if not target.startswith("medsr.") or "." not in target:
-        raise ValueError(f"network target {target!r}: only medsr networks are built from a checkpoint")
-    module, _, name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module), name, None)
-    if cls is None:
-        raise ValueError(f"network target {target!r}: no such class")
-    return cls(**dict(spec.get("args") or {}))
-
-
-def _read_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
-    """``torch.load`` on the CPU; an unreadable file is one ``ValueError`` naming it."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(
-            f"{what} '{path}' could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
-            "the file is truncated or not a PyTorch checkpoint: pick another checkpoint"
-        ) from e
-
-
-def read_model_info(path: str | os.PathLike) -> dict:
-    """The generator description of a checkpoint file or run folder (``{}`` for a weights-only file)."""
-    ckpt = _read_checkpoint(find_checkpoint(path))
-    if not isinstance(ckpt, dict):
-        return {}
-    keys = ("network", "scale", "spatial_dims", "in_channels", "out_channels", "normalization", "medsr_version")
-    info = {k: ckpt[k] for k in keys if k in ckpt and not (k == "network" and "target" not in (ckpt[k] or {}))}
-    for k in ("metric", "stage"):
-        if k in ckpt:
-            info[k] = ckpt[k]
-    return info
+    exit_code = 2
 
 
 def restore_pending_rng(engine) -> None:
@@ -281,7 +183,7 @@ def load_generator_weights(
         raise FileNotFoundError(
             f"generator weights '{path}' do not exist (set g_pretrained=None to train from scratch)"
         )
-    ckpt = _read_checkpoint(path, "generator weights")
+    ckpt = read_file(path, "generator weights")
     if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT and key is None:
         sd = ckpt["state_dict"]
     elif isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
@@ -411,39 +313,10 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
             head = fh.read(2)
         if head[:1] != b"\x80":  # a legacy torch.save file is a pickle (protocol >= 2 starts with 0x80)
             return "not a PyTorch checkpoint (truncated or another kind of file)"
-        torch.load(path, map_location="cpu", weights_only=False)
+        torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         return f"unreadable: {type(e).__name__}: {' '.join(str(e).split())[:120]}"
     return None
-
-
-def load_generator(network: torch.nn.Module, checkpoint: str | os.PathLike | None, use_ema: bool = False):
-    """Load generator weights into ``network`` from a checkpoint file or run folder; return the network.
-
-    When the checkpoint describes its network (:func:`model_info`) and that differs from ``network`` (other
-    widths, another class), the network is rebuilt from the checkpoint: the file is the truth, so a run
-    trained with non-default widths needs no overrides at inference. ``checkpoint`` is a file (medsr checkpoint, MONAI ``CheckpointSaver`` file or plain state dict) or a
-    folder searched with :func:`find_checkpoint`; the loading itself is
-    :func:`load_generator_weights`. ``None`` or ``""`` returns the network
-    untouched (random weights: tests and dry runs).
-    """
-    if checkpoint is None or str(checkpoint) == "":
-        return network
-    path = find_checkpoint(checkpoint)
-    info = read_model_info(path)
-    spec = info.get("network")
-    if spec is not None and spec != network_spec(network):
-        ours = network_spec(network) or {}
-        if ours and ours.get("target") == spec["target"]:
-            diff = {k: v for k, v in spec["args"].items() if ours["args"].get(k) != v}
-            logger.info(f"checkpoint '{path}' records {spec['target']} with {diff}: built from the checkpoint")
-        else:
-            logger.info(f"checkpoint '{path}' records {spec['target']}: built from the checkpoint")
-        param = next(iter(network.parameters()), None)
-        network = build_network(spec)
-        if param is not None:
-            network = network.to(param.device)
-    return load_generator_weights(network, path, use_ema=use_ema)
 
 
 def teacher_weights(path: str | os.PathLike | None) -> str | None:

@@ -5,6 +5,13 @@ Launch: ``torchrun --nproc_per_node N script.py`` (gloo on CPU, nccl on CUDA). I
 ``wrap_ddp``, the loader built with ``distributed_loader``; checkpoints (``CheckpointHandler``) are
 written on rank 0 only and the trainers all-reduce their logged loss terms; MONAI metric handlers
 gather across ranks themselves. Put logging handlers behind ``is_main_process()``.
+
+Built on :mod:`ignite.distributed` (the engines' own library): the process group is ignite's
+(``idist.initialize``/``idist.finalize``), rank and world size are ``idist.get_rank``/``idist.get_world_size``,
+DDP wrapping is ``idist.auto_model`` and the reduction ``idist.all_reduce``. The loader stays a MONAI
+``DataLoader`` with a ``DistributedSampler``: ``idist.auto_dataloader`` divides ``batch_size`` by the world size
+and builds torch's ``DataLoader`` (no MONAI collate or per-worker seeding), which would change what a bundle's
+``batch_size`` means.
 """
 
 from __future__ import annotations
@@ -12,8 +19,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import ignite.distributed as idist
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
@@ -33,25 +40,23 @@ __all__ = [
 
 
 def is_distributed() -> bool:
-    """True inside an initialised process group."""
-    return dist.is_available() and dist.is_initialized()
+    """True when running with more than one process (``idist.get_world_size() > 1``)."""
+    return idist.get_world_size() > 1
 
 
-def get_rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
+#: this process's rank (0 when not distributed)
+get_rank = idist.get_rank
+#: the number of processes (1 when not distributed)
+get_world_size = idist.get_world_size
 
 
 def is_main_process() -> bool:
     """True on rank 0 (and when not distributed): log and save only there."""
-    return get_rank() == 0
+    return idist.get_rank() == 0
 
 
 def init_distributed(backend: str | None = None) -> bool:
-    """Initialise the process group from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` ...).
+    """Initialise ignite's process group from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` ...).
 
     Args:
         backend: ``"gloo"``/``"nccl"``; default nccl when CUDA is available, else gloo.
@@ -67,17 +72,14 @@ def init_distributed(backend: str | None = None) -> bool:
     for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if var not in os.environ:
             raise RuntimeError(f"init_distributed: WORLD_SIZE={world} but {var} is not set; launch with torchrun")
-    backend = backend or ddp_backend()
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    idist.initialize(backend or ddp_backend())  # nccl: also selects cuda:LOCAL_RANK
     return True
 
 
 def cleanup_distributed() -> None:
     """Destroy the process group if one exists."""
-    if is_distributed():
-        dist.destroy_process_group()
+    if idist.model_name() != "serial":
+        idist.finalize()
 
 
 def ddp_backend() -> str:
@@ -97,7 +99,8 @@ def ddp_device() -> torch.device:
 def wrap_ddp(
     model: nn.Module, device: torch.device | str | None = None, sync_batchnorm: bool = False, **kwargs
 ) -> nn.Module:
-    """Move ``model`` to ``device`` and wrap it in ``DistributedDataParallel`` (unchanged when not distributed).
+    """Move ``model`` to ``device`` and wrap it in ``DistributedDataParallel`` with ``idist.auto_model`` (unchanged
+    when not distributed, and for a frozen model).
 
     Args:
         model: the network.
@@ -109,12 +112,9 @@ def wrap_ddp(
     model = model.to(device)
     if not is_distributed():
         return model
-    if sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if not any(p.requires_grad for p in model.parameters()):
         return model  # frozen (e.g. a distillation teacher): nothing to synchronise
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, **kwargs)
+    return idist.auto_model(model, sync_bn=sync_batchnorm, **kwargs)
 
 
 def distributed_loader(
@@ -134,8 +134,5 @@ def all_reduce_mean(values: Mapping[str, float]) -> dict[str, float]:
     if not is_distributed() or not values:
         return dict(values)
     keys = sorted(values)
-    device = ddp_device() if dist.get_backend() == "nccl" else torch.device("cpu")
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist()))
+    t = idist.all_reduce(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64))
+    return dict(zip(keys, (t / idist.get_world_size()).tolist()))

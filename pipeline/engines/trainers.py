@@ -14,7 +14,6 @@ file or a folder of them) and loss terms all-reduced across DDP ranks.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -71,23 +70,10 @@ def _terms(
 class SRTrainerBase(SupervisedTrainer):
     """Common machinery of the medsr trainers (see the module docstring); not used directly.
 
-    A subclass's ``__init__`` is wrapped so that :meth:`_finish_init` (resume once every component exists)
-    runs by itself after the most-derived constructor returns.
+    Every concrete trainer's ``__init__`` ends with :meth:`_finish_init` (resume from ``resume_from`` once every
+    component it checkpoints exists). A subclass of a concrete trainer sets its own attributes before calling
+    ``super().__init__``, or overrides :meth:`checkpoint_objects` and resumes by itself.
     """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
-
-        @functools.wraps(init)
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            init(self, *args, **kw)
-            if type(self).__init__ is __init__:  # the outermost constructor has finished
-                self._finish_init()
-
-        cls.__init__ = __init__
 
     def __init__(
         self,
@@ -168,7 +154,7 @@ class SRTrainerBase(SupervisedTrainer):
             self._register_handlers(train_handlers)
 
     def _finish_init(self) -> None:
-        """Run after the most-derived ``__init__`` (automatically): resume once every component exists."""
+        """The last call of every concrete trainer's ``__init__``: resume once every component exists."""
         if self._resume_from is not None:
             resume(self, self._resume_from)
 
@@ -305,6 +291,7 @@ class SRTrainer(SRTrainerBase):
         if isinstance(loss, nn.Module):
             loss = loss.to(device)
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss, **kwargs)
+        self._finish_init()
 
     def _iteration(self, engine: SRTrainer, batchdata: dict) -> dict:
         lr, hr = self._prepare(batchdata)
@@ -388,6 +375,7 @@ class GANTrainer(SRTrainerBase):
         self.d_updates_per_g = int(d_updates_per_g)
         self.d_init_iters = int(d_init_iters)
         self.d_grad_clip_norm = self.grad_clip_norm if d_grad_clip_norm is None else d_grad_clip_norm
+        self._finish_init()
 
     @property
     def generator(self) -> nn.Module:
@@ -534,6 +522,7 @@ class DistillationTrainer(SRTrainerBase):
         if extra:
             optimizer.add_param_group({"params": extra})
         self.use_features = float(getattr(loss_function, "w_feature", 0.0)) != 0.0
+        self._finish_init()
 
     @property
     def student(self) -> nn.Module:

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from medsr.pipeline.engines.checkpoint import BEST_FILE, model_payload, save_checkpoint
+from medsr.pipeline.engines.checkpoint import BEST_FILE
 from medsr.pipeline.engines.distributed import is_main_process
 from medsr.pipeline.handlers.training_stage import OFFSET_ATTR, STAGE_ATTR
+from medsr.pipeline.models import read_model_info, save_model
 
 __all__ = ["BestModelSaver"]
 
@@ -26,9 +27,8 @@ class BestModelSaver:
     their GAN generator even when the L1 pre-training scored a higher PSNR. Single-stage bundles (no
     :class:`~medsr.pipeline.handlers.TrainingStage`) write ``best_network.pt`` only.
 
-    Each file is a self-describing model file (``{"format": "medsr-model/1", "network": {"target", "args"},
-    "scale", "spatial_dims", "normalization", "medsr_version", "state_dict", "metric"}``), written
-    atomically through :func:`~medsr.pipeline.engines.checkpoint.save_checkpoint` (rank 0).
+    Each file is a model file with the score in ``metric`` and the stage in ``stage``, written atomically by
+    :func:`medsr.pipeline.models.save_model` (rank 0, float32 weights).
 
     Args:
         network: the generator (DDP wrappers are unwrapped).
@@ -66,7 +66,7 @@ class BestModelSaver:
                 path = self.path_for(stage)
                 if path.is_file():
                     try:
-                        metric = torch.load(path, map_location="cpu", weights_only=True).get("metric") or {}
+                        metric = read_model_info(path).get("metric") or {}
                     except Exception:  # an unreadable file: the next best replaces it
                         continue
                     if metric.get("value") is not None:
@@ -98,5 +98,5 @@ class BestModelSaver:
             "global_epoch": int(getattr(engine.state, OFFSET_ATTR, 0) or 0) + epoch,
         }
         path = self.path_for(stage)
-        save_checkpoint(model_payload(self.network, metric=metric, stage=stage), path)
+        save_model(self.network, path, {"metric": metric, "stage": stage}, half=False)
         logger.info(f"best {stage or 'model'}: {name} = {value:.4f}, saved {path}")

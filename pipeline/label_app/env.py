@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from medsr.pipeline.bundles import REPO_ROOT
 from medsr.pipeline.io import write_json_atomic
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
     "env_for_subprocess",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Found by trying: each import error of `monailabel.main` / `monailabel.app` added a line. torch first, so that
 # nothing later can pull a CUDA build; every version is pinned so the env hash names one env.

@@ -153,7 +153,7 @@ def gaussian_taps(win_size: int = 11, sigma: float = 1.5) -> list[float]:
 
 def default_chunk(shape: Sequence[int], radius: int) -> int:
     """Planes of the first spatial axis per slab: the two slab buffers of 5 maps stay near 1.5x the image size
-    (measured peak extra memory 3.5x the image's float32 size for a 181x217x181 region SSIM, all included)."""
+    (``benchmarks/bench_ssim.py`` measures the peak memory)."""
     depth = int(shape[0])
     return max(2 * radius, min(depth, (depth - 8 * radius) // 8))
 

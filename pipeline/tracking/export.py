@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import torch
+from monai.networks.utils import convert_to_torchscript
 
 from medsr.pipeline.io import atomic_path
 
@@ -17,30 +18,30 @@ logger = logging.getLogger(__name__)
 def export_torchscript(network: torch.nn.Module, example: torch.Tensor | None, path: str | os.PathLike) -> Path:
     """Save ``network`` as TorchScript (scripted, else traced on ``example``) atomically; returns the path.
 
-    The saved module's output on ``example`` is checked against the network's.
+    MONAI's :func:`~monai.networks.utils.convert_to_torchscript` converts and saves; the saved module's output on
+    ``example`` is checked against the network's here (MONAI's own ``verify`` re-seeds the global RNGs).
 
     Raises:
-        ValueError: when the network can be neither scripted nor traced (tracing needs ``example``).
+        ValueError: when the network can be neither scripted nor traced (tracing needs ``example``), or the
+            exported module disagrees with the network on ``example`` (no file is written then).
     """
     net = copy.deepcopy(network).cpu().eval()
     path = Path(path)
-    try:
-        module = torch.jit.script(net)
-    except Exception as script_err:  # noqa: BLE001 - many modules do not script; tracing is the fallback
-        if example is None:
-            raise ValueError(
-                f"torchscript '{path}': cannot script the network and no example to trace: {script_err}"
-            ) from None
-        with torch.no_grad():
-            module = torch.jit.trace(net, example.detach().cpu().float(), check_trace=False)
-    if example is not None:
-        with torch.no_grad():
-            x = example.detach().cpu().float()
-            expected, got = net(x), module(x)
-        if not torch.allclose(torch.as_tensor(expected), torch.as_tensor(got), atol=1e-4, rtol=1e-4):
-            raise ValueError(f"torchscript '{path}': exported module disagrees with the network on the example")
+    x = example.detach().cpu().float() if example is not None else None
     with atomic_path(path) as tmp:
-        torch.jit.save(module, str(tmp))
+        try:
+            module = convert_to_torchscript(net, str(tmp))
+        except Exception as script_err:  # noqa: BLE001 - many modules do not script; tracing is the fallback
+            if x is None:
+                raise ValueError(
+                    f"torchscript '{path}': cannot script the network and no example to trace: {script_err}"
+                ) from None
+            module = convert_to_torchscript(net, str(tmp), use_trace=True, inputs=[x], check_trace=False)
+        if x is not None:
+            with torch.no_grad():
+                expected, got = net(x), module(x)
+            if not torch.allclose(torch.as_tensor(expected), torch.as_tensor(got), atol=1e-4, rtol=1e-4):
+                raise ValueError(f"torchscript '{path}': exported module disagrees with the network on the example")
     return path
 
 
@@ -51,14 +52,14 @@ def log_pytorch_model(network: torch.nn.Module, example: torch.Tensor | None, na
     example's shape; no pickle), else (or when export fails) as a pickle, which MLflow only loads with
     ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``. The signature comes from the example (LR in, HR out) and the
     model's metadata holds the scale, dims and the network description (see
-    :func:`medsr.pipeline.engines.checkpoint.model_info`). Requirements are given explicitly (no pip
+    :func:`medsr.pipeline.models.model_info`). Requirements are given explicitly (no pip
     inference, nothing contacted). Load it with ``mlflow.pytorch.load_model("models:/<model id>")``.
     """
     import mlflow.pytorch
     import monai
     from mlflow.models import infer_signature
 
-    from medsr.pipeline.engines.checkpoint import model_info
+    from medsr.pipeline.models import model_info
 
     net = copy.deepcopy(network).cpu().eval()
     info = model_info(net)

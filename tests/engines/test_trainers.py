@@ -18,7 +18,7 @@ from monai.data import DataLoader, Dataset, MetaTensor
 from monai.handlers import from_engine
 
 from medsr.networks.discriminators import VGGDiscriminator
-from medsr.networks.generators import EDSR, RRDBNet
+from medsr.networks.generators import EDSR, RRDBNet, SRResNet
 from medsr.pipeline.engines import (
     DistillationTrainer,
     GANTrainer,
@@ -164,6 +164,32 @@ def test_ema_amp_warning_warm_start_and_errors(tmp_path):
         SRTrainer("cpu", 1, bad, g, torch.optim.SGD(g.parameters(), 0.1)).run()
 
 
+def test_model_ema_values_buffers_and_old_checkpoints():
+    """ModelEMA (torch's AveragedModel + EMA): ema_t = decay * ema_(t-1) + (1 - decay) * w_t from the initial copy,
+    batch-norm buffers copied; a state dict from medsr's hand-written EMA ("num_updates") loads."""
+    torch.manual_seed(0)
+    net = SRResNet(2, num_features=4, num_blocks=1, scale_factor=2)  # has batch-norm buffers
+    ema = ModelEMA(net, 0.8)
+    expected = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.SGD(net.parameters(), 0.1)
+    for _ in range(3):
+        net.train()
+        net(torch.rand(2, 1, 6, 6)).abs().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        ema.update(net)
+        expected = [0.8 * e + 0.2 * p.detach() for e, p in zip(expected, net.parameters())]
+    for e, x in zip(ema.module.parameters(), expected, strict=True):
+        torch.testing.assert_close(e, x, rtol=1e-6, atol=1e-7)
+    for b_ema, b in zip(ema.module.buffers(), net.buffers(), strict=True):
+        assert torch.equal(b_ema, b)
+    assert ema.num_updates == 3 and not ema.module.training
+    old = {k: v for k, v in ema.state_dict().items() if k != "n_averaged"} | {"num_updates": torch.tensor(3)}
+    again = ModelEMA(net, 0.8)
+    again.load_state_dict(old)
+    assert again.num_updates == 3 and all(torch.equal(a, b) for a, b in zip(again.parameters(), ema.parameters()))
+
+
 def test_checkpoint_resume_in_process_matches_uninterrupted(tmp_path):
     def make(resume_from=None, handlers=None):
         torch.manual_seed(0)
@@ -286,17 +312,18 @@ def test_ddp_two_ranks_gloo_identical_weights(tmp_path):
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["checkpoint_00000002.pt"]  # rank 0 only
 
 
-def test_finish_init_runs_once_after_the_outermost_constructor(tmp_path, monkeypatch):
-    """A subclass that sets state after ``super().__init__`` is resumed only once that state exists."""
+def test_finish_init_runs_once_at_the_end_of_the_concrete_constructor(tmp_path, monkeypatch):
+    """``_finish_init`` (resume) is the last call of a concrete trainer's ``__init__``, once: a subclass's
+    attributes set before ``super().__init__`` exist then, and a subclass without ``__init__`` changes nothing."""
     calls = []
 
     class Counting(SRTrainer):
         def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
             self.extra = "ready"
+            super().__init__(*args, **kwargs)
 
         def _finish_init(self):
-            calls.append(getattr(self, "extra", None))
+            calls.append((getattr(self, "extra", None), hasattr(self, "scalers")))
             super()._finish_init()
 
     class NoInit(Counting):
@@ -305,7 +332,7 @@ def test_finish_init_runs_once_after_the_outermost_constructor(tmp_path, monkeyp
     g = _rrdb(2)
     Counting("cpu", 1, _loader(2), g, torch.optim.SGD(g.parameters(), 0.1), "l1")
     NoInit("cpu", 1, _loader(2), g, torch.optim.SGD(g.parameters(), 0.1), "l1")
-    assert calls == ["ready", "ready"]
+    assert calls == [("ready", True), ("ready", True)]
 
 
 def test_find_checkpoint_series_best_newest_and_hidden(tmp_path):

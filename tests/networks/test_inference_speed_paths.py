@@ -20,6 +20,7 @@ from medsr.networks import (
     optimize_for_inference,
 )
 from medsr.networks.blocks import conv_pixel_shuffle, follow_format, scaled_conv
+from medsr.networks.optimize import FAST_FORWARDS, use_fast_forwards
 
 TINY = {
     "rrdbnet": {"num_features": 8, "num_blocks": 1, "growth_channels": 4},
@@ -100,17 +101,36 @@ def test_optimize_for_inference_same_values(name, dims):
     net = get_network(name, spatial_dims=dims, in_channels=1, out_channels=1, scale_factor=2, **TINY[name]).eval()
     x = torch.rand(2, 1, *([6] * dims))
     with torch.no_grad():
-        ref = net(x)
-        ref_single = torch.cat([net(x[:1]), net(x[1:])])  # batch 1 takes the folded-gate path
-        fast = optimize_for_inference(net)  # in place: net is now channels-last
-        out = torch.cat([fast(x[:1]), fast(x[1:])])
+        ref, ref_feats = net(x, return_features=True)  # the reference forward (class methods)
+        fast = optimize_for_inference(net)  # in place: net now has the fast forwards and is channels-last
+        out = torch.cat([fast(x[:1]), fast(x[1:])])  # batch 1 takes the folded-gate path
+        out_batch, feats_batch = fast(x, return_features=True)  # batch 2 multiplies by the gate
         _, feats = fast(x[:1], return_features=True)
-    torch.testing.assert_close(ref_single, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_batch, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(feats_batch, ref_feats, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert not fast.training
     if name != "espcn":
         # in 3D the 1-channel first conv returns a contiguous tensor; the body must still run channels-last
         assert _is_channels_last(feats[0]), f"{name} {dims}D body features are not channels-last"
+
+
+@pytest.mark.parametrize("name", ["edsr_ise", "esrgan_se", "slicenet"])
+def test_fast_forwards_equal_the_reference_contiguous_and_with_gradients(name):
+    """The fast forwards alone (no channels-last) give the reference values and the reference gradients."""
+    torch.manual_seed(0)
+    net = get_network(name, spatial_dims=2, in_channels=1, out_channels=1, scale_factor=2, **TINY[name])
+    x = torch.rand(1, 1, 6, 6)
+    ref = net(x)
+    ref_grads = torch.autograd.grad(ref.square().sum(), list(net.parameters()))
+    fast = use_fast_forwards(net)
+    assert set(FAST_FORWARDS) & {type(m) for m in fast.modules()}
+    out = fast(x)
+    grads = torch.autograd.grad(out.square().sum(), list(fast.parameters()))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_optimize_for_inference_needs_spatial_dims():

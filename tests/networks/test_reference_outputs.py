@@ -1,9 +1,8 @@
 """timm's habit: every registered generator's output on a fixed input is stored, so a refactor that changes the
-numbers fails here. Regenerate deliberately with ``MEDSR_UPDATE_REFERENCES=1 python -m pytest tests/networks``."""
+numbers fails here. Regenerate deliberately, by hand: ``python -m tests.networks.regenerate_references --write``."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,30 +10,11 @@ import torch
 
 from medsr.networks import get_network, list_networks
 
+from .regenerate_references import CASES, LR, REFERENCE, SCALE, reference_output
 from .test_networks_table import GEN
-
-REFERENCE = Path(__file__).with_name("reference_outputs.pt")
-CASES = [(name, dims) for name in sorted(GEN) for dims in (2, 3)]
-SCALE = {2: (2, 2), 3: (1, 1, 2)}
-LR = {2: (6, 5), 3: (4, 4, 3)}
-
-
-def _output(name: str, dims: int) -> torch.Tensor:
-    torch.manual_seed(1234)
-    kwargs, _ = GEN[name]
-    net = get_network(name, spatial_dims=dims, in_channels=1, out_channels=1, scale_factor=SCALE[dims], **kwargs)
-    net.eval()
-    gen = torch.Generator().manual_seed(99)
-    x = torch.rand(1, 1, *LR[dims], generator=gen)
-    with torch.no_grad():
-        return net(x)
 
 
 def _references() -> dict[str, torch.Tensor]:
-    if os.environ.get("MEDSR_UPDATE_REFERENCES") == "1":
-        refs = {f"{n}-{d}": _output(n, d) for n, d in CASES}
-        torch.save(refs, REFERENCE)
-        return refs
     return torch.load(REFERENCE, weights_only=True)
 
 
@@ -46,7 +26,7 @@ def test_every_registered_generator_has_a_reference():
 @pytest.mark.parametrize("name,dims", CASES)
 def test_output_equals_stored_reference(name, dims):
     ref = _references()[f"{name}-{dims}"]
-    out = _output(name, dims)
+    out = reference_output(name, dims)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
@@ -105,3 +85,32 @@ def test_interp_mode_is_applied_and_checked():
     flagged = get_network("rdn", spatial_dims=2, scale_factor=2, residual_interp="false", num_features=4,
                           num_blocks=1, num_layers=1, growth_channels=2)  # fmt: skip
     assert flagged.residual_interp is False and flagged.init_args["residual_interp"] is False
+
+
+SHIPPED = sorted(Path(__file__).resolve().parents[2].glob("bundles/*/models/*.pt"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_shipped_model_files_rebuild_from_their_recorded_init_args(path):
+    """A model file records ``{target, args: net.init_args}``: the generator's constructor must take those
+    arguments as they were written, give the same ``init_args`` back and accept the weights (strict keys)."""
+    import medsr.networks
+
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    target, args = record["network"]["target"], record["network"]["args"]
+    net = getattr(medsr.networks, target.rpartition(".")[2])(**args)
+    assert net.init_args == args
+    net.load_state_dict({k: v.float() for k, v in record["state_dict"].items()})
+    x = torch.rand(1, 1, *([6] * net.spatial_dims))
+    with torch.no_grad():
+        assert net.eval()(x).shape[2:] == net.hr_shape(x.shape[2:])
+
+
+def test_every_generator_has_a_plain_init():
+    """Constructors are written out (BasicSR's ``RRDBNet.__init__``), not assembled: no ``__init_subclass__``."""
+    import medsr.networks
+
+    for name in list_networks("generator"):
+        cls = type(get_network(name, spatial_dims=2, **GEN[name][0]))
+        assert "__init__" in vars(cls) and "__signature__" not in vars(cls.__init__), name
+        assert "__init_subclass__" not in vars(medsr.networks.SRGenerator)

@@ -1,4 +1,5 @@
-"""medsr.pipeline.errors: one line per error, override keys checked, outputs that are inputs refused."""
+"""One line per error (``medsr.pipeline.errors``), override keys checked (``bundles``), outputs that are inputs
+refused (``io``), transform errors naming their files (``transforms.compose``)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,10 @@ import os
 
 import pytest
 
-from medsr.pipeline.errors import (
-    MedsrError,
-    argv_overrides,
-    check_outputs,
-    check_overrides,
-    config_keys,
-    format_error,
-    name_files,
-    user_error,
-)
+from medsr.pipeline.bundles import argv_overrides, check_overrides, config_keys
+from medsr.pipeline.errors import MedsrError, exit_code, format_error, user_error
+from medsr.pipeline.io import check_outputs
+from medsr.transforms.compose import name_files
 
 
 def _monai_chain():
@@ -151,26 +146,50 @@ def test_a_false_flag_written_as_text_is_refused(tmp_path):
     assert check_overrides(argv=[*base, "--name", "false"]) == []  # a text key may be 'false'
 
 
-def test_quiet_logging_keeps_the_stats_handler_epoch_line():
-    """Every bundle's ``initialize`` runs ``check_overrides`` (so ``quiet_logging``) before MONAI's StatsHandler
-    exists: the validation's ``Epoch[1] Metrics -- val_psnr: …`` line must still be printed."""
+def test_a_medsr_error_inside_a_library_error_is_the_one_shown():
+    """The outermost MedsrError wins, even under another library's error; its exit code is the command's."""
+    from medsr.pipeline.engines.checkpoint import NetworkMismatchError
+
+    inner = NetworkMismatchError("generator weights 'w.pt' do not fit ESPCN(...)")
+    try:
+        try:
+            raise inner
+        except ValueError as err:
+            raise TypeError("a library's own wrapper") from err
+    except TypeError as outer:
+        assert user_error(outer) is inner
+        assert format_error(outer) == "error: generator weights 'w.pt' do not fit ESPCN(...)"
+        assert exit_code(outer) == 2
+    assert exit_code(FileNotFoundError("x")) == 2 and exit_code(MedsrError("x")) == exit_code(TypeError()) == 1
+
+
+def test_stats_handler_keeps_the_epoch_line_and_leaves_errors_to_the_entry_point():
+    """The bundles' StatsHandler (:class:`QuietStatsHandler`) prints MONAI's ``Epoch[1] Metrics -- val_psnr: …``
+    line; an error in the run is then printed once, as one line, by the entry point (no traceback logged)."""
     import subprocess
     import sys
 
     code = """
-from ignite.engine import Engine
-from monai.handlers import StatsHandler
-from medsr.pipeline.errors import quiet_logging
-quiet_logging()
+import logging, sys
+from ignite.engine import Engine, Events
+from medsr.pipeline.errors import install_excepthook
+from medsr.pipeline.handlers import QuietStatsHandler
+logging.basicConfig(stream=sys.stdout, level=logging.INFO)  # as a bundle's logging.conf
+install_excepthook(force=True)
 engine = Engine(lambda e, b: None)
-@engine.on(__import__("ignite").engine.Events.EPOCH_COMPLETED)
+@engine.on(Events.EPOCH_COMPLETED)
 def _metrics(e):
     e.state.metrics["val_psnr"] = 31.5
-StatsHandler(iteration_log=False).attach(engine)
-engine.run([0], max_epochs=1)
+    if e.state.epoch == 2:
+        raise ValueError("image 'x.nii.gz': contains NaN")
+QuietStatsHandler(iteration_log=False).attach(engine)
+engine.run([0], max_epochs=2)
 """
     env = dict(os.environ)
     env.pop("MEDSR_DEBUG", None)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Epoch[1] Metrics -- val_psnr: 31.5000" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == ["medsr: error: image 'x.nii.gz': contains NaN [MEDSR_DEBUG=1 for the traceback]"], proc.stderr

@@ -1,4 +1,4 @@
-"""Run folders (``medsr.pipeline.runs``) and self-describing checkpoints (``engines/checkpoint.py``)."""
+"""Run folders (``medsr.pipeline.runs``) and self-describing checkpoints (``engines/checkpoint.py``, ``models.py``)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ import pytest
 import torch
 
 from medsr.networks import ESPCN, RRDBNet
-from medsr.pipeline.engines.checkpoint import (
-    NetworkMismatchError,
-    find_checkpoint,
-    load_generator,
-    model_payload,
-    read_model_info,
-    save_checkpoint,
-)
+from medsr.pipeline.engines.checkpoint import NetworkMismatchError, find_checkpoint, save_checkpoint
 from medsr.pipeline.engines.common import get_rng_state, set_rng_state
-from medsr.pipeline.runs import find_run, new_run_name, resume_path, run_checkpoints, run_dir, run_subdir
+from medsr.pipeline.models import load_generator, model_payload, read_model_info
+from medsr.pipeline.runs import (
+    checkpoint_written,
+    find_run,
+    new_run_name,
+    resume_path,
+    run_checkpoints,
+    run_dir,
+    run_subdir,
+)
 
 
 def test_run_dir_points_latest_and_names_are_unique(tmp_path, monkeypatch):
@@ -29,6 +31,8 @@ def test_run_dir_points_latest_and_names_are_unique(tmp_path, monkeypatch):
     b = new_run_name("espcn", tmp_path)  # same second: a suffix, never the same folder
     assert b != a
     second = run_dir(tmp_path, b)
+    assert not (tmp_path / "latest").exists()  # latest moves with a run's first checkpoint
+    checkpoint_written(os.path.join(second, "checkpoints"))
     assert os.readlink(tmp_path / "latest") == b and find_run(tmp_path) == second
     assert find_run(tmp_path, a) == first and find_run(tmp_path, first) == first
     with pytest.raises(FileNotFoundError, match="run 'nope'"):
@@ -67,7 +71,7 @@ def test_layout_before_run_folders_is_still_found(tmp_path):
 def test_checkpoint_rebuilds_its_network_and_loads_weights_only(dims, tmp_path):
     trained = RRDBNet(dims, 1, 1, scale_factor=2, num_features=8, num_blocks=1, growth_channels=4, attention="se")
     path = save_checkpoint(
-        model_payload(trained, metric={"name": "val_psnr", "value": 30.0}), tmp_path / "best_network.pt"
+        model_payload(trained, {"metric": {"name": "val_psnr", "value": 30.0}}), tmp_path / "best_network.pt"
     )
     torch.load(path, weights_only=True)  # numbers, tensors and dicts only
     info = read_model_info(tmp_path)

@@ -83,3 +83,16 @@ def test_torchscript_export_matches_network(tmp_path):
     loaded = torch.jit.load(str(path))
     y = torch.rand(1, 1, 7, 9)  # scripted: any size
     assert torch.allclose(loaded(y), net(y), atol=1e-6)
+
+
+def test_torchscript_export_traces_a_generator_and_fails_cleanly_without_example(tmp_path):
+    from medsr.networks import get_network
+
+    net = get_network("edsr", spatial_dims=2, num_features=4, num_blocks=1, scale_factor=2).eval()  # not scriptable
+    x = torch.rand(1, 1, 6, 5)
+    loaded = torch.jit.load(str(export_torchscript(net, x, tmp_path / "g.ts")))  # traced on x
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), net(x), atol=1e-6)
+    with pytest.raises(ValueError, match=r"torchscript '.*none\.ts': cannot script the network and no example"):
+        export_torchscript(net, None, tmp_path / "none.ts")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.ts"]  # nothing half-written
