@@ -352,7 +352,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not models:
         print("no shipped models under bundles/*/models/")
         return 0
-    print(f"{'name':<18} {'dims':<4} {'scale':<7} {'pairs':<9} {'sha256':<13} quality (demo test split)")
+    head = "quality vs cubic, mean PSNR (external = out-of-distribution, first; each figure names its set)"
+    print(f"{'name':<18} {'dims':<4} {'scale':<7} {'pairs':<9} {'sha256':<13} {head}")
     for m in models:
         q = m.get("metrics", {}).get("summary", "")
         scale = "x".join(str(f) for f in m["scale"])
