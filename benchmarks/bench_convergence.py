@@ -77,13 +77,15 @@ def default_init_model(bundle: str, width: list[str], path: Path) -> Path:
 def run_choice(name: str, args: argparse.Namespace, width: list[str], tmp: Path) -> list[dict]:
     out = tmp / name
     iters = args.epochs * args.epoch_length
+    # timed runs: no MLflow store (tracking is on by default), as when these figures were first measured
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
            f"bundles/{args.bundle}/train.json", "--output_dir", str(out), "--run_name", "bench",
            "--scale", str(args.scale), "--degradation", args.degradation, *width, *CHOICES[name],
            "--pretrain_lr", str(args.lr), "--warmup_iters", str(iters // 10 if name == "residual_cosine" else 0),
            "--patch_size", str(args.patch_size), "--batch_size", str(args.batch_size),
            "--pretrain_epochs", str(args.epochs), "--epochs", "0", "--epoch_length", str(args.epoch_length),
-           "--max_val_items", str(args.max_val_items), "--val_crop", str(args.val_crop)]  # fmt: skip
+           "--max_val_items", str(args.max_val_items), "--val_crop", str(args.val_crop),
+           "--mlflow_tracking", "False"]  # fmt: skip
     if name == "default_init":
         cmd += ["--init_weights", str(default_init_model(args.bundle, width, tmp / "default_init.pt"))]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))

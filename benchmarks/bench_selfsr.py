@@ -12,8 +12,13 @@ of the process (``wait4`` in a small runner process), and the load average befor
   first, then ``eclare==1.0.1``), run with the known profile (``--relative-slice-thickness S``, gaussian),
   ``--n-patches`` (one value, or one per spacing) and ``--gpu-id -1``; ``--skip-medsr`` runs cubic and ECLARE only.
 
-Usage: ``python benchmarks/bench_selfsr.py [--spacings 4 5] [--threads 2] [--minutes 8.5] [--eclare] [--real]
-[--json FILE]``
+Before the table, ``--speed`` (default on) measures the training step of the chosen ``--precision`` on the first
+input: steps/s, its GFLOP/s (FLOPs counted by ``torch.utils.flop_counter``) and the ratio to the machine's
+convolution peak measured in the same run (a 64 -> 64 3×3 convolution, channels-last, batch 8 of 64×64, same
+precision and threads): quote the ratio, the absolute figures move with the machine and its load.
+
+Usage: ``python benchmarks/bench_selfsr.py [--precision float32] [--spacings 4 5] [--threads 2] [--minutes 8.5]
+[--eclare] [--real] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -70,20 +75,101 @@ def run_timed(cmd: list[str], env: dict | None = None, log: Path | None = None) 
     return wall, int(maxrss) / 1024.0, int(code)
 
 
-def make_inputs(work: Path, spacings: list[float]) -> tuple[Path, dict[float, Path]]:
-    src = demo_sources()["mni_t1"]["path"]
+#: --precision values -> the selfsr bundle's ``precision``
+PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "auto": "auto"}
+
+
+def conv_peak(threads: int, precision: str, reps: int = 5) -> float:
+    """GFLOP/s of a 64 -> 64 3×3 convolution forward (batch 8 of 64×64, channels-last): the machine's peak
+    for the convolutions a training step is made of (best of ``reps``)."""
+    torch.set_num_threads(threads)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 64, 64, 64).contiguous(memory_format=torch.channels_last)
+    flops = 2 * 8 * 64 * 64 * 64 * 64 * 9
+    best = float("inf")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        conv(x)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            conv(x)
+            best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
+def train_speed(lr: Path, threads: int, precision: str, seconds: float = 20.0) -> dict:
+    """Steps/s and GFLOP/s of the selfsr training step (default recipe, ``precision``) on ``lr`` for
+    ``seconds``, against :func:`conv_peak` measured just before."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from medsr.pipeline.selfsr.run import model_for, pair_loader, prepare
+
+    n = threads or auto_threads()
+    peak = conv_peak(n, precision)
+    torch.set_num_threads(n)
+    scan = prepare(lr)
+    pairs = pair_loader(scan, 10**6)
+    model = model_for(scan, None, precision)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3, fused=True)
+
+    def step() -> None:
+        b = pairs.sample()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.l1_loss(model(b["lr"]), b["hr"]).backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    for _ in range(20):
+        step()
+    steps, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        steps += 1
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    gflops = flops * steps / wall / 1e9
+    return {
+        "precision": model.precision,
+        "threads": n,
+        "steps_per_s": round(steps / wall, 2),
+        "cpu_ms_per_step": round(1e3 * cpu / steps, 2),
+        "gflop_per_step": round(flops / 1e9, 3),
+        "gflop_per_s": round(gflops, 1),
+        "conv_peak_gflop_per_s": round(peak, 1),
+        "ratio_to_peak": round(gflops / peak, 3),
+    }
+
+
+#: inia19 (0.5 mm macaque T1 template, evaluation only), cached by benchmarks/fetch_external.sh
+INIA19 = Path(os.environ.get("MEDSR_DATA", Path.home() / ".cache" / "medsr")) / "external" / "inia19-t1-brain.nii.gz"
+
+
+def make_inputs(work: Path, spacings: list[float], source: str = "mni") -> tuple[Path, dict[float, tuple[str, Path]]]:
+    """The reference and, per ratio in ``spacings``, ``(tag, LR file)``: the source degraded along its last axis
+    to ``ratio`` times its voxel size (Gaussian profile)."""
+    if source == "inia19":
+        if not INIA19.is_file():
+            raise SystemExit(f"{INIA19}: missing; run benchmarks/fetch_external.sh first")
+        src, name = str(INIA19), "inia19"
+    else:
+        src, name = demo_sources()["mni_t1"]["path"], "mni_t1"
     img = nib.load(src)
-    ref = work / "mni_t1_1mm.nii.gz"
+    voxel = float(img.header.get_zooms()[2])
+    ref = work / f"{name}_ref.nii.gz"
     data = np.asarray(img.dataobj, dtype=np.float32)
     nib.save(nib.Nifti1Image(data, img.affine), str(ref))
     mt = MetaTensor(torch.from_numpy(data)[None], affine=torch.as_tensor(img.affine))
     out = {}
     for s in spacings:
-        lr = SimulateLowResolution((None, None, float(s)), profile="gaussian")(mt)
-        path = work / f"mni_t1_1x1x{s:g}.nii.gz"
+        lr = SimulateLowResolution((None, None, float(s) * voxel), profile="gaussian")(mt)
+        tag = f"{voxel:g}x{voxel:g}x{s * voxel:g}"
+        path = work / f"{name}_{tag}.nii.gz"
         nib.save(nib.Nifti1Image(lr[0].numpy().astype(np.float32), lr.affine.numpy()), str(path))
-        out[s] = path
+        out[s] = (tag if source == "mni" else f"{name} {tag}", path)
     return ref, out
+
+
+BUSY = "while True: pass"
 
 
 CUBIC = """
@@ -173,10 +259,36 @@ def check_real(work: Path, env: dict, threads: int, minutes: float | None, extra
     return records
 
 
+def _cpu_name() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    extra = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(extra)})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spacings", type=float, nargs="+", default=[4.0, 5.0])
-    parser.add_argument("--threads", type=int, default=0, help="0: medsr picks (idle cores, at least 1)")
+    parser.add_argument(
+        "--precision", choices=sorted(PRECISIONS), default="auto",
+        help="medsr's precision (float32: the path of a CPU without native bfloat16; auto: bf16 where native)",
+    )  # fmt: skip
+    parser.add_argument("--source", choices=("mni", "inia19"), default="mni",
+                        help="mni: the demo MNI T1; inia19: the external macaque template (evaluation only)")  # fmt: skip
+    parser.add_argument("--busy-spacings", type=float, nargs="*", default=None,
+                        help="run medsr at these --spacings values next to one busy process (a shared CPU)")  # fmt: skip
+    parser.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the training step against the convolution peak first (default on)")  # fmt: skip
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="threads of the speed line, cubic and ECLARE (0: the idle cores); medsr runs its default (the idle "
+        "cores, following the load) unless --medsr-threads is given",
+    )  # fmt: skip
+    parser.add_argument("--medsr-threads", type=int, default=None, help="pass --threads N to medsr selfsr")
     parser.add_argument("--steps", type=int, default=None, help="medsr training steps (default: the bundle's)")
     parser.add_argument("--minutes", type=float, default=None, help="medsr training time budget (--minutes)")
     parser.add_argument("--medsr-args", default="", help="extra arguments for `medsr selfsr` (one string)")
@@ -205,28 +317,56 @@ def main() -> int:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     started = load()
     print(f"load average at start: {started}  (threads {args.threads}, {os.cpu_count()} CPUs)", flush=True)
-    ref, inputs = make_inputs(work, args.spacings)
+    ref, inputs = make_inputs(work, args.spacings, args.source)
+    speed = []
+    if args.speed:  # one thread, and the --threads setting (0: the idle cores)
+        for n in sorted({1, args.threads or auto_threads()}):
+            sp = train_speed(next(iter(inputs.values()))[1], n, PRECISIONS[args.precision])
+            speed.append(sp)
+            print(
+                f"training step ({sp['precision']}, {sp['threads']} threads): {sp['steps_per_s']} steps/s, "
+                f"{sp['gflop_per_step']} GFLOP a step, {sp['gflop_per_s']} GFLOP/s = {sp['ratio_to_peak']:.0%} "
+                f"of the convolution peak ({sp['conv_peak_gflop_per_s']} GFLOP/s); load average {load()}",
+                flush=True,
+            )
+    if args.precision != "auto":
+        args.medsr_args = f"{args.medsr_args} --set precision={PRECISIONS[args.precision]}".strip()
     rows = []
-    for s, lr in inputs.items():
-        tag = f"1x1x{s:g}"
+    for s, (tag, lr) in inputs.items():
         res = {}
         notes = {}
-        out = work / f"cubic_{tag}.nii.gz"
+        stem = tag.replace(" ", "_")
+        out = work / f"cubic_{stem}.nii.gz"
         res["cubic B-spline"] = (*run_timed([sys.executable, "-c", CUBIC, str(lr), str(out)], env), out)
-        out = work / f"medsr_{tag}.nii.gz"
-        cmd = [sys.executable, "-m", "medsr.pipeline.cli", "selfsr", str(lr), str(out), "--threads", str(args.threads)]
+        out = work / f"medsr_{stem}.nii.gz"
+        cmd = [sys.executable, "-m", "medsr.pipeline.cli", "selfsr", str(lr), str(out)]
+        if args.medsr_threads is not None:
+            cmd += ["--threads", str(args.medsr_threads)]
         if args.steps:
             cmd += ["--steps", str(args.steps)]
         if args.minutes:
             cmd += ["--minutes", str(args.minutes)]
         cmd += args.medsr_args.split()
         if not args.skip_medsr:
-            res["medsr selfsr"] = (*run_timed(cmd, env, work / f"medsr_{tag}.log"), out)
-            m = re.search(r"after (\d+) iterations", (work / f"medsr_{tag}.log").read_text(errors="replace"))
-            notes[(tag, "medsr selfsr")] = f"stopped by --minutes after {m.group(1)} steps" if m else ""
+            busy = subprocess.Popen([sys.executable, "-c", BUSY]) if s in (args.busy_spacings or []) else None
+            try:
+                res["medsr selfsr"] = (*run_timed(cmd, env, work / f"medsr_{stem}.log"), out)
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+            log = (work / f"medsr_{stem}.log").read_text(errors="replace")
+            m = re.search(r"after (\d+) iterations", log)
+            note = [f"{m.group(1)} steps in the time budget"] if m else []
+            changes = re.findall(r"threads: (\d+) -> (\d+) at iteration", log)
+            if busy is not None:
+                note.append("CPU shared with one busy process")
+            if changes:
+                note.append(f"threads changed {len(changes)} times, last to {changes[-1][1]}")
+            notes[(tag, "medsr selfsr")] = "; ".join(note)
         if args.eclare and (args.eclare_spacings is None or s in args.eclare_spacings):
             exe = ensure_eclare()
-            d = work / f"eclare_{tag}"
+            d = work / f"eclare_{stem}"
             shutil.rmtree(d, ignore_errors=True)
             cmd = [
                 str(exe), "--in-fpath", str(lr), "--out-dir", str(d), "--relative-slice-thickness", f"{s:g}",
@@ -235,7 +375,7 @@ def main() -> int:
             # the same thread rule as medsr (idle cores, at least 1): 2 threads on a busy 2-core CPU run 6x slower
             n = args.threads or auto_threads()
             eenv = dict(env, OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
-            t, mem, rc = run_timed(cmd, eenv, work / f"eclare_{tag}.log")
+            t, mem, rc = run_timed(cmd, eenv, work / f"eclare_{stem}.log")
             found = sorted(d.glob("*_eclare.nii*")) if d.is_dir() else []
             res[f"ECLARE ({patches[s]} patches)"] = (t, mem, rc, found[0] if found else d / "missing")
         base = None
@@ -250,19 +390,19 @@ def main() -> int:
             rows.append((tag, name, sc["psnr_brain"], sc["psnr_brain"] - base, sc["ssim_brain"], t, mem, note))
         print(f"done {tag}; load average {load()}", flush=True)
         if s == max(args.spacings):
-            png = work / f"medsr_{tag}_selfsr" / "through_plane.png"
+            png = work / f"medsr_{stem}_selfsr" / "through_plane.png"
             if png.is_file():
                 Path(args.png).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(png, args.png)
     print()
     print(
-        f"{'input':9} {'method':28} {'PSNR brain':>10} {'vs cubic':>9} {'SSIM brain':>10} {'time s':>8} {'peak MB':>8}"
+        f"{'input':20} {'method':28} {'PSNR brain':>10} {'vs cubic':>9} {'SSIM brain':>10} {'time s':>8} {'peak MB':>8}"
     )
     for tag, name, p, d, ssim, t, mem, note in rows:
         if p is None:
-            print(f"{tag:9} {name:28} {'':>10} {'':>9} {'':>10} {t:8.0f} {mem:8.0f}  {note}")
+            print(f"{tag:20} {name:28} {'':>10} {'':>9} {'':>10} {t:8.0f} {mem:8.0f}  {note}")
         else:
-            print(f"{tag:9} {name:28} {p:10.2f} {d:+9.2f} {ssim:10.4f} {t:8.0f} {mem:8.0f}  {note}")
+            print(f"{tag:20} {name:28} {p:10.2f} {d:+9.2f} {ssim:10.4f} {t:8.0f} {mem:8.0f}  {note}")
     real = []
     if args.real:
         print()
@@ -275,6 +415,9 @@ def main() -> int:
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "cpus": os.cpu_count(),
         "threads": args.threads,
+        "precision": args.precision,
+        "cpu": _cpu_name(),
+        "speed": speed,
         "load_average_start": started,
         "load_average_end": ended,
         "rows": [dict(zip(keys, r)) for r in rows],

@@ -13,16 +13,19 @@ are allowed (``--allow_new_keys true`` or ``MEDSR_ALLOW_NEW_KEYS=1``); ``medsr``
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import json
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medsr.pipeline.errors import MedsrError, in_monai_bundle, truthy
-from medsr.pipeline.literals import config_overrides
+from medsr.pipeline.literals import Expression, config_overrides
 
 __all__ = [
     "REPO_ROOT",
@@ -33,16 +36,23 @@ __all__ = [
     "parse_value",
     "parse_sets",
     "run_bundle",
+    "inline_references",
+    "TRACKING_KEY",
+    "TRACKING_SETTINGS",
+    "tracking_settings",
     "runs_folder",
     "model_overrides",
     "describe_bundle",
+    "user_overrides",
+    "override_text",
     "check_overrides",
     "config_keys",
     "argv_overrides",
     "ALLOW_NEW_KEYS_ENV",
 ]
 
-#: the medsr checkout; the one place that says where the bundles are
+#: the medsr checkout (or, installed from a wheel, the ``medsr`` package folder, which carries ``bundles/`` and
+#: ``mlflow/`` next to ``pipeline/``); the one place that says where the bundles are
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
 BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
@@ -101,30 +111,117 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def inline_references(node: Any, root: str | os.PathLike = REPO_ROOT) -> Any:
+    """Replace every ``"%path/file.json#key"`` value by that part of the file, with paths relative to ``root``.
+
+    MONAI reads such references relative to the working directory, so the bundles' ``%bundles/common/...``
+    parts are found only from the folder holding ``bundles/``; inlined against :data:`REPO_ROOT`, a bundle
+    runs from any folder, in a clone or installed. ``%#key`` references (same file) are kept.
+    """
+    if isinstance(node, dict):
+        return {k: inline_references(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [inline_references(v, root) for v in node]
+    if isinstance(node, str) and node.startswith("%") and ".json" in node:
+        path, _, key = node[1:].partition("#")
+        part: Any = json.loads((Path(root) / path).read_text(encoding="utf-8"))
+        for k in filter(None, key.replace("::", "#").split("#")):
+            part = part[int(k)] if isinstance(part, list) else part[k]
+        return inline_references(part, root)
+    return node
+
+
+#: medsr's tracking settings (``--tracking mlflow`` means these, not MONAI's default ``MLFlowHandler``)
+TRACKING_SETTINGS = REPO_ROOT / "mlflow" / "tracking.json"
+#: the bundle key that switches the MLflow tracking the training configs carry (``bundles/common/tracking.json``)
+TRACKING_KEY = "mlflow_tracking"
+
+
+def tracking_settings(config_file: str | os.PathLike, tracking: str | None, overrides: dict[str, Any]) -> str | None:
+    """The ``tracking`` argument for MONAI's workflow, given ``medsr train/evaluate --tracking``.
+
+    A config that tracks itself (it has ``mlflow_tracking``: every bundle's train.json) needs none for the
+    default, ``mlflow`` or ``mlflow/tracking.json``; ``none`` sets ``mlflow_tracking`` false in ``overrides``;
+    other settings files replace the bundle's own tracking. A config without it gets medsr's settings for
+    ``mlflow`` and nothing by default.
+    """
+    text = (tracking or "").strip()
+    own = TRACKING_KEY in json.loads(Path(config_file).read_text(encoding="utf-8"))
+    medsr = text in ("", "mlflow") or (Path(text).is_file() and Path(text).resolve() == TRACKING_SETTINGS)
+    if text.lower() == "none":
+        if own:
+            overrides[TRACKING_KEY] = False
+        return None
+    if own:
+        if medsr:
+            return None
+        overrides.setdefault(TRACKING_KEY, False)  # the given settings track the run instead
+        return text
+    return str(TRACKING_SETTINGS) if text == "mlflow" else (text or None)
+
+
 def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None):
     """Run ``run_id`` of ``bundles/<name>/<config>`` in this process, as ``python -m monai.bundle run`` does
-    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`."""
-    from monai.bundle.scripts import create_workflow
+    (metadata and logging from the bundle), from any working directory (:func:`inline_references`); returns
+    the finished :class:`~monai.bundle.ConfigWorkflow`. ``tracking``: see :func:`tracking_settings` (training
+    runs are tracked unless it is ``"none"``)."""
+    from monai.bundle import ConfigWorkflow
 
     folder = bundle_dir(name)
+    overrides = dict(overrides)
+    tracking = tracking_settings(folder / config, tracking, overrides)
     allow = overrides.get("allow_new_keys")
     check_overrides(
         list(overrides),
         config_files=str(folder / config),
         meta_file=str(folder / "metadata.json"),
         allow_new_keys=None if allow is None else truthy(allow),
+        values=overrides,
     )
-    workflow = create_workflow(
-        config_file=str(folder / config),
-        meta_file=str(folder / "metadata.json"),
-        logging_file=str(folder / "logging.conf"),
-        run_id=run_id,
-        tracking=tracking or None,
-        **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
-    )
-    workflow.run()
-    workflow.finalize()
+    with quiet_monai():
+        workflow = ConfigWorkflow(  # what monai.bundle's create_workflow builds, before it initializes
+            config_file=str(folder / config),
+            meta_file=str(folder / "metadata.json"),
+            logging_file=str(folder / "logging.conf"),
+            run_id=run_id,
+            tracking=tracking or None,
+            **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
+        )
+        workflow.parser.set(inline_references(workflow.parser.get()))
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
     return workflow
+
+
+#: MONAI loggers whose notes ``medsr`` commands do not print, and the level they get meanwhile: the input
+#: summary (``monai.bundle.scripts``), the logging-config note (``monai.bundle.workflows``), both INFO, and the
+#: nvImageCodec notice (a WARNING); ``python -m monai.bundle`` still prints them
+_CHATTY = {
+    "monai.bundle.scripts": logging.WARNING,
+    "monai.bundle.workflows": logging.WARNING,
+    "monai.data.nvimgcodec_pydicom_plugin": logging.ERROR,
+}
+
+
+@contextlib.contextmanager
+def quiet_monai():
+    """Inside: no config summary, no "parsing config_file … eval()" warning, no nvImageCodec notices.
+
+    ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone. The loggers
+    of :data:`_CHATTY` run at a higher level inside and get their own level back after (no filters).
+    """
+    saved = {name: logging.getLogger(name).level for name in _CHATTY}
+    for name, level in _CHATTY.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="parsing config_file")
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def runs_folder(bundle: str, output_dir: str | os.PathLike | None = None) -> Path:
@@ -160,6 +257,41 @@ def _checkpoints_of(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.glob("*.pt")) if folder.is_dir() else []
 
 
+#: top-level keys that are wiring, not a user's knob
+WIRING_KEYS = frozenset({"imports", "bundle_name", "bundle_root"})
+
+
+def _is_wiring(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lstrip().startswith(("$", "@", "%"))
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(v, (list, tuple, dict)) or _is_wiring(v) for v in value)
+    return isinstance(value, dict)
+
+
+def user_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    """The user-facing overrides of a bundle config: its top-level keys with a literal value (``lr``, ``epochs``,
+    ``num_features``, ``augment``, ...). Wiring is left out: dicts, ``$`` expressions, ``@`` references, ``%``
+    includes, lists of them (the ``initialize``/``training`` run ids), keys starting with ``_`` and
+    :data:`WIRING_KEYS`. The MLflow params of a run are these (:func:`medsr.pipeline.tracking.bundle_params`).
+    """
+    return {
+        str(k): v
+        for k, v in config.items()
+        if not str(k).startswith("_") and k not in WIRING_KEYS and not _is_wiring(v)
+    }
+
+
+def override_text(value: Any) -> str:
+    """``value`` spelled as ``python -m monai.bundle run ... --KEY VALUE`` reads it back (Python literals:
+    ``True``/``False``/``None``, ``'[64, 32]'``), shell-quoted when needed; ``medsr train --set KEY=VALUE``
+    reads the same text."""
+    import shlex
+
+    text = value if isinstance(value, str) else repr(value)
+    return shlex.quote(text)
+
+
 def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[str, Any]:
     """What ``medsr bundles NAME`` shows: recipe, scale, network, overrides, runs with checkpoints, models."""
     from medsr.pipeline.runs import LATEST, list_runs
@@ -167,17 +299,7 @@ def describe_bundle(name: str, runs_root: str | os.PathLike = "runs") -> dict[st
     folder = bundle_dir(name)
     meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
     train = json.loads((folder / "train.json").read_text(encoding="utf-8"))
-    overrides = {
-        k: v
-        for k, v in train.items()
-        if not isinstance(v, (dict, list)) or (isinstance(v, list) and all(not isinstance(i, (dict, list)) for i in v))
-    }
-    overrides = {
-        k: v
-        for k, v in overrides.items()
-        if k not in ("imports", "bundle_name", "bundle_root")
-        and not (isinstance(v, str) and v.startswith(("$", "@", "%")))
-    }
+    overrides = user_overrides(train)
     runs_dir = Path(runs_root) / folder.name
     latest = runs_dir / LATEST
     runs = [
@@ -279,8 +401,10 @@ def check_overrides(
     meta_file: Any = None,
     allow_new_keys: bool | None = None,
     argv: Sequence[str] | None = None,
+    values: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Refuse override keys that no config defines, naming the closest known key.
+    """Refuse override keys that no config defines, naming the closest known key, and values whose type
+    contradicts the config's default (:func:`check_override_types`), before anything is created.
 
     Called with no arguments from a bundle's ``initialize`` list, it checks the ``--key value`` pairs of a
     ``python -m monai.bundle run …`` command line against the ``--config_file`` files (and does nothing in
@@ -292,6 +416,7 @@ def check_overrides(
         meta_file: the metadata file, whose keys count too.
         allow_new_keys: accept unknown keys (default: ``--allow_new_keys`` / ``MEDSR_ALLOW_NEW_KEYS``).
         argv: the command line (default ``sys.argv[1:]``).
+        values: the override values (default: read from ``argv``, as ``python -m monai.bundle`` parses them).
 
     Returns:
         The unknown keys that were allowed (empty when all are known).
@@ -330,6 +455,9 @@ def check_overrides(
                 f"override --{k} {v}: python -m monai.bundle passes {v!r} as text, which counts as true; "
                 f"write --{k} False (or True)"
             )
+    if values is None and pairs:
+        values = {k: parse_value(str(v)) for k, v in pairs.items()}
+    check_override_types(values or {}, ConfigParser(config))
     unknown = [k for k in keys if k not in known]
     if unknown and not allow_new_keys:
         k = unknown[0]
@@ -341,6 +469,42 @@ def check_overrides(
             f"to add a new key on purpose pass --allow_new_keys true (medsr: --set allow_new_keys=true) or set {ALLOW_NEW_KEYS_ENV}=1"
         )
     return unknown
+
+
+def _type_error(value: Any, default: Any) -> str | None:
+    """What is wrong with ``value`` for a key whose config default is ``default`` (``None``: nothing)."""
+    if isinstance(value, Expression) or default is None:
+        return None
+    if isinstance(default, str) and default.startswith(("$", "@", "%")):
+        return None  # an expression or reference: its value is not known before the run
+    ints = (int,) if not isinstance(value, bool) else ()
+    if isinstance(default, bool):
+        ok = isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))  # fire reads --flag 1 as 1
+        return None if ok else "expected true or false"
+    if isinstance(default, int):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return None  # one value per axis (scale, patch_size, roi_size)
+        return None if ints and isinstance(value, ints) else "expected an integer"
+    if isinstance(default, float):
+        return None if not isinstance(value, bool) and isinstance(value, (int, float)) else "expected a number"
+    return None
+
+
+def check_override_types(values: Mapping[str, Any], parser: Any) -> None:
+    """Refuse an override whose value cannot be what its config default is (``--epochs abc`` where the
+    default is ``100``): numbers and booleans are checked; defaults that are expressions, ``null`` or text
+    accept anything.
+
+    Raises:
+        MedsrError: ``override --epochs 'abc': expected an integer (the config's default is 100)``.
+    """
+    for key, value in values.items():
+        if key in OWN_KEYS or key not in parser:
+            continue
+        default = parser.get(key)
+        problem = _type_error(value, default)
+        if problem:
+            raise MedsrError(f"override --{key} {value!r}: {problem} (the config's default is {default!r})")
 
 
 def _argv_value(argv: Sequence[str], name: str) -> str | None:

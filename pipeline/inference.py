@@ -12,6 +12,7 @@ pairing transform's LR affine), so the physical extent (field of view) is kept.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import tempfile
 import time
@@ -28,7 +29,7 @@ from medsr.networks import optimize_for_inference
 from medsr.pipeline.errors import MedsrError
 from medsr.pipeline.io import atomic_path, check_outputs
 from medsr.transforms.compose import name_files
-from medsr.transforms.geometry import sr_affine
+from medsr.transforms.geometry import squeeze_spatial, sr_affine
 
 __all__ = [
     "SRSlidingWindowInferer",
@@ -42,6 +43,8 @@ __all__ = [
     "SRFileInference",
     "output_path_for",
 ]
+
+logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -284,6 +287,7 @@ def save_dicom(
     reference: str | os.PathLike,
     affine: Any | None = None,
     description: str = "medsr super-resolution",
+    slice_factor: int | None = None,
 ) -> list[str]:
     """Write an SR result as DICOM next to the geometry of the ``reference`` DICOM input, atomically.
 
@@ -296,6 +300,9 @@ def save_dicom(
     files are a derived series built from a clean copy of the reference (:func:`derived_dataset`: no
     command-set, private or retired elements, ``ImageType`` DERIVED, ``DerivationDescription``), which
     viewers open and ``dcmwrite`` accepts even when the input carried network command elements.
+
+    ``SliceThickness`` is the reference's when the slice axis was not upscaled (``slice_factor`` 1, in-plane
+    SR; a 2D image), else the new slice spacing; ``None`` tells it from the output's slice count.
     """
     import pydicom
     from pydicom.uid import generate_uid
@@ -328,12 +335,17 @@ def save_dicom(
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
     series_uid = generate_uid()
     n_slices = stored.shape[2]
+    if slice_factor is None:
+        slice_factor = max(1, n_slices // max(1, len(ref_files)))
+    thickness = f"{spacing[2]:.6g}"
+    if int(slice_factor) == 1 and ref.get("SliceThickness") not in (None, ""):
+        thickness = str(ref.SliceThickness)  # in-plane SR: the acquired slice thickness is unchanged
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     single = n_slices == 1
     normal = np.cross(col_dir, row_dir)
     base = derived_dataset(ref, description)
-    target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     written = []
     try:
         for k in range(n_slices):
@@ -350,7 +362,7 @@ def save_dicom(
             position = aff[:3, :3] @ np.array([0.0, 0.0, k]) + aff[:3, 3]
             ds.ImagePositionPatient = [f"{v:.6g}" for v in position]
             ds.SliceLocation = f"{float(position @ normal):.6g}"
-            ds.SliceThickness = f"{spacing[2]:.6g}"
+            ds.SliceThickness = thickness
             if not single:
                 ds.SpacingBetweenSlices = f"{spacing[2]:.6g}"
             ds.SamplesPerPixel = 1
@@ -380,8 +392,11 @@ def save_dicom(
             target_dir.rmdir()
 
 
-def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike, postfix: str = "sr") -> Path:
-    """Default output name: ``<output_dir>/<input stem>_<postfix>.nii.gz`` (a DICOM input keeps DICOM)."""
+def output_path_for(
+    input_path: str | os.PathLike, output_dir: str | os.PathLike, postfix: str = "sr", keep_image_format: bool = False
+) -> Path:
+    """Default output name: ``<output_dir>/<input stem>_<postfix>.nii.gz`` (a DICOM input keeps DICOM; with
+    ``keep_image_format`` a PNG/TIFF input keeps its suffix and a JPEG/BMP one becomes PNG)."""
     p = Path(input_path)
     name = p.name
     for suf in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mha", ".nrrd", ".mat", ".h5"):
@@ -390,7 +405,150 @@ def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike
             break
     if is_dicom(p):
         return Path(output_dir) / (f"{name}_{postfix}.dcm" if p.is_file() else f"{name}_{postfix}")
+    suffix = p.suffix.lower()
+    if keep_image_format and suffix in (*IMAGE_SUFFIXES, ".jpg", ".jpeg", ".bmp"):
+        return Path(output_dir) / f"{name}_{postfix}{suffix if suffix in IMAGE_SUFFIXES else '.png'}"
     return Path(output_dir) / f"{name}_{postfix}.nii.gz"
+
+
+@torch.no_grad()
+def super_resolve(
+    image: MetaTensor,
+    network: Callable[..., torch.Tensor],
+    inferer: SRSlidingWindowInferer,
+    postprocessing: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
+    item: dict | None = None,
+    clip: bool = False,
+    scale: Sequence[int] | None = None,
+    name: Any = "image",
+) -> tuple[MetaTensor, str | None]:
+    """The SR image of one prepared (channel-first, normalized) ``image`` and a note (or ``None``).
+
+    ``inferer`` windows through ``network``, the HR affine is :func:`~medsr.transforms.geometry.sr_affine`'s,
+    then ``postprocessing(out, item)`` (the inverse of the normalization, :func:`invert_intensity`; ``item``
+    defaults to ``{"image": image}``) and, with ``clip``, :func:`clip_to_input`. A per-axis ``scale`` that
+    upscales another axis than the image's thickest is applied to the thickest (:func:`thick_axis_swap`; the
+    note says so, and a warning naming ``name``).
+    """
+    item = {"image": image} if item is None else item
+    swap = thick_axis_swap(image, scale, name)
+    if swap is not None:
+        logger.warning(f"input '{name}': {swap[2]}")
+        image = swap_axes(image, *swap[:2])
+    if isinstance(network, torch.nn.Module):
+        network.eval()
+    batch = image.unsqueeze(0)
+    if hasattr(batch, "is_batch"):
+        batch.is_batch = True
+    out = inferer(batch, network)[0]
+    if not isinstance(out, MetaTensor):
+        out = MetaTensor(out)
+    out.affine = sr_affine(image.affine, tuple(o // i for o, i in zip(out.shape[1:], image.shape[1:])))
+    if swap is not None:
+        out = swap_axes(out, *swap[:2])
+    if postprocessing is not None:
+        mapped = postprocessing(out, item)
+        out = mapped if isinstance(mapped, MetaTensor) else MetaTensor(mapped, affine=out.affine)
+    if clip:
+        out = clip_to_input(out, item)
+    return out, None if swap is None else swap[2]
+
+
+def write_image(
+    image: MetaTensor, target: str | os.PathLike, source: str | os.PathLike, slice_factor: int = 1
+) -> list[str]:
+    """Write an SR result of the input file ``source`` to ``target``: DICOM next to a DICOM input (unless the
+    target is NIfTI; ``slice_factor``: HR slices per input slice), PNG/TIFF in the source's bit depth, else
+    NIfTI; returns the files written."""
+    target = Path(target)
+    if is_dicom(source) and not target.name.endswith(NIFTI_SUFFIXES):
+        return save_dicom(image, target, source, slice_factor=slice_factor)
+    if target.suffix.lower() in IMAGE_SUFFIXES:
+        photo = Path(source).suffix.lower() in (*IMAGE_SUFFIXES, ".jpg", ".jpeg")
+        return [save_image_2d(image, target, source if photo else None)]
+    return [save_nifti(image, target)]
+
+
+def remove_stale_outputs(target: str | os.PathLike) -> list[Path]:
+    """Remove what a killed write of ``target`` left behind (its hidden temp files and DICOM temp folders),
+    as checkpoint temps are removed at the start of a training run. Returns the removed paths."""
+    import shutil
+
+    from medsr.pipeline.io import remove_stale_temps
+
+    target = Path(target)
+    removed = remove_stale_temps(target.parent, target.name)
+    if target.parent.is_dir():
+        for d in target.parent.glob(f".{target.name}.*.tmp"):
+            if d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+    return removed
+
+
+def swap_axes(img: MetaTensor, a: int, b: int) -> MetaTensor:
+    """Swap spatial axes ``a`` and ``b`` of a channel-first image, its affine's columns with them (the world
+    position of every voxel is unchanged)."""
+    perm = [0, *range(1, img.ndim)]
+    perm[1 + a], perm[1 + b] = perm[1 + b], perm[1 + a]
+    aff = torch.as_tensor(img.affine, dtype=torch.float64).clone()
+    aff[:, [a, b]] = aff[:, [b, a]]
+    meta = {k: v for k, v in img.meta.items() if k != "affine"}
+    return MetaTensor(img.as_tensor().permute(*perm).contiguous(), affine=aff, meta=meta)
+
+
+def thick_axis_swap(img: torch.Tensor, scale: Sequence[int] | None, name: str) -> tuple[int, int, str] | None:
+    """For a per-axis scale that upscales one axis: ``(that axis, the input's thickest axis, a note saying
+    so)`` when they differ (the axes to swap), else ``None``.
+
+    Raises:
+        MedsrError: naming the axis, when the thickest axis is ambiguous (two axes share the largest spacing).
+    """
+    from medsr.transforms.geometry import spacing_of
+
+    if scale is None or len(set(scale)) == 1:
+        return None
+    up = [a for a, f in enumerate(scale) if f > min(scale)]
+    if len(up) != 1:
+        return None
+    spacing = spacing_of(img)
+    thick = max(spacing)
+    axis = up[0]
+    if spacing[axis] >= thick * 0.999:
+        return None
+    thickest = [a for a, s in enumerate(spacing) if s >= thick * 0.999]
+    if len(thickest) > 1:
+        raise MedsrError(
+            f"input '{name}': --scale {tuple(scale)} upscales axis {axis} ({spacing[axis]:g} mm), but axes "
+            f"{thickest} are thicker ({thick:g} mm); give the factor on the axis to upscale"
+        )
+    return (
+        axis,
+        thickest[0],
+        (
+            f"reoriented: --scale {tuple(scale)} applied to axis {thickest[0]} ({thick:g} mm, the thick one), "
+            f"not axis {axis} ({spacing[axis]:g} mm)"
+        ),
+    )
+
+
+def clip_to_input(output: torch.Tensor, item: dict, key: str = "image") -> torch.Tensor:
+    """Clip ``output`` to the value range of the input in ``item`` (before its normalization).
+
+    The normalization (:mod:`medsr.transforms.intensity`) stores the input's range as ``min``/``max`` in
+    ``meta["medsr_norm"]``; without it the output is returned as it is.
+    """
+    from medsr.transforms import NORM_KEY
+
+    src = item.get(key)
+    params = getattr(src, "meta", {}).get(NORM_KEY) if src is not None else None
+    if not isinstance(params, dict) or params.get("input_min") is None or params.get("input_max") is None:
+        return output
+    lo, hi = float(params["input_min"]), float(params["input_max"])
+    clipped = output.clamp(lo, hi)
+    if isinstance(output, MetaTensor) and not isinstance(clipped, MetaTensor):
+        clipped = MetaTensor(clipped, affine=output.affine)
+    return clipped
 
 
 class SRFileInference:
@@ -414,6 +572,12 @@ class SRFileInference:
             same values), see :func:`medsr.networks.optimize_for_inference`.
         compile: also ``torch.compile`` the network with frozen weights; pays off for many windows of one
             size (each new window shape compiles once).
+        clip: clip outputs to the input's value range (:func:`clip_to_input`; magnitude images gain no
+            negative values or overshoot); ``False`` keeps the network's raw values.
+
+    A per-axis scale that upscales one axis (``(1, 1, 4)``) is applied to the input's thickest axis: when
+    that is another axis, the two axes are swapped for the network and back for the output, and the record
+    says so (``note``).
 
     ``run()`` returns one dict per input: ``input``, ``output`` (path), ``shape``, ``spacing``, ``seconds``.
     """
@@ -432,6 +596,7 @@ class SRFileInference:
         progress: bool = True,
         channels_last: bool = True,
         compile: bool = False,
+        clip: bool = True,
     ) -> None:
         if isinstance(files, (str, os.PathLike)):
             files = [files]
@@ -461,6 +626,8 @@ class SRFileInference:
         self.inferer = inferer
         self.device = torch.device(device)
         self.progress = progress
+        self.clip = bool(clip)
+        self.notes: dict[str, str | None] = {}
         self.records: list[dict[str, Any]] = []
 
     def target_for(self, index: int, path: str) -> Path:
@@ -478,8 +645,7 @@ class SRFileInference:
         img = item["image"]
         if not isinstance(img, MetaTensor):
             img = MetaTensor(img)
-        while img.ndim - 1 > self.spatial_dims and img.shape[-1] == 1:
-            img = img[..., 0]
+        img = squeeze_spatial(img, self.spatial_dims)
         if img.ndim == 4 and img.shape[0] > 1 and img.meta.get("source_format") == "nifti":
             n = int(img.shape[0])
             raise MedsrError(
@@ -500,22 +666,23 @@ class SRFileInference:
         item["image"] = img
         return img, item
 
-    @torch.no_grad()
     def upscale(self, path: str) -> tuple[MetaTensor, dict]:
         """Return the SR image (channel first, input units, HR affine) for one input and its prepared item."""
         img, item = self._prepare(path)
-        self.network.eval()
-        batch = img.unsqueeze(0)
-        if hasattr(batch, "is_batch"):
-            batch.is_batch = True
-        out = self.inferer(batch, self.network)[0]
-        if not isinstance(out, MetaTensor):
-            out = MetaTensor(out)
-        out.affine = sr_affine(img.affine, tuple(o // i for o, i in zip(out.shape[1:], img.shape[1:])))
-        if self.postprocessing is not None:
-            mapped = self.postprocessing(out, item)
-            out = mapped if isinstance(mapped, MetaTensor) else MetaTensor(mapped, affine=out.affine)
+        out, self.notes[path] = super_resolve(
+            img, self.network, self.inferer, self.postprocessing, item, self.clip, self._scale(img.ndim - 1), path
+        )
         return out, item
+
+    def _scale(self, spatial_dims: int) -> tuple[int, ...] | None:
+        """The network's factor per axis (from the network, else the inferer), ``None`` when unknown."""
+        factors = getattr(self.network, "scale_factor", None) or getattr(self.inferer, "scale", None)
+        if factors is None:
+            return None
+        if isinstance(factors, int):
+            return (int(factors),) * spatial_dims
+        factors = tuple(int(f) for f in factors)
+        return factors if len(factors) == spatial_dims else None
 
     def run(self) -> list[dict[str, Any]]:
         """Upscale every input and write it; returns one record per input."""
@@ -524,16 +691,12 @@ class SRFileInference:
         records = []
         for i, path in enumerate(tqdm(self.files, desc="upscale", disable=not self.progress)):
             start = time.perf_counter()
-            out, _ = self.upscale(path)
+            remove_stale_outputs(self.target_for(i, path))
+            out, item = self.upscale(path)
             target = self.target_for(i, path)
-            if is_dicom(path) and not target.name.endswith(NIFTI_SUFFIXES):
-                save_dicom(out, target, path)
-            elif target.suffix.lower() in IMAGE_SUFFIXES:
-                save_image_2d(
-                    out, target, path if Path(path).suffix.lower() in (*IMAGE_SUFFIXES, ".jpg", ".jpeg") else None
-                )
-            else:
-                save_nifti(out, target)
+            src = item["image"]
+            factor = int(out.shape[3] // src.shape[3]) if out.ndim == 4 and src.ndim == 4 else 1
+            write_image(out, target, path, slice_factor=factor)
             spacing = torch.linalg.norm(torch.as_tensor(out.affine)[:3, : self.spatial_dims], dim=0)
             records.append(
                 {
@@ -542,6 +705,7 @@ class SRFileInference:
                     "shape": tuple(int(s) for s in out.shape[1:]),
                     "spacing": tuple(float(s) for s in spacing),
                     "seconds": time.perf_counter() - start,
+                    "note": self.notes.get(path),
                 }
             )
         self.records = records
@@ -568,21 +732,127 @@ def invert_intensity(output: torch.Tensor, item: dict, key: str = "image") -> to
     return out
 
 
+def inference_normalization(key: str = "image") -> Callable[[dict], dict]:
+    """The intensity normalization of every bundle's ``inferring``: percentile 0.5/99.5, not clipped; its
+    parameters stay on the image (``meta["medsr_norm"]``), so :func:`invert_intensity` maps outputs back."""
+    from medsr.transforms import PercentileNormalized
+
+    return PercentileNormalized(keys=key, lower=0.5, upper=99.5, clip=False)
+
+
 def inference_preprocessing(luminance: bool = True) -> Callable[[dict], dict]:
     """The read-and-normalize transform of every bundle's ``inferring`` (``bundles/common/inference.json``):
-    ``LoadImaged`` with :class:`~medsr.pipeline.data.readers.MedicalImageReader`, channel first, percentile
-    normalization (0.5/99.5, not clipped; its parameters are kept so outputs map back to input units)."""
+    ``LoadImaged`` with :class:`~medsr.pipeline.data.readers.MedicalImageReader`, channel first, then
+    :func:`inference_normalization`."""
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     from medsr.pipeline.data.readers import MedicalImageReader
-    from medsr.transforms import PercentileNormalized
 
     return Compose(
         [
             LoadImaged(keys="image", reader=MedicalImageReader(luminance=luminance), image_only=True),
             EnsureChannelFirstd(keys="image"),
-            PercentileNormalized(keys="image", lower=0.5, upper=99.5, clip=False),
+            inference_normalization(),
         ]
+    )
+
+
+def check_model_fits(network: torch.nn.Module, info: dict, spatial_dims: int, scale: Any, name: Any) -> None:
+    """Refuse a named model that cannot do what was asked: a 3D model on a 2D image, or a ``--scale`` that
+    contradicts the model's own factors (the model would silently give its own scale).
+
+    Raises:
+        MedsrError: one sentence naming the model, the input and what to do.
+    """
+    from medsr.transforms.geometry import parse_scale
+
+    model = info.get("name") or info.get("path") or "the model"
+    nd = int(network.spatial_dims)
+    if nd > spatial_dims:
+        raise MedsrError(
+            f"--model {model}: a {nd}D model cannot upscale the {spatial_dims}D image '{name}'; choose a "
+            f"{spatial_dims}D model (medsr models) or give a {nd}D volume"
+        )
+    if scale is None:
+        return
+    own = tuple(int(f) for f in network.scale_factor)
+    try:
+        text = str(scale).strip()
+        axes = 3 if text.startswith(("(", "[")) and text.count(",") == 2 else nd
+        wanted = tuple(int(f) for f in parse_scale(scale, axes))
+    except ValueError as err:
+        raise MedsrError(f"--scale {scale!r}: {err}") from err
+    if len(wanted) == 3 and nd == 2:  # a 2D model on a volume: its factors in-plane, 1 across
+        fits = sorted(wanted) == sorted((*own, 1))
+    else:
+        fits = wanted == own or (len(set(wanted)) == 1 and len(set(own)) == 1 and wanted[0] == own[0])
+    if not fits:
+        raise MedsrError(
+            f"--model {model} upscales by {'x'.join(map(str, own))}, but --scale {scale} asks for "
+            f"{'x'.join(map(str, wanted))}: drop --scale, or choose a model with that scale (medsr models)"
+        )
+
+
+def model_for_image(
+    image: MetaTensor,
+    model: str | os.PathLike | None = None,
+    scale: Any = 2,
+    device: str | torch.device = "cpu",
+    network: torch.nn.Module | None = None,
+    info: dict[str, Any] | None = None,
+    name: Any = "image",
+) -> tuple[torch.nn.Module, dict[str, Any], int | None]:
+    """The generator for a channel-first ``image``: ``network``/``info``, the model file or shipped name
+    ``model`` (which must fit the image and ``scale``, :func:`check_model_fits`; ``name`` names the image in
+    its errors), else the shipped model that :func:`medsr.pipeline.models.pick_model` chooses for the image's
+    dimension and ``scale`` (default 2). A 2D model on a 3D image runs in-plane, slice by slice across the
+    thickest axis (largest spacing; the last axis on ties) with :class:`medsr.networks.SliceWise`.
+
+    Returns:
+        ``(network, info, slice_axis)``; ``slice_axis`` is ``None`` unless slice by slice.
+    """
+    from medsr.pipeline.models import find_model, load_model, pick_model
+    from medsr.transforms.geometry import spacing_of
+
+    sd = image.ndim - 1
+    if network is None:
+        if model is not None:
+            network, info = load_model(find_model(model), device)
+            check_model_fits(network, info, sd, scale, name)
+        else:
+            choice, _ = pick_model(sd, 2 if scale is None else scale)
+            network, info = load_model(choice["path"], device)
+    info = dict(info or {})
+    if network.spatial_dims >= sd:
+        return network, info, None
+    from medsr.networks import SliceWise
+
+    spacing = spacing_of(image)
+    slice_axis = max(range(3), key=lambda a: (round(spacing[a], 4), a))
+    return SliceWise(network, slice_axis), info, slice_axis
+
+
+def _inferer(
+    image: MetaTensor, net: Any, slice_axis: int | None, device: Any, roi_size: Any, overlap: float, progress: bool
+) -> SRSlidingWindowInferer:
+    """Windows of 128 (2D, or in-plane slice by slice; 16 slices) or 64 (3D) LR voxels unless ``roi_size``;
+    a progress bar over windows when ``progress`` and the image holds more than one window."""
+    sd = image.ndim - 1
+    if roi_size is None:
+        roi_size = tuple(
+            16 if a == slice_axis else (128 if sd == 2 or slice_axis is not None else 64) for a in range(sd)
+        )
+    roi = (roi_size,) * sd if isinstance(roi_size, int) else tuple(roi_size)
+    several = any(int(s) > int(r) for s, r in zip(image.shape[1:], roi))
+    factors = tuple(int(f) for f in net.scale_factor)
+    return SRSlidingWindowInferer(
+        roi_size,
+        factors,
+        overlap=overlap,
+        mode="gaussian",
+        sw_device=device,
+        device="cpu",
+        progress=progress and several,
     )
 
 
@@ -592,74 +862,117 @@ def upscale_with_model(
     network: torch.nn.Module | None = None,
     info: dict[str, Any] | None = None,
     model: str | os.PathLike | None = None,
-    scale: Any = 2,
+    scale: Any = None,
     device: str | torch.device = "cpu",
     roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.25,
     progress: bool = False,
     channels_last: bool = True,
+    clip: bool = True,
 ) -> dict[str, Any]:
     """Super-resolve one file with a self-describing model (a shipped one by default), no bundle overrides.
 
-    The model is ``network``/``info`` (from :func:`medsr.pipeline.models.load_model`), or the file ``model``,
-    or the shipped model that :func:`medsr.pipeline.models.pick_model` chooses for the input's dimension and
-    ``scale``. A 3D input given to a 2D model is upscaled in-plane, slice by slice across its thickest axis
-    (largest spacing; the last axis on ties) with :class:`medsr.networks.SliceWise`.
+    The model is chosen by :func:`model_for_image` (``network``/``info``, the file or name ``model``, or the
+    shipped model for the input's dimension and ``scale``); ``progress`` shows a bar over windows.
 
     Returns:
         The record of :meth:`SRFileInference.run` plus ``model`` (name), ``model_path`` and ``slice_axis``.
     """
-    from medsr.networks import SliceWise
-    from medsr.pipeline.models import load_model, pick_model
-    from medsr.transforms.geometry import spacing_of
-
     prep = inference_preprocessing()
-    item = prep({"image": str(input_path)})
+    try:
+        item = prep({"image": str(input_path)})
+    except Exception as exc:  # a NaN, a bad header ...: the message names the input
+        named = name_files(exc, [str(input_path)], "input")
+        if named is exc:
+            raise
+        raise named from exc
     img = item["image"]
-    while img.ndim > 3 and img.shape[-1] == 1:  # a single-slice 3D read (one DICOM file, a 2D NIfTI) is 2D
-        img = img[..., 0]
+    img = squeeze_spatial(img, 2)  # a single-slice 3D read (one DICOM file, a 2D NIfTI) is 2D
     item["image"] = img
     sd = img.ndim - 1
     if sd not in (2, 3):
         raise ValueError(
             f"input '{input_path}': read as shape {tuple(img.shape)} (channel first); expected a 2D or 3D image"
         )
-    if network is None:
-        if model is not None:
-            network, info = load_model(model, device)
-            slice_wise = network.spatial_dims < sd
-        else:
-            choice, slice_wise = pick_model(sd, scale)
-            network, info = load_model(choice["path"], device)
-    else:
-        slice_wise = network.spatial_dims < sd
-    info = dict(info or {})
-    slice_axis = None
-    net = network
-    if slice_wise:
-        spacing = spacing_of(img)
-        slice_axis = max(range(3), key=lambda a: (round(spacing[a], 4), a))
-        net = SliceWise(network, slice_axis)
-    factors = tuple(int(f) for f in net.scale_factor)
-    if roi_size is None:
-        roi_size = tuple(16 if a == slice_axis else (128 if sd == 2 or slice_wise else 64) for a in range(sd))
-    inferer = SRSlidingWindowInferer(
-        roi_size, factors, overlap=overlap, mode="gaussian", sw_device=device, device="cpu"
-    )
+    net, info, slice_axis = model_for_image(img, model, scale, device, network, info, name=input_path)
     cached = {str(input_path): item}
     runner = SRFileInference(
         net,
         [str(input_path)],
         Path(output_path).parent,
         preprocessing=lambda d: cached.pop(str(d["image"])) if str(d["image"]) in cached else prep(d),
-        inferer=inferer,
+        inferer=_inferer(img, net, slice_axis, device, roi_size, overlap, progress),
         postprocessing=invert_intensity,
         device=device,
         outputs=[output_path],
         spatial_dims=sd,
-        progress=progress,
-        channels_last=channels_last and not slice_wise,
+        progress=False,
+        channels_last=channels_last and slice_axis is None,
+        clip=clip,
     )
     record = runner.run()[0]
     record.update(model=info.get("name", "?"), model_path=info.get("path"), slice_axis=slice_axis)
     return record
+
+
+def upscale_array(
+    image: np.ndarray | torch.Tensor,
+    scale: Any = None,
+    spacing: Sequence[float] | None = None,
+    model: str | os.PathLike | torch.nn.Module | None = None,
+    device: str | torch.device | None = None,
+    roi_size: int | Sequence[int] | None = None,
+    overlap: float = 0.25,
+    progress: bool = False,
+    clip: bool = True,
+) -> tuple[np.ndarray | MetaTensor, tuple[float, ...]]:
+    """Super-resolve an image in memory; see :func:`medsr.upscale` (the public name)."""
+    from medsr.pipeline.bundle import get_device
+    from medsr.transforms.geometry import spacing_of
+
+    device = get_device(device)
+    meta = isinstance(image, MetaTensor)
+    if meta:  # MONAI's convention: channel first, geometry in the affine
+        img = image.detach().clone().float()
+        if spacing is not None:
+            sd = img.ndim - 1
+            if len(spacing) != sd:
+                raise ValueError(f"spacing: expected {sd} values for a {sd}D image, got {tuple(spacing)}")
+            img.affine = _spacing_affine(spacing, img.affine)
+    else:  # a plain 2D or 3D array, no channel axis
+        data = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image.detach().cpu())
+        if data.ndim not in (2, 3):
+            raise ValueError(
+                f"image: expected a 2D (H, W) or 3D (X, Y, Z) array, got shape {tuple(data.shape)} (pass a "
+                "MetaTensor for channel-first data)"
+            )
+        spacing = (1.0,) * data.ndim if spacing is None else tuple(float(s) for s in spacing)
+        if len(spacing) != data.ndim:
+            raise ValueError(f"spacing: expected {data.ndim} values for a {data.ndim}D image, got {spacing}")
+        img = MetaTensor(data.float()[None], affine=_spacing_affine(spacing))
+    if img.ndim - 1 not in (2, 3):
+        raise ValueError(f"image: expected a 2D or 3D image (channel first), got shape {tuple(img.shape)}")
+    given = model if isinstance(model, torch.nn.Module) else None
+    if given is not None:
+        given = given.to(device).eval()
+    path = None if given is not None else model
+    item = inference_normalization()({"image": img})
+    norm = item["image"]
+    net, _, slice_axis = model_for_image(norm, path, scale, device, given, {} if given is not None else None)
+    inferer = _inferer(norm, net, slice_axis, device, roi_size, overlap, progress)
+    out, _ = super_resolve(norm, net, inferer, invert_intensity, item, clip, tuple(int(f) for f in net.scale_factor))
+    hr_spacing = tuple(float(s) for s in spacing_of(out))
+    if meta:
+        return out, hr_spacing
+    return out[0].detach().cpu().numpy(), hr_spacing
+
+
+def _spacing_affine(spacing: Sequence[float], affine: Any = None) -> torch.Tensor:
+    """``affine`` (default: identity) with its first ``len(spacing)`` axes scaled to ``spacing`` mm."""
+    aff = torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64).clone()
+    for axis, s in enumerate(spacing):
+        norm = torch.linalg.norm(aff[:3, axis])
+        aff[:3, axis] = aff[:3, axis] * (float(s) / float(norm)) if norm > 0 else 0.0
+        if norm == 0:
+            aff[axis, axis] = float(s)
+    return aff

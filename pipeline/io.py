@@ -83,6 +83,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; give the output the usual permissions
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a quota: the message names the file being written
+        if str(path) in str(err):
+            raise
+        raise type(err)(err.errno, f"{err.strerror or err} while writing '{path}'") from err
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()

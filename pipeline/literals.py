@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Expression", "config_overrides", "literal_expression", "value"]
+__all__ = ["Expression", "config_overrides", "literal_expression", "restore_literals", "value"]
 
 _VALUES: dict[int, Any] = {}
+_LITERAL = re.compile(r"\$__import__\('medsr\.pipeline\.literals', fromlist=\['value'\]\)\.value\((\d+)\)")
 _COUNTER = itertools.count()
 
 
@@ -42,6 +44,19 @@ def literal_expression(obj: Any) -> str:
     key = next(_COUNTER)
     _VALUES[key] = copy.deepcopy(obj)
     return f"__import__('medsr.pipeline.literals', fromlist=['value']).value({key})"
+
+
+def restore_literals(obj: Any) -> Any:
+    """``obj`` (a config or part of one) with each ``"$"`` + :func:`literal_expression` put back as the value it
+    stands for, so a record of the run (executed config, tracked params) shows what the user gave."""
+    if isinstance(obj, str):
+        match = _LITERAL.fullmatch(obj.strip())
+        return value(int(match.group(1))) if match and int(match.group(1)) in _VALUES else obj
+    if isinstance(obj, Mapping):
+        return {k: restore_literals(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(restore_literals(v) for v in obj)
+    return obj
 
 
 def value(key: int) -> Any:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 __all__ = [
     "LATEST",
+    "checkpoint_written",
     "find_run",
     "list_runs",
     "new_run_name",
@@ -32,6 +33,8 @@ LATEST = "latest"
 #: folders of a runs folder that are not runs (the layout before run folders, tracking stores)
 NOT_RUNS = frozenset({"checkpoints", "images", "eval", "predictions", "tracking", "mlruns", "mlartifacts"})
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+#: runs of this process waiting for their first checkpoint: ``checkpoints`` folder -> (runs folder, run name)
+_PENDING: dict[str, tuple[Path, str]] = {}
 
 
 def _start_time() -> float:
@@ -64,7 +67,7 @@ def new_run_name(
         return os.environ["MEDSR_RUN_NAME"]
     if resume_from not in (None, "") and output_dir is not None:
         try:
-            folder = find_run(output_dir, resume_from)
+            folder = find_run(output_dir, resume_from, trained=True)
         except FileNotFoundError:
             folder = None
         if folder is not None and Path(folder).resolve().parent == Path(output_dir).resolve():
@@ -80,7 +83,8 @@ def new_run_name(
 
 
 def run_dir(output_dir: str | os.PathLike, run_name: str) -> str:
-    """Create ``<output_dir>/<run_name>`` and point ``<output_dir>/latest`` at it (rank 0); return the folder.
+    """Create ``<output_dir>/<run_name>`` and return it; ``<output_dir>/latest`` points at it (rank 0) once
+    it holds a checkpoint (at once for a resumed run, else at its first checkpoint: :func:`checkpoint_written`).
 
     Raises:
         ValueError: for a run name that is not a plain folder name.
@@ -91,8 +95,23 @@ def run_dir(output_dir: str | os.PathLike, run_name: str) -> str:
     folder = root / str(run_name)
     folder.mkdir(parents=True, exist_ok=True)
     if os.environ.get("RANK", "0") == "0":
-        _point_latest(root, str(run_name))
+        if _has_checkpoint(folder):  # a resumed run
+            _point_latest(root, str(run_name))
+        else:  # ``latest`` moves when this run has written its first checkpoint (checkpoint_written)
+            _PENDING[str((folder / "checkpoints").resolve())] = (root, str(run_name))
     return str(folder)
+
+
+def checkpoint_written(save_dir: str | os.PathLike) -> None:
+    """Point ``latest`` at the run whose ``checkpoints`` folder is ``save_dir``, the first time a training
+    checkpoint lands there (called by :class:`medsr.pipeline.handlers.CheckpointHandler`). A run that fails
+    before its first checkpoint never moves ``latest``; other folders are left alone."""
+    folder = Path(save_dir).resolve()
+    for cand in (folder, folder.parent):  # checkpoints/ or a stage's checkpoints/pretrain/
+        entry = _PENDING.pop(str(cand), None)
+        if entry is not None:
+            _point_latest(*entry)
+            return
 
 
 def _point_latest(root: Path, name: str) -> None:
@@ -200,7 +219,8 @@ def run_checkpoints(output_dir: str | os.PathLike, run: str | os.PathLike | None
 
 def resume_path(output_dir: str | os.PathLike, resume_from: str | os.PathLike | None) -> str | None:
     """Resolve ``resume_from`` for a trainer: ``None`` stays ``None``; a checkpoint file or folder of
-    checkpoints is kept; a run name, a run folder or ``latest`` gives that run's ``checkpoints`` folder."""
+    checkpoints is kept; a run name, a run folder or ``latest`` gives that run's ``checkpoints`` folder
+    (``latest``: the newest run that holds a checkpoint, so a run that failed at its start never hides it)."""
     if resume_from in (None, ""):
         return None
     p = Path(resume_from)
@@ -208,7 +228,7 @@ def resume_path(output_dir: str | os.PathLike, resume_from: str | os.PathLike | 
         return str(p)
     if p.is_dir() and (p / "checkpoints").is_dir():
         return str(p / "checkpoints")
-    return str(Path(find_run(output_dir, resume_from)) / "checkpoints")
+    return str(Path(find_run(output_dir, resume_from, trained=True)) / "checkpoints")
 
 
 def run_subdir(output_dir: str | os.PathLike, run: str | os.PathLike | None, name: str) -> str:

@@ -1,8 +1,10 @@
-"""Shared pytest fixtures: seeding, CPU threads, CUDA marker handling."""
+"""Shared pytest fixtures: seeding, CPU threads, CUDA marker handling, log handlers of in-process runs."""
 
 from __future__ import annotations
 
+import logging
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -28,3 +30,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def own_logging():
+    """An in-process bundle run points log handlers at this test's captured streams: drop them afterwards."""
+    yield
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for lg in loggers:
+        for h in list(lg.handlers):
+            stream = getattr(h, "stream", None)
+            if isinstance(h, logging.StreamHandler) and stream not in (sys.__stdout__, sys.__stderr__):
+                lg.removeHandler(h)

@@ -66,18 +66,8 @@ def error_lines(err: str) -> list[str]:
     return [ln for ln in err.splitlines() if ln.strip() and not any(s in ln for s in skip)]
 
 
-@pytest.fixture(autouse=True)
-def _own_logging():
-    """An in-process bundle run points log handlers at this test's captured streams: drop them afterwards."""
-    yield
-    loggers = [logging.getLogger()] + [
-        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-    ]
-    for lg in loggers:
-        for h in list(lg.handlers):
-            stream = getattr(h, "stream", None)
-            if isinstance(h, logging.StreamHandler) and stream not in (sys.__stdout__, sys.__stderr__):
-                lg.removeHandler(h)
+#: an in-process bundle run points log handlers at this test's captured streams: dropped after each test
+pytestmark = pytest.mark.usefixtures("own_logging")
 
 
 # ------------------------------------------------------------------------------------------ the table
@@ -244,7 +234,7 @@ def _datalist(t: Path, items: list[dict]) -> Path:
 
 def _train_args(t: Path, datalist: Path) -> list[str]:
     return ["train", "espcn", "--datalist", str(datalist), "--output_dir", str(t / "run"), "--epochs", "1",
-            "--set", "epoch_length=1", "--set", "num_workers=0"]  # fmt: skip
+            "--set", "epoch_length=1", "--set", "num_workers=0", "--tracking", "none"]  # fmt: skip
 
 
 def _nan_in_datalist(t: Path) -> list[str]:
@@ -317,6 +307,65 @@ def _output_inside_input_series(t: Path) -> list[str]:
     return upscale(str(t / "series"), str(t / "series" / "s0.dcm"), "--spatial_dims", "3")
 
 
+def _missing_file_in_datalist(t: Path) -> list[str]:
+    items = [{"image": str(nifti(t / f"case{i}.nii.gz", shape=(32, 32)))} for i in range(2)]
+    items.append({"image": str(t / "gone.nii.gz")})
+    return _train_args(t, _datalist(t, items))
+
+
+def _volume_in_2d_datalist(t: Path) -> list[str]:
+    items = [
+        {"image": str(nifti(t / "case0.nii.gz", shape=(32, 32)))},
+        {"image": str(nifti(t / "vol.nii.gz", shape=(16, 16, 8)))},
+    ]
+    return _train_args(t, _datalist(t, items))
+
+
+def _epochs_not_a_number(t: Path) -> list[str]:
+    return ["train", "espcn", "--output_dir", str(t / "run"), "--set", "epochs=abc"]
+
+
+def _selfsr_bad_extension(t: Path) -> list[str]:
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.diag([1.0, 1.0, 4.0, 1.0])), str(t / "thick.nii.gz"))
+    return ["selfsr", str(t / "thick.nii.gz"), str(t / "out.xyz"), "--steps", "2"]
+
+
+def _png(t: Path, name: str = "a.png") -> Path:
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(0).random((24, 24)) * 255).astype(np.uint8)).save(t / name)
+    return t / name
+
+
+def _3d_model_on_png(t: Path) -> list[str]:
+    return ["upscale", str(_png(t)), str(t / "b.png"), "--model", "rdn_3d_x1x1x4"]
+
+
+def _model_scale_contradicts(t: Path) -> list[str]:
+    return ["upscale", str(_png(t)), str(t / "b.png"), "--model", "rdn_x2", "--scale", "4"]
+
+
+def _mixed_slice_sizes(t: Path) -> list[str]:
+    import pydicom
+
+    for k in range(3):
+        dicom(t / "series" / f"s{k}.dcm", series="1.2.3.4.7", k=k)
+    ds = pydicom.dcmread(t / "series" / "s2.dcm")
+    ds.Rows, ds.PixelData = 8, np.arange(128, dtype=np.uint16).tobytes()
+    ds.save_as(t / "series" / "s2.dcm")
+    return ["upscale", str(t / "series"), str(t / "sr.nii.gz")]
+
+
+def _nan_shipped_model(t: Path) -> list[str]:
+    nifti(t / "nan.nii.gz", value=float("nan"))
+    return ["upscale", str(t / "nan.nii.gz"), str(t / "sr.nii.gz")]
+
+
+def _two_thick_axes(t: Path) -> list[str]:
+    nifti(t / "vol.nii.gz", shape=(5, 5, 12), affine=np.diag([4.0, 4.0, 1.0, 1.0]))
+    return ["upscale", str(t / "vol.nii.gz"), str(t / "sr.nii.gz"), "--scale", "(1,1,4)"]
+
+
 CASES = [
     # DATA LOSS 1: the output is the input (same path, through .., a hard link, a symlink)
     Case("output is the input", _same_path, r"output '.*scan\.nii\.gz': is the input .*choose another output"),
@@ -345,6 +394,16 @@ CASES = [
     Case("DICOM folder with two series", _two_series_folder, r"mixed.*(two|2|several) series|series.*1\.2\.3\.4\.1.*1\.2\.3\.4\.2"),
     Case("DICOM series output folder exists", _dicom_series_output_exists, r"output '.*sr_series': folder already exists"),
     Case("output inside the input series", _output_inside_input_series, r"output '.*series/s0\.dcm': is the input"),
+    # issue 22
+    Case("datalist names a missing file", _missing_file_in_datalist, r"datalist\.json: image '.*gone\.nii\.gz': no such file"),
+    Case("3D volume in a 2D datalist", _volume_in_2d_datalist, r"image '.*vol\.nii\.gz': a 3D volume .*--spatial-dims 3"),
+    Case("--set epochs=abc", _epochs_not_a_number, r"override --epochs 'abc': expected an integer"),
+    Case("selfsr output with an unsupported extension", _selfsr_bad_extension, r"output '.*out\.xyz': unsupported output type", rc=2),
+    Case("3D model on a PNG", _3d_model_on_png, r"--model rdn_3d_x1x1x4: a 3D model cannot upscale the 2D image '.*a\.png'"),
+    Case("named model's scale contradicts --scale", _model_scale_contradicts, r"--model rdn_x2 upscales by 2x2, but --scale 4"),
+    Case("DICOM series with mixed slice sizes", _mixed_slice_sizes, r"series.*mixes slice sizes .*16x16 .*8x16"),
+    Case("NaN voxels (shipped model)", _nan_shipped_model, r"input '.*nan\.nii\.gz'.*contains NaN"),
+    Case("per-axis scale, two thick axes", _two_thick_axes, r"input '.*vol\.nii\.gz': --scale \(1, 1, 4\) upscales axis 2"),
 ]  # fmt: skip
 
 
@@ -544,3 +603,44 @@ def test_monai_bundle_run_gives_one_line(tmp_path, name, run, expect):
     assert snapshot(tmp_path) == before
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**env, "MEDSR_DEBUG": "1"})
     assert res.returncode == 1 and "Traceback" in res.stderr  # the traceback on request
+
+
+# ------------------------------------------------------------------------------------------ issue 22
+def test_bundle_error_is_the_only_line(tmp_path, capsys):
+    """No MONAI config summary, security notice or nvImageCodec lines around the one error line."""
+    argv = _truncated_checkpoint(tmp_path)
+    assert medsr_main(argv) == 1
+    out, err = capsys.readouterr()
+    lines = [ln for ln in (out + err).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "model.pt" in lines[0], lines
+
+
+def test_disk_full_names_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import nibabel
+
+    nifti(tmp_path / "scan.nii.gz")
+
+    def full(img, filename, *args, **kwargs):  # the library's write fails as on a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nibabel, "save", full)
+    assert medsr_main(["upscale", str(tmp_path / "scan.nii.gz"), str(tmp_path / "sr.nii.gz"), "--quiet"]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "No space left on device while writing" in lines[0] and "sr.nii.gz" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]  # no temp file left
+
+
+def test_stale_upscale_temp_files_are_removed(tmp_path, capsys):
+    """What a kill -9 during an upscale write leaves (a hidden temp file, a DICOM temp folder) goes next time."""
+    nifti(tmp_path / "scan.nii.gz")
+    stale = tmp_path / ".sr.nii.gz.k1ll3d.tmp.nii.gz"
+    stale.write_bytes(b"half an image")
+    stale_dir = tmp_path / ".sr.nii.gz.x9y8.tmp"
+    stale_dir.mkdir()
+    (stale_dir / "IM00001.dcm").write_bytes(b"half")
+    other = tmp_path / ".other.nii.gz.aaaa.tmp.nii.gz"  # another output's temp file: not ours to remove
+    other.write_bytes(b"x")
+    assert medsr_main(["upscale", str(tmp_path / "scan.nii.gz"), str(tmp_path / "sr.nii.gz"), "--quiet"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "scan.nii.gz", "sr.nii.gz"])

@@ -49,11 +49,15 @@ from medsr.transforms.degradation import (
     profile_operator,
 )
 from medsr.transforms.geometry import (
+    SqueezeSpatialD,
+    SqueezeSpatiald,
+    SqueezeSpatialDict,
     expand_size,
     lr_affine,
     parse_scale,
     per_axis,
     spacing_of,
+    squeeze_spatial,
     sr_affine,
 )
 from medsr.transforms.intensity import (
@@ -176,4 +180,8 @@ __all__ = [
     "profile_operator",
     "spacing_of",
     "sr_affine",
+    "squeeze_spatial",
+    "SqueezeSpatiald",
+    "SqueezeSpatialD",
+    "SqueezeSpatialDict",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
@@ -14,7 +15,27 @@ from monai.transforms import MapTransform, Randomizable, SpatialCrop
 from medsr.transforms._utils import check_mask, to_metatensor
 from medsr.transforms.geometry import per_axis
 
-__all__ = ["MaskAwareCropd", "MaskAwareCropD", "MaskAwareCropDict", "patch_size_for_scale"]
+__all__ = ["MaskAwareCropd", "MaskAwareCropD", "MaskAwareCropDict", "otsu_threshold", "patch_size_for_scale"]
+
+logger = logging.getLogger(__name__)
+#: ``source_format`` values (:mod:`medsr.pipeline.data.readers`) of photographs: no background to find
+PHOTO_FORMATS = ("image",)
+
+
+def otsu_threshold(values: np.ndarray | torch.Tensor, bins: int = 256) -> float:
+    """Otsu's threshold of ``values`` (the one that maximises the between-class variance of a histogram)."""
+    v = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0 or v.min() == v.max():
+        return float(v.min()) if v.size else 0.0
+    hist, edges = np.histogram(v, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
+    m1 = ((hist * centres).sum() - np.cumsum(hist * centres)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(centres[int(np.argmax(between[:-1]))])
 
 
 def patch_size_for_scale(patch_size: Sequence[int] | int, scale_factor: Sequence[int] | int, sd: int,
@@ -57,6 +78,11 @@ class MaskAwareCropd(Randomizable, MapTransform):
             (``image > foreground`` on ``image_key``) or a callable mapping the image to a boolean array.
         image_key: key used for the foreground (default: the first key).
         force_multiple: round patch sizes down to multiples of ``scale_factor`` instead of raising.
+        allow_missing_keys: also lets an item go without ``mask_key``: its centres are then drawn as
+            ``no_mask`` says.
+        no_mask: where an item without a mask is sampled (``foreground`` wins when given): ``"auto"`` (Otsu
+            foreground for medical images, uniform for photographs, ``meta["source_format"] == "image"``),
+            ``"otsu"`` (``image > Otsu threshold``) or ``"uniform"``. Logged once per kind.
     """
 
     def __init__(
@@ -72,12 +98,16 @@ class MaskAwareCropd(Randomizable, MapTransform):
         image_key: str | None = None,
         force_multiple: bool = True,
         allow_missing_keys: bool = False,
+        no_mask: str = "auto",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if not 0.0 <= pos_ratio <= 1.0:
             raise ValueError(f"pos_ratio: must be in [0, 1], got {pos_ratio}")
         if num_samples < 1:
             raise ValueError(f"num_samples: must be >= 1, got {num_samples}")
+        if no_mask not in ("auto", "otsu", "uniform"):
+            raise ValueError(f"no_mask: expected 'auto', 'otsu' or 'uniform', got {no_mask!r}")
+        self.no_mask, self._logged = no_mask, set()
         self.mask_key, self.patch_size, self.pos_ratio = mask_key, patch_size, pos_ratio
         self.scale_factor, self.num_samples, self.label_value = scale_factor, num_samples, label_value
         self.foreground, self.image_key, self.force_multiple = foreground, image_key, force_multiple
@@ -102,6 +132,26 @@ class MaskAwareCropd(Randomizable, MapTransform):
                 f"foreground: gives shape {fg.shape}, expected the image's spatial shape {tuple(img.shape[1:])}"
             )
         return fg.astype(bool)
+
+    def _no_mask_foreground(self, img: torch.Tensor) -> np.ndarray:
+        """Where an item without a mask is sampled: Otsu foreground, or everywhere for photographs."""
+        shape = tuple(img.shape[1:])
+        kind = self.no_mask
+        if kind == "auto":
+            photo = getattr(img, "meta", {}).get("source_format") in PHOTO_FORMATS
+            kind = "uniform" if photo else "otsu"
+        if kind == "uniform":
+            self._log("uniform", "no mask: patch centres drawn uniformly over the image (photograph)")
+            return np.ones(shape, bool)
+        data = img.as_tensor() if hasattr(img, "as_tensor") else torch.as_tensor(img)
+        fg = (data > otsu_threshold(data)).any(dim=0).numpy()
+        self._log("otsu", "no mask: patch centres drawn in the foreground found by intensity (image > Otsu threshold)")
+        return fg if fg.any() else np.ones(shape, bool)
+
+    def _log(self, kind: str, text: str) -> None:
+        if kind not in self._logged:
+            self._logged.add(kind)
+            logger.info(f"MaskAwareCropd: {text}")
 
     def randomize(self, data: Any = None) -> None:
         pos, neg = data
@@ -134,7 +184,9 @@ class MaskAwareCropd(Randomizable, MapTransform):
             raise ValueError(f"patch_size: {ps} is larger than image {ref_key!r} spatial shape {shape}")
         fg = self._foreground(img)
         pos = None
-        if self.mask_key is not None:
+        if self.mask_key is not None and self.mask_key not in d and self.allow_missing_keys:
+            negmask = self._no_mask_foreground(img) if fg is None else fg
+        elif self.mask_key is not None:
             if self.mask_key not in d:
                 raise KeyError(f"mask_key: {self.mask_key!r} not in the item (keys: {sorted(map(str, d))})")
             mask = check_mask(d[self.mask_key], img, name=f"mask {self.mask_key!r}", image_name=f"{ref_key!r}")

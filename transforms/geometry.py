@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
+from monai.transforms import MapTransform
 from monai.utils import ensure_tuple_rep
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "parse_scale",
     "per_axis",
     "spacing_of",
+    "squeeze_spatial",
+    "SqueezeSpatiald",
     "sr_affine",
 ]
 
@@ -132,6 +135,54 @@ def spacing_of(img: Any, spatial_dims: int | None = None, default: float | None 
         aff = aff[0]
     spacing = np.asarray(affine_to_spacing(aff, r=aff.shape[0] - 1))
     return tuple(float(s) for s in spacing[:sd])
+
+
+def squeeze_spatial(img: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """Drop singleton spatial axes of a channel-first image until it has ``spatial_dims`` of them.
+
+    A 2D image stored as ``(X, Y, 1)`` (a 2D NIfTI, one DICOM file) or ``(X, 1, Z)`` becomes 2D. The data keeps
+    its axis order; the affine's columns are reordered the same way with the dropped axes last, so it stays a
+    4×4 affine whose first columns give the kept axes' spacing and direction (``pixdim[:spatial_dims]``).
+    """
+    sd = img.ndim - 1
+    if sd <= int(spatial_dims):
+        return img
+    single = [a for a in range(sd) if img.shape[1 + a] == 1]
+    drop = single[-(sd - int(spatial_dims)) :] if len(single) >= sd - int(spatial_dims) else None
+    if drop is None:
+        return img  # not squeezable: the dimension check that follows names the shape
+    keep = [a for a in range(sd) if a not in drop]
+    out = img.reshape(img.shape[0], *(img.shape[1 + a] for a in keep))
+    if isinstance(img, MetaTensor):
+        aff = affine_of(img)
+        r = aff.shape[0] - 1
+        order = keep + drop + list(range(sd, r))
+        new = aff.clone()
+        new[:r, :r] = aff[:r, order]
+        out = MetaTensor(out.as_tensor(), affine=new, meta={k: v for k, v in img.meta.items() if k != "affine"})
+        out.meta["spatial_shape"] = np.asarray(out.shape[1:])
+    return out
+
+
+class SqueezeSpatiald(MapTransform):
+    """Dictionary version of :func:`squeeze_spatial` for ``keys`` (missing keys are skipped).
+
+    A deterministic MONAI ``MapTransform``, so cached datasets cache it and what comes before it.
+    """
+
+    def __init__(self, keys: Sequence[str] | str, spatial_dims: int) -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.spatial_dims = int(spatial_dims)
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for k in self.key_iterator(d):
+            if isinstance(d[k], torch.Tensor):
+                d[k] = squeeze_spatial(d[k], self.spatial_dims)
+        return d
+
+
+SqueezeSpatialD = SqueezeSpatialDict = SqueezeSpatiald
 
 
 def lr_affine(affine: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:

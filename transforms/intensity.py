@@ -88,6 +88,8 @@ class _Normalize(Transform):
             "scale": [float(c[0]) for c in chans],
             "offset": [float(c[1]) for c in chans],
             "clip": int(bool(self.clip)),
+            "input_min": float(x.min()) if x.numel() else 0.0,  # the input's range: outputs may be clipped to it
+            "input_max": float(x.max()) if x.numel() else 0.0,
         }
         for k in chans[0][2]:
             info[k] = [float(c[2][k]) for c in chans]

@@ -21,6 +21,7 @@ from medsr.pipeline.data.readers import (
     MAT_SUFFIXES,
     NIFTI_SUFFIXES,
     PHOTO_SUFFIXES,
+    _split_mat_field,
     _suffix_of,
     detect_format,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "limit",
     "inference_inputs",
     "label_names",
+    "check_items",
 ]
 
 SECTIONS = ("training", "validation", "test")
@@ -427,7 +429,73 @@ def resolve_datalist(
         demo = ensure_demo_dataset(progress=progress)
         key = "datalist_2d" if int(spatial_dims) == 2 else "datalist_3d"
         lists = _read_datalist(demo[key], None)
+    if datalist is not None or dataset_dir is not None:
+        check_items(lists, spatial_dims, source=str(datalist or dataset_dir))
     return split_datalist(lists, val_fraction, source=str(datalist or dataset_dir or "demo dataset"))
+
+
+def _header_shape(path: str) -> tuple[int, ...] | None:
+    """The spatial shape from a file's header (no pixel data read); ``None`` when it cannot be told cheaply."""
+    fmt = detect_format(path)
+    if fmt == "nifti":
+        import nibabel as nib
+
+        shape = tuple(int(n) for n in nib.load(path).shape)
+        return shape if len(shape) <= 3 else None  # 4D: the reader names the problem
+    if fmt == "image":
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return (int(img.size[0]), int(img.size[1]))
+    if fmt == "dicom-series":
+        files = [f for f in Path(path).iterdir() if f.is_file() and not f.name.startswith(".")]
+        return None if len(files) < 2 else (0, 0, len(files))  # in-plane size: left to the reader
+    return None
+
+
+def check_items(lists: Mapping[str, Sequence[Mapping]], spatial_dims: int, source: str = "datalist") -> None:
+    """Check every item of a datalist once, before any loading: each path exists and each image has the
+    bundle's dimension (a singleton axis, as in an (X, Y, 1) NIfTI, does not count).
+
+    Raises:
+        MedsrError: one line naming every bad item and what is wrong with it.
+    """
+    from medsr.pipeline.errors import MedsrError
+
+    bad: list[str] = []
+    seen: set[str] = set()
+    for section in ("training", "validation"):
+        for item in lists.get(section) or []:
+            image = str(item.get("image", ""))
+            if image in seen:
+                continue
+            seen.add(image)
+            problems = []
+            for key in PATH_KEYS:
+                value = item.get(key)
+                if isinstance(value, str) and not Path(_split_mat_field(value)[0]).exists():
+                    problems.append(f"{key} {value!r}: no such file or folder")
+            if not problems:
+                try:
+                    shape = _header_shape(image)
+                except Exception as err:  # noqa: BLE001 - an unreadable header is this item's problem
+                    problems.append(f"image {image!r}: {err}")
+                    shape = None
+                dims = None if shape is None else sum(1 for n in shape if n != 1)
+                if dims is not None and len(shape) == 3 and shape[0] == 0:
+                    dims = 3  # a DICOM series folder
+                if dims is not None and dims != int(spatial_dims):
+                    what = "3D volume" if dims == 3 else f"{dims}D image"
+                    size = f"a series of {shape[2]} slices" if shape[0] == 0 else f"shape {shape}"
+                    problems.append(
+                        f"image {image!r}: a {what} ({size}), but the bundle trains in {spatial_dims}D "
+                        f"(use --spatial-dims {dims}{' and a per-axis --scale' if dims == 3 else ''})"
+                    )
+            if problems:
+                bad.append("; ".join(problems))
+    if bad:
+        more = f" ({len(bad)} bad items)" if len(bad) > 1 else ""
+        raise MedsrError(f"{source}{more}: " + " | ".join(bad))
 
 
 def split_datalist(lists: dict[str, list[dict]], val_fraction: float = 0.2, source: str = "datalist") -> dict:

@@ -433,6 +433,26 @@ def _itk_single_file(path: str) -> tuple[np.ndarray, dict]:
     return arr, meta
 
 
+def _check_slice_sizes(path: str, uid: str, files: Sequence[str]) -> None:
+    """Refuse a series whose slices differ in size (rows x columns), naming the sizes and a file of each."""
+    import pydicom
+
+    sizes: dict[tuple[int, int], str] = {}
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+        except Exception:  # noqa: BLE001 - an unreadable file is ITK's to report
+            continue
+        sizes.setdefault((int(ds.get("Rows", 0)), int(ds.get("Columns", 0))), f)
+    if len(sizes) > 1:
+        listed = ", ".join(f"{r}x{c} ({Path(f).name})" for (r, c), f in sizes.items())
+        raise ImageReadError(
+            path,
+            f"DICOM series {uid} mixes slice sizes (rows x columns: {listed}); a series must have one size: "
+            "move the odd slices to their own folder",
+        )
+
+
 class DicomSeriesReader(_MedsrReader):
     """A folder holding one DICOM series, read with ITK (GDCM: also JPEG-lossless and JPEG-LS).
 
@@ -481,6 +501,7 @@ class DicomSeriesReader(_MedsrReader):
         else:
             uid = uids[0]
         files = [str(f) for f in names.GetFileNames(uid)]
+        _check_slice_sizes(path, uid, files)
         try:
             obj = itk.imread(files if len(files) > 1 else files[0], **{**self._reader.kwargs, **kwargs})
         except Exception as err:

@@ -11,7 +11,9 @@
 * :class:`EvaluationReportHandler` (``evaluation_report``): the evaluation report when an evaluator completes;
 * :class:`SSIMHandler` (``ssim``) and :class:`RegionSSIMHandler` (``region_ssim``): metric handlers;
 * :class:`QuietStatsHandler` (``stats``): MONAI's ``StatsHandler`` that leaves an error's report to the entry point;
-* :class:`StopAtBudget` (``stop_at_budget``): ends a run when its wall-time budget is spent (``medsr selfsr``).
+* :class:`StopAtBudget` (``stop_at_budget``): ends a run when its wall-time budget is spent (``medsr selfsr``);
+* :class:`BudgetProgress` (``budget_progress``): a progress bar of elapsed time against that budget;
+* :class:`FollowLoad` (``follow_load``): CPU threads that follow the machine's load during a run.
 
 Names are imported lazily, so a bundle that uses no MLflow handler does not import MLflow.
 """
@@ -22,10 +24,12 @@ from medsr.pipeline._lazy import lazy_exports
 
 _EXPORTS = {
     "best_model": ("BestModelSaver",),
+    "budget_progress": ("BudgetProgress",),
     "checkpoint_handler": ("CheckpointHandler",),
     "comparison_images": ("ComparisonImages",),
     "cubic_baseline": ("CubicBaseline",),
     "evaluation_report": ("EvaluationReportHandler",),
+    "follow_load": ("FollowLoad",),
     "mlflow_handler": ("MLflowSRHandler", "MLflowTrainerHandler", "MLflowValidatorHandler", "MLflowEvaluatorHandler"),
     "region_ssim": ("RegionSSIMHandler",),
     "ssim": ("SSIMHandler",),

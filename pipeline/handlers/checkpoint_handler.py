@@ -10,6 +10,7 @@ from ignite.engine import Engine, Events
 from medsr.pipeline.engines.checkpoint import checkpoint_payload, save_checkpoint
 from medsr.pipeline.engines.distributed import is_main_process
 from medsr.pipeline.io import remove_stale_temps
+from medsr.pipeline.runs import checkpoint_written
 
 __all__ = ["CheckpointHandler"]
 
@@ -77,6 +78,7 @@ class CheckpointHandler:
         if self.saved and self.saved[-1] == path:
             return  # e.g. the last iteration is also an epoch end
         save_checkpoint(checkpoint_payload(engine), path)
+        checkpoint_written(self.save_dir)  # a new run becomes runs/<bundle>/latest with its first checkpoint
         self.saved.append(path)
         if self.keep_last:
             existing = sorted(self.save_dir.glob(f"{self.prefix}_*.pt"))

@@ -13,7 +13,11 @@ from medsr.pipeline.engines.distributed import is_main_process
 from medsr.pipeline.handlers.training_stage import STAGE_ATTR
 from medsr.pipeline.handlers.utils import first_sample
 
-__all__ = ["ComparisonImages"]
+__all__ = ["FIGURE_ATTR", "ComparisonImages"]
+
+#: ``engine.state`` attribute holding the path of this validation's figure (``None`` before it is written):
+#: the MLflow validator handler logs this file, so the run folder and MLflow show the same figure
+FIGURE_ATTR = "comparison_figure"
 
 
 class ComparisonImages:
@@ -21,7 +25,9 @@ class ComparisonImages:
 
     Uses :func:`medsr.pipeline.tracking.figures.comparison_figure`; files are
     ``<output_dir>/epoch_<NNNN>.png`` (3D: the middle slice of the last axis), or
-    ``<output_dir>/<stage>_epoch_<NNNN>.png`` when a :class:`TrainingStage` marks the validator.
+    ``<output_dir>/<stage>_epoch_<NNNN>.png`` when a :class:`TrainingStage` marks the validator. The SR and
+    cubic panels carry the validation's logged metrics (``val/psnr``, ``val/psnr_cubic``, ...: means over the
+    validation cases, as in ``metrics.csv`` and MLflow); the path goes to ``engine.state.comparison_figure``.
 
     Args:
         output_dir: folder for the PNGs.
@@ -39,6 +45,7 @@ class ComparisonImages:
 
     def _reset(self, engine: Engine) -> None:
         self.first = None
+        setattr(engine.state, FIGURE_ATTR, None)
 
     def _grab(self, engine: Engine) -> None:
         if self.first is not None:
@@ -52,7 +59,7 @@ class ComparisonImages:
             }
 
     def __call__(self, engine: Engine) -> None:
-        from medsr.pipeline.tracking.figures import comparison_figure
+        from medsr.pipeline.tracking.figures import comparison_figure, logged_labels
 
         if self.first is None or not is_main_process():
             return
@@ -60,11 +67,18 @@ class ComparisonImages:
         prefix = f"{stage}_" if stage else ""
         path = self.output_dir / f"{prefix}epoch_{int(engine.state.epoch):04d}.png"
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        title = f"{stage + ' ' if stage else ''}epoch {engine.state.epoch}"
+        dataset = getattr(getattr(engine, "data_loader", None), "dataset", None)
+        cases = len(dataset) if hasattr(dataset, "__len__") else 0
+        mean = f" (scores: mean of {cases} validation cases)" if cases > 1 else ""
+        title = f"{stage + ' ' if stage else ''}epoch {engine.state.epoch}: first validation case{mean}"
         lr, hr = self.first["image"], self.first["label"]
         cubic = None
         if lr is not None and hr is not None and lr.ndim == hr.ndim:
             from medsr.pipeline.evaluation.baselines import upsample
 
             cubic = upsample(lr, hr.shape[1:], "cubic")
-        comparison_figure(self.first["pred"], hr, lr, path=path, title=title, cubic=cubic)
+        sr_label, cubic_label = logged_labels(engine.state.metrics or {})
+        comparison_figure(
+            self.first["pred"], hr, lr, path=path, title=title, cubic=cubic, sr_label=sr_label, cubic_label=cubic_label
+        )
+        setattr(engine.state, FIGURE_ATTR, path)

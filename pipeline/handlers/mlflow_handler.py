@@ -13,17 +13,22 @@ logging) through its public ``epoch_logger``/``iteration_logger`` arguments and 
   of the run (the whole training state only with ``log_training_state``), the generator as a logged model
   (``mlflow.pytorch.log_model``, signature and scale in its metadata) and as TorchScript;
 * validator: per-epoch metrics in the ``val/`` section (``val/psnr``, ``val/ssim``, ``val/region_ssim_inside``)
-  at the trainer's epoch, and a comparison image (LR | SR | HR | error with colour bar) logged with
-  ``log_image(key="val/comparison", step=epoch)`` (the UI's step slider);
+  at the trainer's epoch, and the run folder's comparison figure (``images/epoch_N.png``: LR | cubic | SR |
+  HR | error, titled with the logged ``val/`` numbers) logged with ``log_image(key="val/comparison",
+  step=epoch)`` (the UI's step slider);
 * evaluator: the metrics (``eval/``), and the evaluation report (``summary.json`` and its PNG figures).
 
 Trainer, validator and evaluator handlers of one workflow share one :class:`TrackingSession` (one run).
+The bundles carry these handlers themselves (tracking is on unless ``mlflow_tracking`` is false), so a second
+handler of the same role on the same engine (from ``--tracking mlflow/tracking.json``) stands aside, and
+MONAI's plain ``MLFlowHandler`` (``--tracking mlflow``) is detached when the engine starts: one run, medsr's.
 With a remote server the session falls back to a local store when the server is down (see
 :mod:`medsr.pipeline.tracking.session`); tracking never stops training.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -39,17 +44,19 @@ from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 
 from medsr.pipeline.engines.checkpoint import find_checkpoint
+from medsr.pipeline.handlers.comparison_images import FIGURE_ATTR
 from medsr.pipeline.handlers.training_stage import OFFSET_ATTR
 from medsr.pipeline.handlers.utils import first_sample
 from medsr.pipeline.io import atomic_open
 from medsr.pipeline.tracking.export import export_torchscript, log_pytorch_model
-from medsr.pipeline.tracking.figures import comparison_figure, figure_image
+from medsr.pipeline.tracking.figures import comparison_figure, figure_image, logged_labels
 from medsr.pipeline.tracking.params import (
     bundle_params,
     code_version,
     datalist_digest,
     executed_config_path,
     metric_key,
+    running_workflow_config,
     to_mlflow_params,
 )
 from medsr.pipeline.tracking.session import TrackingSession, get_session, resolve_tracking_uri
@@ -57,6 +64,8 @@ from medsr.pipeline.tracking.session import TrackingSession, get_session, resolv
 logger = logging.getLogger(__name__)
 
 INPUT_KEYS = ("lr", "image")
+#: engine attribute: the roles whose medsr MLflow handler is attached to that engine
+ATTACHED_ATTR = "_medsr_mlflow_roles"
 TARGET_KEYS = ("label", "hr")
 
 
@@ -83,7 +92,9 @@ class MLflowSRHandler(MLFlowHandler):
         experiment_name: the MLflow experiment (``medsr/<bundle>`` from :func:`default_experiment_name`).
         run_name: a readable name; handlers with the same settings share one run.
         output_dir: the run folder (embedded store, offline fallback, exported files).
-        config: the executed bundle config (file or dict), logged as params and as ``config/`` artifact.
+        config: the executed bundle config (file or dict), logged as params and as ``config/`` artifact;
+            ``True``: the config of the MONAI bundle workflow that builds this handler (what the bundles' own
+            tracking uses: no ``--tracking`` settings needed).
         tags: extra run tags.
         log_figures: write a comparison figure at each validation (validator/evaluator).
         input_keys / pred_key / target_keys: output keys of the input, the SR output and the target.
@@ -140,7 +151,10 @@ class MLflowSRHandler(MLFlowHandler):
         self.metric_prefix = metric_prefix
         self.metric_group = metric_prefix.strip("_/.") or self.group
         self._last_logged: dict[str, float] = {}
-        if config is not None and not isinstance(config, Mapping):
+        self._workflow_config = config is True
+        if config is True:  # the config of the bundle workflow that builds (or, at start, runs) this handler
+            config = running_workflow_config()
+        elif config is not None and not isinstance(config, Mapping):
             found = executed_config_path(config)
             if found is None:
                 raise ValueError(f"config '{config}': file not found")
@@ -158,8 +172,16 @@ class MLflowSRHandler(MLFlowHandler):
 
     # ------------------------------------------------------------------ wiring
     def attach(self, engine: Engine) -> None:
-        """Attach to the engine of this handler's role."""
+        """Attach to the engine of this handler's role, unless a medsr handler of this role is attached already."""
+        roles = engine.__dict__.setdefault(ATTACHED_ATTR, set())
+        if self.role in roles:
+            logger.debug(
+                "a medsr MLflow %s handler is attached to this engine already; this one stands aside", self.role
+            )
+            return
+        roles.add(self.role)
         self._engine = engine
+        engine.add_event_handler(Events.STARTED, _detach_plain_mlflow_handlers)
         super().attach(engine)
         engine.add_event_handler(Events.ITERATION_STARTED, self._iteration_started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
@@ -186,6 +208,8 @@ class MLflowSRHandler(MLFlowHandler):
 
     def start(self, engine: Engine) -> None:
         """Open the shared run (the first handler also tags it), log the role's params and the datalist."""
+        if self.config is None and self._workflow_config:
+            self.config = running_workflow_config()
         session = self._session()
         first = session.run_id is None
         session.start()
@@ -282,15 +306,21 @@ class MLflowSRHandler(MLFlowHandler):
             if self.state_attributes is not None:
                 self._to_session({a: getattr(engine.state, a, None) for a in self.state_attributes}, step=epoch)
         self._log_epoch_extra(engine, epoch)
-        if self._sample is not None:
+        shown = getattr(engine.state, FIGURE_ATTR, None)
+        if self.log_figures and shown is not None and Path(shown).is_file():  # the run folder's figure
+            self._session().log_image(figure_image(shown), key=f"{self.group}/comparison", step=epoch)
+        elif self._sample is not None:  # no ComparisonImages on this engine: draw one, with the logged numbers
+            sr_label, cubic_label = logged_labels(engine.state.metrics or {}, prefix=f"{self.group}_")
             with tempfile.TemporaryDirectory() as tmp:
                 path = comparison_figure(
                     **self._sample,
                     path=Path(tmp) / f"{self.role}_epoch_{epoch:04d}.png",
                     title=f"{self.run_name or self._session().run_name} - {self.role} epoch {epoch}",
+                    sr_label=sr_label,
+                    cubic_label=cubic_label,
                 )
                 self._session().log_image(figure_image(path), key=f"{self.group}/comparison", step=epoch)
-            self._sample = None
+        self._sample = None
 
     def _log_epoch_extra(self, engine: Engine, epoch: int) -> None:
         """What a role logs per epoch besides the metrics (nothing here)."""
@@ -381,7 +411,12 @@ class MLflowTrainerHandler(MLflowSRHandler):
         params = bundle_params(self.config) if self.config is not None else {}
         params.update(self.experiment_param or {})
         self._params_to_session(params)
-        if self.config is not None and not isinstance(self.config, Mapping):
+        if isinstance(self.config, Mapping):
+            path = self.export_dir / "config.json"
+            with atomic_open(path, "w", encoding="utf-8") as fh:
+                json.dump(dict(self.config), fh, indent=2, default=str)
+            session.log_artifact(path, "config")
+        elif self.config is not None:
             session.log_artifact(self.config, "config")
 
     def _log_epoch_extra(self, engine: Engine, epoch: int) -> None:
@@ -504,6 +539,18 @@ class MLflowEvaluatorHandler(MLflowSRHandler):
 
         walk(content, "")
         session.log_metrics(dict(list(flat.items())[:500]), step=int(getattr(engine.state, "epoch", 0) or 0))
+
+
+def _detach_plain_mlflow_handlers(engine: Engine) -> None:
+    """Remove MONAI's own ``MLFlowHandler`` (``--tracking mlflow``'s) from ``engine``: the medsr handler of the
+    same role logs the same numbers in medsr's sections, into the same run; two handlers would log them twice."""
+    found = 0
+    for items in engine._event_handlers.values():  # ignite lists handlers only there
+        kept = [item for item in items if type(getattr(item[0], "__self__", None)) is not MLFlowHandler]
+        found += len(items) - len(kept)
+        items[:] = kept  # in place: STARTED's list is being run (MONAI's handlers come after this one)
+    if found:
+        logger.info("MONAI's MLFlowHandler detached: medsr's MLflow handlers track this run")
 
 
 def _as_paths(value: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list:

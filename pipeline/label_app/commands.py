@@ -40,7 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--datastore", required=True, help="folder of images (NIfTI …) the viewer browses")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1", help="loopback address only (127.0.0.1, localhost, ::1)")
-    serve.add_argument("--models", default="all", help="'all' or 'espcn,srcnn,espcn3d=espcn'")
+    serve.add_argument(
+        "--models",
+        default="all",
+        help="'all' (every shipped model and every bundle with a trained run) or 'rdn_x2,espcn,espcn3d=espcn'",
+    )
     serve.add_argument("--bundles", default=None, help="bundles folder (default: the repo's bundles/)")
     serve.add_argument("--runs-dir", default=None, help="run outputs, <runs-dir>/<model>/checkpoints (default: runs/)")
     serve.add_argument("--overrides", default=None, help='JSON per model: \'{"espcn3d": {"spatial_dims": 3}}\'')

@@ -11,8 +11,9 @@ App config (``--conf key value``):
 - ``bundles``: folder holding the bundles (default: the repo's ``bundles/``).
 - ``runs_dir``: folder holding each bundle's run output, ``<runs_dir>/<model>/checkpoints`` (default the
   repo's ``runs/``, where ``python -m monai.bundle run training`` writes).
-- ``models``: ``all`` (default) or ``espcn,srcnn,espcn3d=espcn`` (``name=bundle`` serves a bundle under
-  another name, e.g. with overrides).
+- ``models``: ``all`` (default: every shipped model ``bundles/*/models/*.pt`` under its recorded name, and
+  every bundle with a trained run) or ``rdn_x2,espcn,espcn3d=espcn`` (shipped model names and bundles;
+  ``name=bundle`` serves a bundle under another name, e.g. with overrides).
 - ``overrides``: JSON ``{"espcn3d": {"spatial_dims": 3, "scale": [2, 2, 2]}}``: config ids replaced in
   that model's ``inference.json``.
 - ``allow_untrained``: ``true`` serves models without a checkpoint with random weights (``/info`` says
@@ -40,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 
 class MedSRLabelApp(MONAILabelApp):
-    """One :class:`SRInferTask` per SR bundle that has a checkpoint (see the module docstring)."""
+    """One :class:`SRInferTask` per served model: shipped model files and bundles with a checkpoint (see the
+    module docstring)."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         conf = dict(conf or {})

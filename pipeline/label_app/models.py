@@ -1,14 +1,20 @@
-"""Read the SR bundles into model specs for the MONAI Label app (no MONAI Label import here).
+"""Read the shipped models and the SR bundles into model specs for the MONAI Label app (no MONAI Label import).
 
-Each served model is one bundle's ``inference.json`` parsed with :class:`monai.bundle.ConfigParser`, with
-the run's ``output_dir`` pointed at ``<runs_dir>/<model name>`` and optional config overrides (e.g.
-``{"spatial_dims": 3, "scale": [2, 2, 2]}``: the bundles' 2D/3D variants are overrides of one file). The
-spec holds the network definition, scale, spatial dims, preprocessing and the checkpoint the bundle's
-``checkpoint`` entry names (a file or a run folder searched for the best/newest ``.pt``).
+Two kinds of served model:
 
-Missing checkpoint policy: a model whose checkpoint does not exist is **skipped** (a log line says why)
-unless ``allow_untrained`` is set, in which case it is served with random weights and ``/info`` marks it
-``"weights": "random (untrained)"``.
+* a shipped model file (``bundles/*/models/*.pt``, :mod:`medsr.pipeline.models`), served under the name it
+  records (``rdn_x2``): network, dimension, scale and channels from the file (:func:`shipped_model_spec`);
+* a bundle's trained run: its ``inference.json`` parsed with :class:`monai.bundle.ConfigParser`, with the run's
+  ``output_dir`` pointed at ``<runs_dir>/<model name>`` and optional config overrides (e.g.
+  ``{"spatial_dims": 3, "scale": [2, 2, 2]}``: the bundles' 2D/3D variants are overrides of one file), and the
+  checkpoint the bundle's ``checkpoint`` entry names (a file or a run folder searched for the best/newest
+  ``.pt``). A self-describing checkpoint's recorded dimension and scale win over the config's unless the
+  overrides set them, so ``/info`` states the scale of the network that runs.
+
+``models="all"`` (the default) serves every shipped model and every bundle that has a trained run; bundles
+without a fixed network (``selfsr`` trains one per scan) are left out. Missing checkpoint policy: a bundle
+whose checkpoint does not exist is **skipped** (a log line says why) unless ``allow_untrained`` is set, in
+which case it is served with random weights and ``/info`` marks it ``"weights": "random (untrained)"``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,15 @@ import torch
 from medsr.pipeline.bundles import BUNDLES_DIR, REPO_ROOT
 from medsr.transforms.geometry import per_axis
 
-__all__ = ["SRModelSpec", "parse_models_arg", "load_model_spec", "discover_models", "BUNDLES_DIR", "RUNS_DIR"]
+__all__ = [
+    "SRModelSpec",
+    "parse_models_arg",
+    "load_model_spec",
+    "shipped_model_spec",
+    "discover_models",
+    "BUNDLES_DIR",
+    "RUNS_DIR",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -205,14 +219,15 @@ def load_model_spec(
     elif not allow_untrained:
         logger.warning(f"model '{name}' skipped: bundle '{bundle.name}' names no checkpoint")
         return None
-    if checkpoint is not None and not overrides:  # a self-describing checkpoint knows its dims and scale
+    if checkpoint is not None:  # a self-describing checkpoint knows its dims and scale (unless overridden)
         from medsr.pipeline.models import checkpoint_overrides, read_model_info
 
-        implied = checkpoint_overrides(read_model_info(checkpoint))
-        if implied:
-            spatial_dims, scale = implied["spatial_dims"], tuple(implied["scale"])
-            in_channels = implied.get("in_channels", in_channels)
-            roi = roi if len(roi) == spatial_dims else (roi[0],) * spatial_dims
+        implied = checkpoint_overrides(read_model_info(checkpoint), given=overrides or {})
+        spatial_dims = int(implied.get("spatial_dims", spatial_dims))
+        scale = tuple(implied["scale"]) if "scale" in implied else scale
+        scale = scale if len(scale) == spatial_dims else (scale[0],) * spatial_dims
+        in_channels = int(implied.get("in_channels", in_channels))
+        roi = roi if len(roi) == spatial_dims else (roi[0],) * spatial_dims
 
     def build_network() -> torch.nn.Module:
         with _working_dir(repo):
@@ -239,6 +254,54 @@ def load_model_spec(
         version=str(meta.get("version", "")),
         build_network=build_network,
         build_preprocessing=build_preprocessing,
+    )
+
+
+#: the knobs a served shipped model takes from ``overrides`` (its network, dims and scale are the file's)
+SHIPPED_OVERRIDES = ("roi_size", "overlap", "sw_batch_size")
+
+
+def shipped_model_spec(path: str | os.PathLike, name: str | None = None, overrides: Mapping[str, Any] | None = None):
+    """A spec serving a self-describing model file (``bundles/*/models/*.pt``, :mod:`medsr.pipeline.models`):
+    network, dimension, scale and channels from the file, the same preprocessing and windows as ``medsr upscale``.
+
+    Args:
+        path: the model file.
+        name: the served name (default: the name the file records, e.g. ``rdn_x2``).
+        overrides: ``roi_size``, ``overlap`` or ``sw_batch_size`` only.
+
+    Raises:
+        ValueError: for other overrides, or a file that is not a medsr model file.
+    """
+    from medsr.pipeline.inference import inference_preprocessing
+    from medsr.pipeline.models import build_network, read_model_info
+
+    info = read_model_info(path)
+    if "network" not in info or not info.get("scale"):
+        raise ValueError(f"model '{path}': not a self-describing medsr model file")
+    bad = sorted(set(overrides or {}) - set(SHIPPED_OVERRIDES))
+    if bad:
+        raise ValueError(f"model '{name or info['name']}': a shipped model takes only {SHIPPED_OVERRIDES}, not {bad}")
+    given = dict(overrides or {})
+    dims = int(info["spatial_dims"])
+    roi = _tuple(given.get("roi_size", 128 if dims == 2 else 64), dims, "roi_size")
+    metrics = info.get("metrics", {}) if isinstance(info.get("metrics"), Mapping) else {}
+    return SRModelSpec(
+        name=str(name or info["name"]),
+        bundle=Path(path).resolve().parent.parent,
+        spatial_dims=dims,
+        scale=tuple(int(f) for f in info["scale"]),
+        in_channels=int(info["network"].get("args", {}).get("in_channels", 1)),
+        roi_size=roi,
+        overlap=float(given.get("overlap", 0.25)),
+        sw_batch_size=int(given.get("sw_batch_size", 1)),
+        checkpoint=str(Path(path).resolve()),
+        description=" ".join(
+            part for part in (f"medsr shipped model {info['name']}", str(metrics.get("summary", ""))) if part
+        ),
+        version=str(info.get("medsr_version", "")),
+        build_network=lambda: build_network(info["network"]),
+        build_preprocessing=inference_preprocessing,
     )
 
 
@@ -272,26 +335,38 @@ def discover_models(
     overrides = dict(overrides or {})
     if not all(isinstance(v, Mapping) for v in overrides.values()):
         raise ValueError(f"overrides: expected {{model: {{config id: value}}}}, got {overrides!r}")
-    entries = parse_models_arg(models)
-    if not entries:
-        entries = [
-            (p.parent.name, p.parent.name)
-            for p in sorted(bundles_dir.glob("*/inference.json"))
-            if p.parent.name != "common"
-        ]
+    from medsr.pipeline.models import shipped_models
+
+    shipped = {m["name"]: m["path"] for m in shipped_models(bundles_dir)}
     known = sorted(p.parent.name for p in bundles_dir.glob("*/inference.json") if p.parent.name != "common")
+    entries = parse_models_arg(models)
+    serve_all = not entries
+    if serve_all:  # every shipped model, then every bundle's trained run that exists
+        entries = [(n, n) for n in sorted(shipped)] + [(b, b) for b in known if b not in shipped]
     unknown_overrides = set(overrides) - {n for n, _ in entries}
     if unknown_overrides:
         raise ValueError(
             f"overrides: models {sorted(unknown_overrides)} are not served (served: {[n for n, _ in entries]})"
         )
     specs: dict[str, SRModelSpec] = {}
-    for name, bundle in entries:
-        if bundle not in known:
+    for name, source in entries:
+        if source in shipped and source not in known:
+            specs[name] = shipped_model_spec(shipped[source], name, overrides.get(name))
+            continue
+        if source not in known:
             raise ValueError(
-                f"model '{name}': bundle '{bundle}' not found under {bundles_dir} (known: {', '.join(known)})"
+                f"model '{name}': no bundle or shipped model '{source}' under {bundles_dir} "
+                f"(bundles: {', '.join(known)}; shipped models: {', '.join(sorted(shipped)) or 'none'})"
             )
-        spec = load_model_spec(name, bundles_dir / bundle, runs_dir, overrides.get(name), allow_untrained)
+        if serve_all and not _has_network(bundles_dir / source):
+            logger.info(f"bundle '{source}' not served: its inference.json has no fixed network (trained per scan)")
+            continue
+        spec = load_model_spec(name, bundles_dir / source, runs_dir, overrides.get(name), allow_untrained)
         if spec is not None:
             specs[name] = spec
     return specs
+
+
+def _has_network(bundle: Path) -> bool:
+    """Whether a bundle's inference.json defines a network (``selfsr`` trains one per scan: it does not)."""
+    return "network_def" in json.loads((bundle / "inference.json").read_text(encoding="utf-8"))

@@ -134,6 +134,10 @@ class _RegionMetric(CumulativeIterationMetric):
         rows = []
         for b in range(y_pred.shape[0]):
             regs = self._regions_for(b, y, mask, label)
+            if mask is None:  # a datalist without masks: only "whole"; the others report why they are absent
+                for n in self.include:
+                    if n not in regs:
+                        self._reasons.setdefault(n, "no mask")
             scores = self._score(y_pred[b], y[b], regs)
             for n in scores:
                 if n not in self.region_names:
@@ -169,6 +173,8 @@ class _RegionMetric(CumulativeIterationMetric):
         """Mean of ``region`` over the samples where it is present; ``None`` when absent from all."""
         scores = self.aggregate_regions()
         if self.region not in scores:
+            if self._reasons.get(self.region) == "no mask":
+                return None
             raise ValueError(f"region {self.region!r} was never computed; regions seen: {list(scores)}")
         v = scores[self.region].value
         return None if v is None else torch.tensor(v, dtype=torch.float64)

@@ -15,9 +15,6 @@ from typing import Any
 
 __all__ = ["register", "cmd_selfsr", "default_output_dir"]
 
-#: the step count of a ``--minutes`` run without ``--steps``: the time budget ends it
-UNLIMITED_STEPS = 1_000_000
-
 
 def default_output_dir(output: str | Path) -> Path:
     """``OUT``'s folder + ``<OUT name without extension>_selfsr`` (checkpoints, model, report, PNG)."""
@@ -35,16 +32,24 @@ def _network(text: str | None) -> Any:
 
 def cmd_selfsr(args: argparse.Namespace) -> int:
     """Check the input (one-line errors), then train, reconstruct and optionally score."""
+    started = time.time()
+    from medsr.pipeline.bundle import get_device
     from medsr.pipeline.bundles import parse_sets, run_bundle
+    from medsr.pipeline.io import check_outputs
     from medsr.pipeline.literals import Expression, literal_expression
     from medsr.pipeline.selfsr.grid import load_profile, plan_grid
     from medsr.pipeline.selfsr.run import load_scan
+    from medsr.pipeline.selfsr.schedule import default_budget
 
     src, out = Path(args.input), Path(args.output)
     try:
         if out.exists() and out.resolve() == src.resolve():
             raise ValueError(f"output '{out}' is the input; the input is never overwritten")
-        data, affine, _ = load_scan(src)
+        # before training: a NIfTI name in a writable folder, for the output and the run folder
+        check_outputs([src], [out], suffixes=(".nii", ".nii.gz"))
+        run_folder = Path(args.output_dir) if args.output_dir else default_output_dir(out)
+        check_outputs([src], [run_folder / "report.json"], suffixes=(".json",))
+        data, affine = load_scan(src)
         grid = plan_grid(data.shape, affine, args.thickness, args.gap, args.target_spacing, name=f"input '{src}'")
         load_profile(args.profile)
         if args.steps is not None and args.steps < 1:
@@ -52,6 +57,7 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
         if args.minutes is not None and not args.minutes > 0:
             raise ValueError(f"--minutes: must be > 0, got {args.minutes}")
         extra = parse_sets(args.set)
+        steps, minutes = default_budget(args.steps, args.minutes, get_device(args.device))
     except ValueError as err:
         print(f"medsr selfsr: {err}", file=sys.stderr)
         return 2
@@ -75,13 +81,16 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
         f"medsr selfsr: {src} {tuple(grid.shape)} at {sp} mm, slice axis {grid.slice_axis}, thickness "
         f"{grid.thickness:g} mm -> {tuple(grid.out_shape)} at {grid.target_spacing:g} mm (network scale {grid.scale})"
     )
-    train = dict(common)
-    if args.steps is not None:
-        train["steps"] = args.steps
-    if args.minutes is not None:
-        train["minutes"] = args.minutes
-        if args.steps is None:  # the budget alone ends the schedule
-            train["steps"] = UNLIMITED_STEPS
+    if minutes:
+        budget = f"{minutes:g} min" + (f" or {steps} steps, whichever comes first" if args.steps else "")
+    else:
+        budget = f"{steps} steps"
+    how = "the default on a CPU, from the command's start" if minutes and args.minutes is None else "as asked"
+    how = "the default on this device" if not minutes and args.steps is None else how
+    print(f"medsr selfsr: training for {budget} ({how}), then the reconstruction")
+    train = dict(common, steps=steps, minutes=minutes)
+    if args.steps is None and args.minutes is None and minutes:  # the default budget includes the set-up
+        train["budget_started"] = started
     if args.resume and (out_dir / "checkpoints").is_dir():
         train["resume_from"] = str(out_dir / "checkpoints")
     train.update(extra)
@@ -92,7 +101,7 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
 
     reuse_freed_memory()  # this command is its own process: freed feature maps are reused, not page-faulted again
     infer = dict(common, tta=args.tta, bp_iters=args.bp_iters)
-    infer.update({k: v for k, v in extra.items() if k in ("tta", "bp_iters", "report", "png")})
+    infer.update({k: v for k, v in extra.items() if k in ("tta", "bp_iters", "report", "png", "precision")})
     run_bundle("selfsr", "inferring", "inference.json", infer)
     t2 = time.perf_counter()
     print(
@@ -108,6 +117,8 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``selfsr`` to the ``medsr`` command."""
+    from medsr.pipeline.selfsr.schedule import CPU_MINUTES, GPU_STEPS
+
     p = subparsers.add_parser(
         "selfsr",
         help="self-supervised thick-slice SR of one anisotropic scan (no training data)",
@@ -120,9 +131,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default="gaussian", help="slice profile: gaussian (FWHM = thickness), box, or a file")
     p.add_argument("--target-spacing", dest="target_spacing", type=float, default=None,
                    help="output spacing along the slice axis in mm (default: the in-plane spacing)")  # fmt: skip
-    p.add_argument("--steps", type=int, default=None, help="training iterations (default: the bundle's)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"training iterations (default: {GPU_STEPS} on a GPU; on a CPU the time budget of --minutes)",
+    )
     p.add_argument("--minutes", type=float, default=None,
-                   help="training time budget: the cosine schedule ends on time (with --steps: at whichever comes first)")  # fmt: skip
+                   help=f"training time budget; the cosine schedule ends on time (default on a CPU: {CPU_MINUTES:g}, so "
+                   "that training and reconstruction of a brain MRI end within 10 minutes; with --steps: whichever "
+                   "comes first)")  # fmt: skip
     p.add_argument("--network", default=None, help="a registered generator name or JSON '{\"name\": ..., ...}'")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default cpu)")
     p.add_argument(

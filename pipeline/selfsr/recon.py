@@ -106,7 +106,7 @@ def reconstruct(
     """The fused volume on the output grid (same intensity scale as ``vol``).
 
     Args:
-        model: the trained :class:`~medsr.pipeline.selfsr.model.ResidualOverCubic` (eval mode is set here).
+        model: the trained generator (:func:`~medsr.pipeline.selfsr.model.build_model`; eval mode is set here).
         vol: the (normalised) scan, 3D.
         grid: its grid.
         profile: the slice profile (for back-projection).

@@ -8,13 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from medsr.pipeline.io import atomic_path, write_json_atomic
-from medsr.pipeline.selfsr.grid import SelfSRGrid, load_profile, plan_grid
-from medsr.pipeline.selfsr.model import ResidualOverCubic, build_model, resolve_precision
+from medsr.pipeline.selfsr.grid import SelfSRGrid, load_profile, plan_grid, resample_axis
+from medsr.pipeline.selfsr.model import build_model, generator_of, resolve_precision, with_precision
 from medsr.pipeline.selfsr.pairs import SlicePairs, foreground_mask
 from medsr.pipeline.selfsr.recon import cubic_output, degrade_output, reconstruct
 
@@ -34,26 +33,27 @@ __all__ = [
 ]
 
 
-def load_scan(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
-    """Read a 3D NIfTI as float32 (a 4D file with one frame counts as 3D); one-line errors otherwise."""
+def load_scan(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3D volume (NIfTI, or anything :func:`medsr.pipeline.data.readers.load_image` reads) as float32
+    with its affine; a 4D file with one frame counts as 3D; one-line errors otherwise."""
+    from medsr.pipeline.data.readers import load_image
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"input '{path}': no such file")
-    img = nib.load(str(path))
-    shape = img.shape
-    if len(shape) == 4 and shape[3] == 1:
-        data = np.asarray(img.dataobj[..., 0], dtype=np.float32)
-    elif len(shape) == 3:
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    elif len(shape) < 3:
+    img = load_image(path)  # channel-first: (frames, *spatial)
+    data = np.asarray(img.array, dtype=np.float32)
+    shape = tuple(data.shape[1:]) if data.shape[0] == 1 else (*data.shape[1:], data.shape[0])
+    if len(shape) < 3:
         raise ValueError(f"input '{path}': a {len(shape)}D image {shape}; selfsr needs a 3D volume with thick slices")
-    else:
+    if len(shape) > 3:
         raise ValueError(
             f"input '{path}': a {len(shape)}D image {shape}; selfsr needs one 3D volume (extract a frame first)"
         )
+    data = data[0]
     if not np.all(np.isfinite(data)):
         raise ValueError(f"input '{path}': contains NaN or infinite values")
-    return data, np.asarray(img.affine, dtype=np.float64), img.header
+    return data, np.asarray(img.affine, dtype=np.float64)
 
 
 def prepare(
@@ -63,12 +63,16 @@ def prepare(
     profile: str = "gaussian",
     target_spacing: float | None = None,
 ) -> dict[str, Any]:
-    """Read and check the scan; returns ``{"vol", "scale", "grid", "profile", "affine", "header", "path"}``.
+    """Read and check the scan; returns ``{"vol", "raw", "scale", "grid", "profile", "affine", "path"}``.
 
     ``vol`` is the scan divided by ``scale`` (the 99.5th percentile of the foreground), so the networks see
-    values around 0..1 whatever the units; outputs are multiplied back.
+    values around 0..1 whatever the units; outputs are multiplied back. The last scan prepared is kept, so
+    the reconstruction after training in one process does not read and normalise it again.
     """
-    data, affine, header = load_scan(input)
+    key = (str(input), _stamp(input), thickness, gap, profile, target_spacing)
+    if _LAST_SCAN.get("key") == key:
+        return _LAST_SCAN["scan"]
+    data, affine = load_scan(input)
     grid = plan_grid(
         data.shape, affine, thickness=thickness, gap=gap, target_spacing=target_spacing, name=f"input '{input}'"
     )
@@ -79,16 +83,28 @@ def prepare(
     scale = float(torch.quantile(vals[:: max(1, vals.numel() // 1_000_000)], 0.995))
     if not scale > 0:
         scale = float(vol.abs().max()) or 1.0
-    return {
+    scan = {
         "vol": vol / scale,
         "raw": vol,
         "scale": scale,
         "grid": grid,
         "profile": prof,
         "affine": affine,
-        "header": header,
         "path": str(input),
     }
+    _LAST_SCAN.update(key=key, scan=scan)
+    return scan
+
+
+_LAST_SCAN: dict[str, Any] = {}
+
+
+def _stamp(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def pair_loader(
@@ -111,25 +127,23 @@ def model_for(
     network: dict[str, Any] | str | None = None,
     precision: str = "auto",
     device: str | torch.device = "cpu",
-) -> ResidualOverCubic:
-    """The :class:`ResidualOverCubic` model with the scan's integer scale, on ``device``."""
-    model = build_model(scan["grid"].scale, network, resolve_precision(precision, device))
-    return model.to(device)
+) -> torch.nn.Module:
+    """The generator (``residual_interp=True``, scale ``(1, s)``) for the scan's integer scale, on ``device``."""
+    return build_model(scan["grid"].scale, network, resolve_precision(precision, device), device).to(device)
 
 
 def auto_threads() -> int:
-    """CPU threads for this process: the cores left idle by the current load, at least 1.
+    """CPU threads for this process: the cores the other processes leave idle, at least 1
+    (:func:`medsr.pipeline.handlers.follow_load.idle_threads`; during training
+    :class:`~medsr.pipeline.handlers.FollowLoad` keeps following the load).
 
     On a shared CPU a 2-thread convolution whose threads are descheduled waits at every OpenMP barrier: with
     a load average of 8 on 2 cores, one thread ran a training step 6.5 times faster than two (0.27 s against
     1.79 s). With the machine to itself every core is used.
     """
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:  # pragma: no cover - not on every platform
-        busy = 0.0
-    return int(max(1, min(cores, round(cores - busy + 0.5))))
+    from medsr.pipeline.handlers.follow_load import idle_threads
+
+    return idle_threads()
 
 
 def set_threads(threads: int | None) -> int:
@@ -139,41 +153,38 @@ def set_threads(threads: int | None) -> int:
 
 
 def save_model(model: torch.nn.Module, scan: dict[str, Any], network: Any, path: str | os.PathLike) -> Path:
-    """Write the trained weights with what they were trained for (grid, profile, network, scale) atomically."""
-    from medsr.pipeline.io import atomic_open
+    """Write the trained generator as a medsr model file (:func:`medsr.pipeline.models.save_model`) with what it
+    was trained for: the grid, the slice profile, the intensity divisor and the input."""
+    from medsr.pipeline.models import save_model as save_model_file
 
     prof = scan["profile"]
-    payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "network": network,
-        "grid": scan["grid"].to_dict(),
+    grid: SelfSRGrid = scan["grid"]
+    info = {
+        "name": "selfsr",
+        "bundle": "selfsr",
+        "normalization": {"transform": "divided by the 99.5th percentile of the foreground", "divisor": scan["scale"]},
+        "degradation": f"slice profile {prof if isinstance(prof, str) else 'table'}, thickness {grid.thickness:g} mm",
+        "trained_on": scan["path"],
+        "grid": grid.to_dict(),
         "profile": prof if isinstance(prof, str) else np.asarray(prof).tolist(),
-        "intensity_scale": scan["scale"],
-        "input": scan["path"],
     }
-    with atomic_open(path, "wb", fsync=True) as fh:
-        torch.save(payload, fh)
-    return Path(path)
+    return save_model_file(generator_of(model), path, info, half=False)
 
 
-def load_trained(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
-    """Load weights written by :func:`save_model` (or a trainer checkpoint) into ``model``."""
+def load_trained(
+    scan: dict[str, Any], path: str | os.PathLike, precision: str = "auto", device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """The generator of the model file ``path`` (written by :func:`save_model`), checked against the scan's scale."""
+    from medsr.pipeline.models import load_model
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model '{path}': not found; run the bundle's training first")
-    state = torch.load(str(path), map_location="cpu", weights_only=False)
-    weights = state.get("state_dict", state.get("network", state))
-    model.load_state_dict(weights)
-    return model
-
-
-def _nifti(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None) -> nib.Nifti1Image:
-    hdr = header.copy() if header is not None else None
-    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine, hdr)
-    img.set_data_dtype(np.float32)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return img
+    net, info = load_model(path, device)
+    want = [1, int(scan["grid"].scale)]
+    if [int(f) for f in info.get("scale", [])] != want:
+        raise ValueError(f"model '{path}': scale {info.get('scale')} does not fit this scan's {want}")
+    return with_precision(net, precision, device).to(device)
 
 
 def write_result(
@@ -192,6 +203,8 @@ def write_result(
     """
     import time
 
+    from medsr.pipeline.inference import save_nifti
+
     out = Path(output)
     if out.resolve() == Path(scan["path"]).resolve():
         raise ValueError(f"output '{out}': is the input; choose another path (the input is never overwritten)")
@@ -207,9 +220,7 @@ def write_result(
     if bar:
         bar.close()
     seconds = time.perf_counter() - t0
-    affine = grid.out_affine(scan["affine"])
-    with atomic_path(out) as tmp:
-        nib.save(_nifti(y.numpy(), affine, scan["header"]), str(tmp))
+    save_nifti(y[None], out, grid.out_affine(scan["affine"]))
     rep = consistency_report(scan, y)
     rep["reconstruct_seconds"] = round(seconds, 2)
     rep["output"] = str(out)
@@ -269,19 +280,18 @@ def save_comparison_png(
     raw = scan["raw"]
     cut = grid.inplane_axes[0]
     i = raw.shape[cut] // 2 if index is None else int(index)
-    cub = cubic_output(raw, grid)
     pos = grid.out_positions()
+    cut_raw = raw.select(cut, i)  # the slice axis of the cut: one less if it came after ``cut``
+    ax = grid.slice_axis - (grid.slice_axis > cut)
     nearest = torch.index_select(
-        raw,
-        grid.slice_axis,
-        torch.as_tensor(np.clip(np.round(pos), 0, raw.shape[grid.slice_axis] - 1).astype(np.int64)),
+        cut_raw, ax, torch.as_tensor(np.clip(np.round(pos), 0, raw.shape[grid.slice_axis] - 1).astype(np.int64))
     )
-    views = [nearest, cub, y]
+    cub = resample_axis(cut_raw.double(), ax, pos).float()  # cubic B-spline, as cubic_output, on this cut only
     titles = ["input (nearest)", "cubic B-spline", "medsr selfsr"]
     sp = list(grid.spacing)
     sp[grid.slice_axis] = grid.target_spacing
     other = grid.inplane_axes[1]
-    imgs = [v.select(cut, i).numpy() for v in views]
+    imgs = [nearest.numpy(), cub.numpy(), y.select(cut, i).numpy()]
     if other > grid.slice_axis:  # rows: the slice axis
         imgs = [im.T for im in imgs]
     hi = float(np.percentile(imgs[0], 99.5)) or 1.0
@@ -307,14 +317,11 @@ def score_against(
     share their spacing)."""
     from skimage.metrics import structural_similarity
 
-    out = nib.load(str(output))
-    ref = nib.load(str(reference))
-    y = np.asarray(out.dataobj, dtype=np.float64)
-    r = np.asarray(ref.dataobj, dtype=np.float64)
-    if r.ndim == 4:
-        r = r[..., 0]
+    y, out_affine = load_scan(output)
+    r, ref_affine = load_scan(reference)
+    y, r = y.astype(np.float64), r.astype(np.float64)
     # where output voxel 0 falls in the reference (integer offset when the grids are aligned)
-    m = np.linalg.solve(ref.affine, out.affine)
+    m = np.linalg.solve(ref_affine, out_affine)
     if not np.allclose(m[:3, :3], np.eye(3), atol=1e-3):
         raise ValueError(f"reference '{reference}': its grid differs from the output's (spacing or orientation)")
     off = np.round(m[:3, 3]).astype(int)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,16 @@ def comparison_figure(
     path: str | os.PathLike | None = None,
     title: str = "",
     cubic: Any | None = None,
+    sr_label: str = "",
+    cubic_label: str = "",
 ) -> Path:
     """Write a PNG with the LR input, cubic interpolation, SR output, HR target and ``|SR - HR|`` side by side
-    (PSNR of cubic and SR in their titles, a colour bar on the error); returns its path.
+    (a colour bar on the error); returns its path.
 
     Images are channel-first and unbatched (``C, H, W`` or ``C, H, W, D``; 3D shows the middle slice of the
-    last axis). LR is drawn over the same extent as HR so the panels line up. The PSNR of the shown image
-    (``data_range`` from the HR image) goes into the error panel's title.
+    last axis). LR is drawn over the same extent as HR so the panels line up. The figure computes no score
+    of its own: the numbers in the panel titles are the caller's (``sr_label``, ``cubic_label``; see
+    :func:`logged_labels` for the metrics a validation logged), so they match what was logged.
 
     Args:
         sr: the network output.
@@ -46,6 +51,8 @@ def comparison_figure(
         path: where to write; a temporary file when ``None``.
         title: the figure title.
         cubic: cubic interpolation of the LR input on the HR grid (optional): the baseline to beat.
+        sr_label: text under the SR panel's name (e.g. ``"val/psnr 30.05 dB"``).
+        cubic_label: text under the cubic panel's name.
     """
     from matplotlib.figure import Figure
 
@@ -56,18 +63,9 @@ def comparison_figure(
     hr2 = _to_2d(hr) if hr is not None else None
     if hr2 is not None and hr2.shape != sr2.shape:
         raise ValueError(f"figure: SR slice {sr2.shape} and HR slice {hr2.shape} differ in shape")
-    data_range = (float(hr2.max() - hr2.min()) or 1.0) if hr2 is not None else 1.0
-
-    def _psnr(image: np.ndarray) -> str:
-        if hr2 is None:
-            return ""
-        mse = float(np.mean((image - hr2) ** 2))
-        return f" ({10 * np.log10(data_range**2 / mse):.2f} dB)" if mse > 0 else " (inf dB)"
-
     if cubic is not None:
-        cubic2 = _to_2d(cubic)
-        panels.append((f"cubic{_psnr(cubic2)}", cubic2))
-    panels.append((f"SR output{_psnr(sr2)}", sr2))
+        panels.append(("cubic" + (f"\n{cubic_label}" if cubic_label else ""), _to_2d(cubic)))
+    panels.append(("SR output" + (f"\n{sr_label}" if sr_label else ""), sr2))
     if hr2 is not None:
         panels.append(("HR target", hr2))
         panels.append(("|SR - HR|", np.abs(sr2 - hr2)))
@@ -92,8 +90,34 @@ def comparison_figure(
         path = name
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        # the panel titles as PNG text, so a reader (or a test) sees what the figure shows without OCR
+        names = json.dumps([name for name, _ in panels])
+        fig.savefig(tmp, format="png", metadata={"Title": title, "Description": names})
     return path
+
+
+def logged_labels(metrics: Mapping[str, Any], prefix: str = "val_") -> tuple[str, str]:
+    """The SR and cubic panel labels from an engine's logged metrics (``engine.state.metrics``), named as in
+    MLflow: ``("val/psnr 30.05 dB, val/ssim 0.912", "val/psnr_cubic 24.98 dB, val/ssim_cubic 0.801")``.
+
+    Args:
+        metrics: the metric values of the validation that the figure shows.
+        prefix: the engine's metric prefix (``val_``).
+    """
+    from medsr.pipeline.tracking.params import metric_key
+
+    def label(suffix: str) -> str:
+        parts = []
+        for name, unit in (("psnr", " dB"), ("ssim", "")):
+            key = f"{prefix}{name}{suffix}"
+            try:
+                value = float(metrics[key])
+            except (KeyError, TypeError, ValueError):
+                continue
+            parts.append(f"{metric_key(key, prefix.strip('_'))} {value:.{2 if unit else 3}f}{unit}")
+        return ", ".join(parts)
+
+    return label(""), label("_cubic")
 
 
 def figure_image(path: str | os.PathLike) -> np.ndarray:

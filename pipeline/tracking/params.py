@@ -160,31 +160,22 @@ def flatten_config(config: str | os.PathLike | Mapping | None) -> dict[str, Any]
 #: top-level keys that are wiring or tracking settings, not a recipe's knobs
 NOT_PARAMS = frozenset(
     {"imports", "bundle_root", "save_execute_config", "tracking_uri", "experiment_name", "run_name", "run_dir",
-     "is_not_rank0", "handlers_id", "configs"}
+     "is_not_rank0", "handlers_id", "configs", "mlflow_tracking"}
 )  # fmt: skip
 
 
 def bundle_params(config: str | os.PathLike | Mapping | None) -> dict[str, Any]:
-    """The params of a tracked run: the bundle's top-level knobs with a literal value (``lr``, ``epochs``,
-    ``num_features``, ``scale``, ...), as a user would change them on the command line.
+    """The params of a tracked run: the bundle's user-facing overrides
+    (:func:`medsr.pipeline.bundles.user_overrides`: ``lr``, ``epochs``, ``num_features``, ``scale``, ...) with
+    the tracking settings (:data:`NOT_PARAMS`) left out, so two runs differ exactly in what was changed. Lists
+    are logged as JSON."""
+    from medsr.pipeline.bundles import user_overrides
 
-    Wiring (dicts, ``$`` expressions, ``@`` references, ``%`` includes), keys starting with ``_`` and the
-    tracking settings (:data:`NOT_PARAMS`) are left out, so two runs differ exactly in what was changed.
-    """
-    out: dict[str, Any] = {}
-    for key, value in load_config(config).items():
-        key = str(key)
-        if key.startswith("_") or key in NOT_PARAMS or isinstance(value, Mapping):
-            continue
-        if isinstance(value, str) and value.lstrip().startswith(("$", "@", "%")):
-            continue
-        if isinstance(value, (list, tuple)):
-            if any(isinstance(v, (list, tuple, Mapping)) or (isinstance(v, str) and v.startswith(("$", "@", "%")))
-                   for v in value):  # fmt: skip
-                continue
-            value = json.dumps(list(value))
-        out[key] = value
-    return out
+    return {
+        key: json.dumps(list(value)) if isinstance(value, (list, tuple)) else value
+        for key, value in user_overrides(load_config(config)).items()
+        if key not in NOT_PARAMS
+    }
 
 
 def metric_key(name: str, group: str) -> str:
@@ -333,4 +324,31 @@ def executed_config_path(value: str | os.PathLike | None) -> Path | None:
     match = re.fullmatch(r"\$?(.*?)\s*\+\s*['\"](/?[^'\"]+)['\"]", text.strip())
     if match and os.path.isfile(match.group(1) + match.group(2)):
         return Path(match.group(1) + match.group(2))
+    return None
+
+
+def running_workflow_config() -> dict | None:
+    """The raw config (overrides applied, as MONAI's ``--tracking`` saves it) of the MONAI
+    :class:`~monai.bundle.ConfigWorkflow` whose ``initialize``/``run`` is calling this code, found on the call
+    stack; ``None`` outside a bundle workflow.
+
+    The bundles track themselves (no ``--tracking`` settings, so MONAI writes no executed-config file): their
+    trainer handler reads the recipe here, for ``python -m monai.bundle run``, ``medsr train`` and
+    ``ConfigWorkflow`` alike.
+    """
+    import inspect
+
+    from monai.bundle import ConfigWorkflow
+
+    from medsr.pipeline.literals import restore_literals
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, ConfigWorkflow):  # medsr's command-line values as given, not as literal expressions
+                return restore_literals(dict(owner.parser.get()))
+            frame = frame.f_back
+    finally:
+        del frame
     return None

@@ -49,14 +49,21 @@ def test_split_datalist_holds_out_validation():
 
 
 def test_resolve_datalist_reads_sections_and_names_missing_paths(tmp_path):
-    (tmp_path / "a.nii.gz").write_bytes(b"")
+    import nibabel as nib
+    import numpy as np
+
+    for name in ("a.nii.gz", "c.nii.gz"):
+        nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), str(tmp_path / name))
     path = tmp_path / "list.json"
     path.write_text(
-        json.dumps({"training": [{"image": "a.nii.gz"}, {"image": "b.nii.gz"}], "validation": [{"image": "a.nii.gz"}]})
+        json.dumps({"training": [{"image": "a.nii.gz"}, {"image": "c.nii.gz"}], "validation": [{"image": "a.nii.gz"}]})
     )
     out = mb.resolve_datalist(path)
     assert [i["image"] for i in out["validation"]] == [str(tmp_path / "a.nii.gz")]
     assert len(out["training"]) == 2
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz"}, {"image": "b.nii.gz"}]}))
+    with pytest.raises(ValueError, match="b.nii.gz': no such file"):  # every item checked before loading
+        mb.resolve_datalist(path)
     with pytest.raises(ValueError, match="nope.json"):
         mb.resolve_datalist(tmp_path / "nope.json")
     with pytest.raises(ValueError, match="missing_dir"):

@@ -117,14 +117,16 @@ def test_two_stage_training_marks_stages_and_logs_region_ssim(tmp_path, monkeypa
     out = tmp_path / "run"
     _run("esrgan_se", "training", "train.json", **common(datalist, out, 2), patch_size=16, batch_size=2,
          samples_per_image=1, epochs=1, epoch_length=1, pretrain_epochs=1, num_blocks=1, num_features=8,
-         growth_channels=4, d_features=8)  # fmt: skip
+         growth_channels=4, d_features=8, mlflow_tracking=False)  # fmt: skip
     rows = list(csv.DictReader((out / "latest" / "metrics.csv").open()))
     assert [(r["stage"], r["epoch"], r["global_epoch"]) for r in rows] == [("pretrain", "1", "1"), ("gan", "1", "2")]
     for r in rows:
         assert -1.0 <= float(r["val_region_ssim_inside"]) <= 1.0
     names = sorted(p.name for p in (out / "latest" / "images").glob("*.png"))
     assert names == ["gan_epoch_0001.png", "pretrain_epoch_0001.png"]
-    assert list((out / "latest" / "checkpoints" / "pretrain").glob("*.pt")) and list((out / "latest" / "checkpoints").glob("checkpoint_*.pt"))
+    assert list((out / "latest" / "checkpoints" / "pretrain").glob("*.pt")) and list(
+        (out / "latest" / "checkpoints").glob("checkpoint_*.pt")
+    )
 
 
 @pytest.mark.parametrize("dims,scale,mode", [(2, 2, "physical"), (2, 3, "bicubic"), (3, (1, 1, 2), "physical")])

@@ -83,6 +83,7 @@ def train_overrides(name: str, datalist: Path, output_dir: Path, dims: int = 2) 
         "val_crop": 32,
         "cache_rate": 0.0,
         "max_val_items": 1,
+        "mlflow_tracking": False,  # tracking (on by default) costs seconds per run; tested in tests/tracking
     }
     out.update(NET[name])
     out.update(TRAIN_EXTRA.get(name, {}))
@@ -143,19 +144,25 @@ def test_bundle_trains_and_infers_2d_and_3d(name, datalists, tmp_path, monkeypat
     lines = (out / "latest" / "metrics.csv").read_text().strip().splitlines()
     assert lines[0].startswith("epoch,iteration,val_psnr,val_ssim") and len(lines) >= 2
     assert np.isfinite(float(lines[-1].split(",")[2]))
-    assert list((out / "latest" / "images").glob("*epoch_*.png"))  # two-stage bundles: pretrain_epoch_*.png, gan_epoch_*.png
+    assert list(
+        (out / "latest" / "images").glob("*epoch_*.png")
+    )  # two-stage bundles: pretrain_epoch_*.png, gan_epoch_*.png
 
     # evaluation of the trained run: per-case CSV, summary, comparison PNG
     eval_overrides = {
         k: v for k, v in train_overrides(name, datalists[2], out).items() if k not in TRAIN_EXTRA.get(name, {})
     }
-    for k in ("patch_size", "batch_size", "samples_per_image", "epochs", "epoch_length"):
+    for k in ("patch_size", "batch_size", "samples_per_image", "epochs", "epoch_length", "mlflow_tracking"):
         eval_overrides.pop(k)
     _run(name, "evaluating", "evaluate.json", roi_size=16, **eval_overrides)
     raw = (out / "latest" / "eval" / "psnr_raw.csv").read_text().splitlines()
     assert raw[1].startswith(str(datalists[2].parent / "case2d_2.nii.gz"))
-    assert (out / "latest" / "eval" / "ssim_summary.csv").is_file() and list((out / "latest" / "eval" / "images").glob("*.png"))
-    assert (out / "latest" / "eval" / "summary.json").is_file() and list((out / "latest" / "eval" / "figures").glob("*.png"))
+    assert (out / "latest" / "eval" / "ssim_summary.csv").is_file() and list(
+        (out / "latest" / "eval" / "images").glob("*.png")
+    )
+    assert (out / "latest" / "eval" / "summary.json").is_file() and list(
+        (out / "latest" / "eval" / "figures").glob("*.png")
+    )
 
     # 2D inference with the checkpoint just trained (the bundle's run folder, best checkpoint)
     lr2 = datalists[2].parent / "case2d_2.nii.gz"
@@ -177,7 +184,7 @@ def _cli_args(overrides: dict) -> list[str]:
 
     args = []
     for k, v in overrides.items():
-        args += [f"--{k}", v if isinstance(v, str) else _json.dumps(v)]
+        args += [f"--{k}", v if isinstance(v, str) else str(v) if isinstance(v, bool) else _json.dumps(v)]
     return args
 
 
@@ -282,7 +289,9 @@ def test_bundle_trains_in_3d_by_override(name, datalists, tmp_path, monkeypatch)
     overrides = train_overrides(name, datalists[3], out, dims=3)
     overrides.update(patch_size=(16, 16, 8), val_crop=16)
     _run(name, "training", "train.json", **overrides)
-    state = torch.load(next((out / "latest" / "checkpoints").glob("checkpoint_*.pt")), map_location="cpu", weights_only=False)
+    state = torch.load(
+        next((out / "latest" / "checkpoints").glob("checkpoint_*.pt")), map_location="cpu", weights_only=False
+    )
     weights = state["objects"].get("generator") or state["objects"]["network"]
     first = next(v for k, v in weights.items() if k.endswith("weight") and v.ndim > 2)
     assert first.ndim == 5  # Conv3d weights

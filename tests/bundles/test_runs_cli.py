@@ -39,9 +39,11 @@ def test_two_runs_two_folders_and_upscale_needs_no_overrides(tmp_path, monkeypat
     base = train_overrides("espcn", datalist, runs)
     base.update(wide)
     base.pop("output_dir")
+    base.pop("mlflow_tracking")
     sets = [x for k, v in base.items() for x in ("--set", f"{k}={v!r}")]
-    assert main(["train", "espcn", "--output-dir", str(runs), *sets]) == 0
-    assert main(["train", "espcn", "--output-dir", str(runs), *sets, "--set", "lr=0.0005"]) == 0
+    assert main(["train", "espcn", "--output-dir", str(runs), *sets, "--tracking", "none"]) == 0
+    assert main(["train", "espcn", "--output-dir", str(runs), *sets, "--set", "lr=0.0005", "--tracking", "none"]) == 0
+    assert not (runs / "mlruns.db").exists()  # --tracking none: no MLflow run
     folders = sorted(p for p in runs.iterdir() if p.is_dir() and not p.is_symlink())
     assert len(folders) == 2, folders
     for f in folders:  # each run complete
@@ -74,3 +76,41 @@ def test_two_runs_two_folders_and_upscale_needs_no_overrides(tmp_path, monkeypat
                  "--scale", "2"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "do not fit ESPCN" in err[0]
+
+
+def test_tracking_settings_default_mlflow_none_and_other_files():
+    """``medsr train`` tracks by default with the bundle's own handlers; ``mlflow`` and ``mlflow/tracking.json``
+    mean the same; ``none`` switches it off; another settings file replaces it; evaluate.json has none of its own."""
+    from medsr.pipeline.bundles import TRACKING_SETTINGS, tracking_settings
+
+    train, evaluate = ROOT / "bundles" / "srcnn" / "train.json", ROOT / "bundles" / "srcnn" / "evaluate.json"
+    for given in (None, "mlflow", str(TRACKING_SETTINGS)):
+        overrides: dict = {}
+        assert tracking_settings(train, given, overrides) is None and overrides == {}
+    overrides = {}
+    assert tracking_settings(train, "none", overrides) is None and overrides == {"mlflow_tracking": False}
+    overrides = {}
+    assert tracking_settings(train, "my_settings.json", overrides) == "my_settings.json"
+    assert overrides == {"mlflow_tracking": False}
+    assert tracking_settings(evaluate, "mlflow", {}) == str(TRACKING_SETTINGS)
+    assert tracking_settings(evaluate, None, {}) is None and tracking_settings(evaluate, "none", {}) is None
+
+
+def test_bundles_name_lists_user_overrides_in_the_spelling_the_bundle_accepts(capsys):
+    """``medsr bundles NAME`` lists top-level knobs only (no run ids, no wiring), each value written so that
+    ``python -m monai.bundle run ... --KEY VALUE`` (fire) reads back the config's value: ``--augment False``."""
+    import shlex
+
+    from fire.parser import DefaultParseValue
+
+    from medsr.pipeline.bundles import describe_bundle, list_bundles, override_text
+
+    for bundle in list_bundles():
+        listed = describe_bundle(bundle["name"])["overrides"]
+        assert listed and not {"initialize", "training", "inferring", "imports", "bundle_root"} & set(listed)
+        for key, value in listed.items():
+            (text,) = shlex.split(override_text(value))
+            assert DefaultParseValue(text) == value, (bundle["name"], key, text)
+    assert main(["bundles", "esrgan_se"]) == 0
+    out = capsys.readouterr().out
+    assert "    --augment False\n" in out and "    --betas '[0.9, 0.99]'\n" in out and "--initialize" not in out

@@ -48,12 +48,52 @@ def test_verify_passes_and_fails_for_a_wrong_declared_scale(tmp_path):
     meta["network_data_format"]["outputs"]["pred"]["scale"] = [2, 2]  # a 4x network declared 2x
     meta["network_data_format"]["outputs"]["pred"]["spatial_shape"] = ["16*n", "16*n"]
     (bundle / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"maps image \[8, 8\] to \[32, 32\], but metadata declares pred \[16, 16\]"):
+    with pytest.raises(ValueError, match=r"maps \[8, 8\] to \[32, 32\], not scale \[2, 2\] x input"):
         verify_bundle(bundle)
     del meta["network_data_format"]["outputs"]["pred"]["scale"]
     (bundle / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="'scale' is a required property"):
         verify_bundle(bundle)
+
+
+def test_verify_runs_the_shipped_files_against_their_recorded_scale(tmp_path):
+    """The metadata describes the shipped models/model.pt (rdn: x2, not the x4 training default); every other
+    shipped file is checked against its own recorded scale; a metadata that lies about model.pt fails."""
+    lines = verify_bundle(ROOT / "bundles" / "rdn")
+    assert any(line.startswith("models/model.pt (rdn_x2): output shape = [2, 2] x input") for line in lines)
+    assert "model_3d.pt (rdn_3d_x1x1x4): 3D, output = [1, 1, 4] x input as recorded" in " ".join(lines)
+    assert "model_mixed.pt (rdn_x2_mixed): 2D, output = [2, 2] x input as recorded" in " ".join(lines)
+    bundle = _copy_bundle("rdn", tmp_path)
+    meta = json.loads((bundle / "metadata.json").read_text())
+    meta["network_data_format"]["outputs"]["pred"]["scale"] = [4, 4]  # what it declared before
+    meta["network_data_format"]["outputs"]["pred"]["spatial_shape"] = ["32*n", "32*n"]
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        ValueError, match=r"declares pred scale \[4, 4\] \(2D\), but models/model.pt \(rdn_x2\) records \[2, 2\]"
+    ):
+        verify_bundle(bundle)
+
+
+def test_export_writes_metadata_that_describes_the_exported_model(tmp_path):
+    """``medsr bundles export rdn`` with the 3D shipped model: the exported metadata says 3D (1, 1, 4), not x2."""
+    dest = export_bundle(
+        ROOT / "bundles" / "rdn", tmp_path / "rdn", ROOT / "bundles" / "rdn" / "models" / "model_3d.pt"
+    )
+    meta = json.loads((dest / "configs" / "metadata.json").read_text())
+    out = meta["network_data_format"]["outputs"]["pred"]
+    assert out["scale"] == [1, 1, 4] and out["spatial_shape"] == ["8*n", "8*n", "32*n"]
+    assert meta["model_file"] == "models/model.pt"
+
+
+def test_selfsr_metadata_passes_verify_and_monai_verify_metadata():
+    from monai.bundle import verify_metadata
+
+    lines = verify_bundle(ROOT / "bundles" / "selfsr")
+    assert lines[0] == "metadata matches bundles/common/meta_schema.json" and lines[1].startswith("scale: per scan")
+    verify_metadata(  # MONAI's own check with the local schema (no download); raises on a failure
+        meta_file=str(ROOT / "bundles" / "selfsr" / "metadata.json"),
+        filepath=str(ROOT / "bundles" / "common" / "meta_schema.json"),
+    )
 
 
 def test_every_generator_is_registered_here():

@@ -9,7 +9,9 @@ definitions, so the server's output can be compared with the same model run in t
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +25,8 @@ pytestmark = pytest.mark.slow
 MODELS = "espcn,espcn3d=espcn,vdsr"  # vdsr gets no checkpoint: it must be skipped
 OVERRIDES = {"espcn3d": {"spatial_dims": 3, "scale": [2, 2, 1], "roi_size": 16}}
 TRAINED = ("espcn", "espcn3d")
+#: an image id that runs ``touch $MEDSR_MARKER`` if any part of the server evaluates it as Python
+HOSTILE = "$__import__('os').system('touch $MEDSR_MARKER') or 'x' #a::b"
 
 
 def _mni_t1() -> np.ndarray:
@@ -81,6 +85,8 @@ def workspace(tmp_path_factory):
     aff2[:3, 3] = (-10.0, 5.0, 0.0)
     nib.save(nib.Nifti1Image(sl, aff2), str(store / "brain2d.nii.gz"))
     (store / "notes.nii.gz").write_text("this is a radiology note, not an image\n")
+    nib.save(nib.Nifti1Image(sl, aff2), str(store / f"{HOSTILE}.nii.gz"))
+    os.environ["MEDSR_MARKER"] = str(root / "MARKER")  # inherited by the server process
 
     runs = root / "runs"
     torch.manual_seed(0)
@@ -196,3 +202,77 @@ def test_bad_requests_get_clear_errors_and_server_keeps_serving(server, workspac
     assert server["proc"].poll() is None
     assert set(_get_json(f"{url}/info/")["models"]) == set(TRAINED)
     assert _infer(server, workspace, "espcn", "brain2d").shape == (96, 80)
+
+
+def test_hostile_image_id_is_read_literally(server, workspace):
+    """An image id holding ``$…``, ``#`` and ``::`` is a file name to the server, never code or a config id."""
+    code, body = _post(f"{server['url']}/infer/espcn?image={urllib.parse.quote(HOSTILE, safe='')}&output=image")
+    assert code == 200, body[:500]
+    path = workspace["root"] / "result_hostile.nii.gz"
+    path.write_bytes(body)
+    assert nib.load(str(path)).shape == (96, 80)
+    assert not (workspace["root"] / "MARKER").exists(), "the image id was evaluated as code"
+
+
+@pytest.fixture(scope="module")
+def default_server(label_env, workspace):
+    """``medsr label serve --datastore D`` with its defaults (the app config the command builds), another port."""
+    from medsr.pipeline.cli import build_parser
+    from medsr.pipeline.label_app.commands import _serve_conf
+    from medsr.pipeline.label_app.server import free_port, start_server, stop_server, wait_ready
+
+    args = build_parser().parse_args(["label", "serve", "--datastore", str(workspace["store"])])
+    port = free_port()
+    work = workspace["root"] / "work_default"
+    log = work / "server.log"
+    proc = start_server(workspace["store"], port, work, label_env, "127.0.0.1", _serve_conf(args), log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        yield {"url": url, "info": wait_ready(url, proc, timeout=240, log_file=log), "log": log}
+    finally:
+        stop_server(proc, timeout=20)
+
+
+def test_default_serve_lists_every_shipped_model_with_its_true_scale(default_server):
+    from medsr.pipeline.models import shipped_models
+
+    models = default_server["info"]["models"]
+    shipped = shipped_models()
+    assert {m["name"] for m in shipped} <= set(models), sorted(models)
+    for m in shipped:
+        served = models[m["name"]]
+        assert served["scale"] == m["scale"] and served["dimension"] == m["spatial_dims"], (m["name"], served)
+        assert served["type"] == "others" and served["checkpoint"].endswith(Path(m["path"]).name)
+
+
+def _slicer_console_http_part():
+    """The README's 3D Slicer console snippet up to ``import slicer``: the part that talks to the server."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- slicer-console -->\n```python\n", 1)[1].split("```", 1)[0]
+    code = block.split("\nimport slicer\n", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md (slicer console)", "exec"), namespace)  # noqa: S102 - our own README
+    return namespace["medsr_infer"]
+
+
+@pytest.mark.parametrize(
+    "model,image,scale",
+    [("rdn_x2", "brain2d", (2, 2)), ("rdn_3d_x1x1x4", "brain3d", (1, 1, 4)), ("rdn_x2", "brain3d", (2, 2, 1))],
+    ids=["2d", "3d", "2d-model-on-3d-volume"],
+)
+def test_readme_slicer_snippet_posts_a_file_and_gets_hr_geometry(
+    default_server, workspace, tmp_path, model, image, scale
+):
+    """What the README's Slicer snippet sends (a file upload to /infer/<model>) comes back scaled, with the
+    spacing divided by the model's scale and the same field of view."""
+    medsr_infer = _slicer_console_http_part()
+    src_path = workspace["store"] / f"{image}.nii.gz"
+    out = nib.load(medsr_infer(default_server["url"], model, str(src_path), str(tmp_path / "sr.nii.gz")))
+    src = nib.load(str(src_path))
+    nd = len(src.shape)
+    assert out.shape == tuple(s * f for s, f in zip(src.shape, scale))
+    np.testing.assert_allclose(out.header.get_zooms()[:nd], np.asarray(src.header.get_zooms()[:nd]) / scale, rtol=1e-5)
+    np.testing.assert_allclose(_extent(out.affine, out.shape), _extent(src.affine, src.shape), atol=1e-4)
+    assert np.isfinite(out.get_fdata()).all() and out.get_fdata().std() > 0
+    with pytest.raises(RuntimeError, match="HTTP 404"):
+        medsr_infer(default_server["url"], "no_such_model", str(src_path), str(tmp_path / "x.nii.gz"))

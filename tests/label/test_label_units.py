@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -43,7 +45,7 @@ def test_discover_reads_bundle_and_loads_checkpoint(tmp_path, dims, scale):
 
 
 def test_discover_errors(tmp_path):
-    with pytest.raises(ValueError, match="bundle 'nope' not found"):
+    with pytest.raises(ValueError, match="no bundle or shipped model 'nope'"):
         discover_models(models="x=nope", runs_dir=tmp_path)
     with pytest.raises(ValueError, match="not served"):
         discover_models(models="espcn", runs_dir=tmp_path, overrides={"srcnn": {"scale": 2}})
@@ -51,6 +53,33 @@ def test_discover_errors(tmp_path):
         discover_models(models="espcn", runs_dir=tmp_path, overrides="{bad")
     with pytest.raises(ValueError, match="no such folder"):
         discover_models(tmp_path / "missing")
+
+
+def test_default_serves_every_shipped_model_with_its_recorded_scale(tmp_path):
+    """``--models all`` (the default): every ``bundles/*/models/*.pt`` under its own name, scale and dims from the
+    file; bundles without a trained run are skipped and selfsr (no fixed network) is left out, not an error."""
+    from medsr.pipeline.models import shipped_models
+
+    specs = discover_models(runs_dir=tmp_path)
+    shipped = {m["name"]: m for m in shipped_models()}
+    assert set(specs) == set(shipped) and "selfsr" not in specs
+    for name, spec in specs.items():
+        assert (spec.spatial_dims, list(spec.scale)) == (shipped[name]["spatial_dims"], shipped[name]["scale"])
+        assert spec.info()["scale"] == shipped[name]["scale"] and spec.checkpoint == str(Path(shipped[name]["path"]))
+    net = specs["rdn_x2"].load_network()
+    assert list(net.scale_factor) == [2, 2] and not net.training
+    with pytest.raises(ValueError, match="takes only"):
+        discover_models(models="rdn_x2", runs_dir=tmp_path, overrides={"rdn_x2": {"scale": 4}})
+
+
+def test_a_bundle_pointed_at_a_model_file_reports_the_files_scale(tmp_path):
+    """``rdn`` (x4 by default) pointed at the shipped x2 ``model_mixed.pt``: ``/info`` says x2, the network is x2."""
+    from medsr.pipeline.bundles import BUNDLES_DIR
+
+    over = {"rdn": {"checkpoint": str(BUNDLES_DIR / "rdn" / "models" / "model_mixed.pt")}}
+    spec = discover_models(models="rdn", runs_dir=tmp_path, overrides=over)["rdn"]
+    assert spec.info()["scale"] == [2, 2] and spec.spatial_dims == 2
+    assert list(spec.load_network().scale_factor) == [2, 2]
 
 
 def test_env_location_and_hash(monkeypatch, tmp_path):

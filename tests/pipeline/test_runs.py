@@ -12,7 +12,15 @@ from medsr.networks import ESPCN, RRDBNet
 from medsr.pipeline.engines.checkpoint import NetworkMismatchError, find_checkpoint, save_checkpoint
 from medsr.pipeline.engines.common import get_rng_state, set_rng_state
 from medsr.pipeline.models import load_generator, model_payload, read_model_info
-from medsr.pipeline.runs import find_run, new_run_name, resume_path, run_checkpoints, run_dir, run_subdir
+from medsr.pipeline.runs import (
+    checkpoint_written,
+    find_run,
+    new_run_name,
+    resume_path,
+    run_checkpoints,
+    run_dir,
+    run_subdir,
+)
 
 
 def test_run_dir_points_latest_and_names_are_unique(tmp_path, monkeypatch):
@@ -23,6 +31,8 @@ def test_run_dir_points_latest_and_names_are_unique(tmp_path, monkeypatch):
     b = new_run_name("espcn", tmp_path)  # same second: a suffix, never the same folder
     assert b != a
     second = run_dir(tmp_path, b)
+    assert not (tmp_path / "latest").exists()  # latest moves with a run's first checkpoint
+    checkpoint_written(os.path.join(second, "checkpoints"))
     assert os.readlink(tmp_path / "latest") == b and find_run(tmp_path) == second
     assert find_run(tmp_path, a) == first and find_run(tmp_path, first) == first
     with pytest.raises(FileNotFoundError, match="run 'nope'"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -11,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from medsr.networks import get_network
 from medsr.pipeline.selfsr.grid import bspline_matrix, degrade_matrix, load_profile, plan_grid
-from medsr.pipeline.selfsr.model import ResidualOverCubic, build_model
+from medsr.pipeline.selfsr.model import Autocast, build_model
 from medsr.pipeline.selfsr.pairs import SlicePairs, working_hr
 from medsr.pipeline.selfsr.recon import back_project, cubic_output, degrade_output, reconstruct
 from medsr.pipeline.selfsr.run import load_scan, prepare, score_against, write_result
@@ -164,17 +164,20 @@ def test_pairs_resume_draws_the_same_batches():
 
 
 # ------------------------------------------------------------------------------------------------ model
-def test_residual_over_cubic_starts_at_cubic_and_is_exact_on_linear_data():
-    net = get_network("slicenet", spatial_dims=2, scale_factor=(1, 4), num_features=4, num_blocks=1)
-    for p in net.parameters():
-        torch.nn.init.zeros_(p)
-    model = ResidualOverCubic(net, 4)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("interp, atol", [("bilinear", 1e-4), (None, 0.05)])
+def test_model_starts_at_interpolation_on_the_pixel_shuffle_grid(precision, interp, atol):
+    net = {"name": "slicenet", "num_features": 4, "num_blocks": 1, "interp_mode": interp}
+    model = build_model(4, net, precision)
+    assert isinstance(model, Autocast) == (precision == "bf16")
     x = torch.arange(32.0).repeat(1, 1, 3, 1)  # linear along the last axis
     with torch.no_grad():
         y = model(x)
-    assert y.shape == (1, 1, 3, 128)
-    # B-spline interpolation reproduces a line away from the border at the pixel-shuffle positions
-    np.testing.assert_allclose(y[0, 0, 0, 40:88].numpy(), (np.arange(40, 88) + 0.5) / 4 - 0.5, atol=1e-4)
+    assert y.shape == (1, 1, 3, 128) and y.dtype == torch.float32
+    # an untrained residual_interp generator is its interpolation: LR sample m sits at (m + 1/2) s - 1/2, so a
+    # line comes back away from the border (exactly for linear interpolation; PyTorch's bicubic, a = -0.75, is
+    # off by up to 0.03 here); the interpolation stays float32 under bfloat16 autocast
+    np.testing.assert_allclose(y[0, 0, 0, 40:88].numpy(), (np.arange(40, 88) + 0.5) / 4 - 0.5, atol=atol)
 
 
 @pytest.mark.parametrize("name", ["slicenet", "espcn", "edsr"])
@@ -194,18 +197,9 @@ def test_bspline_matrix_matches_scipy():
 
 
 # ------------------------------------------------------------------------------------------------ fusion
-class _Cubic(torch.nn.Module):
-    """A stand-in model: cubic interpolation only (zero residual)."""
-
-    def __init__(self, s: int) -> None:
-        super().__init__()
-        net = get_network("slicenet", spatial_dims=2, scale_factor=(1, s), num_features=2, num_blocks=0)
-        self.m = ResidualOverCubic(net, s)
-        for p in self.m.parameters():
-            torch.nn.init.zeros_(p)
-
-    def forward(self, x):
-        return self.m(x)
+def _Cubic(s: int) -> torch.nn.Module:  # noqa: N802 - reads as the stand-in model it makes
+    """An untrained selfsr model: cubic interpolation only (its residual_interp output layer starts at zero)."""
+    return build_model(s, {"name": "slicenet", "num_features": 2, "num_blocks": 0})
 
 
 @pytest.mark.parametrize(
@@ -319,3 +313,92 @@ def test_budget_cosine_steps_time_and_state():
     again = BudgetCosine(opt, steps=10**6, minutes=10.0)
     again.load_state_dict({"step_count": 3, "elapsed": 300.0, "base": [1.0]})
     assert 0.5 <= again.progress() < 0.51
+
+
+# ------------------------------------------------------------------------------------------------ budget, threads
+def test_default_budget_time_on_cpu_steps_on_gpu():
+    from medsr.pipeline.selfsr.schedule import CPU_MINUTES, GPU_STEPS, UNLIMITED_STEPS, default_budget
+
+    assert default_budget(None, None, "cpu") == (UNLIMITED_STEPS, CPU_MINUTES)
+    assert default_budget(None, None, "cuda") == (GPU_STEPS, None)
+    assert default_budget(None, 2.5, "cpu") == (UNLIMITED_STEPS, 2.5)
+    assert default_budget(40, None, "cpu") == (40, None)
+    assert default_budget(40, 1.0, "cuda") == (40, 1.0)
+
+
+@pytest.mark.parametrize(
+    "cores, others, current, expect",
+    [
+        (2, 0.0, None, 2),
+        (2, 0.1, 1, 2),  # a quiet machine: back up to every core
+        (2, 1.0, 2, 1),  # one busy process: one thread
+        (2, 0.67, 2, 1),  # one busy process against our two threads (3 threads on 2 cores)
+        (2, 0.55, 2, 2),  # near the rounding point: no change (hysteresis)
+        (2, 0.45, 1, 1),
+        (2, 3.0, 2, 1),  # never below one
+        (8, 2.0, None, 6),
+    ],
+)
+def test_threads_for_follows_the_other_processes(cores, others, current, expect):
+    from medsr.pipeline.handlers.follow_load import threads_for
+
+    assert threads_for(cores, others, current) == expect
+
+
+def test_follow_load_sets_threads_down_and_up():
+    from medsr.pipeline.handlers import FollowLoad
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        follow = FollowLoad(threads=0)
+        assert follow.update(10, 1.0) == 1 and torch.get_num_threads() == 1
+        assert follow.update(20, 0.0) >= 2 and torch.get_num_threads() >= 2
+        assert [i for i, _ in follow.changes] == [10, 20]
+        assert not FollowLoad(threads=2).enabled  # a fixed count is kept
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_time_budget_ends_training_on_time_and_the_bar_counts_seconds(tmp_path, capsys):
+    from medsr.pipeline.cli import main
+
+    src = _write(tmp_path / "scan.nii.gz", (16, 14, 5), (1.0, 1.0, 3.0))
+    t0 = time.perf_counter()
+    args = [
+        "selfsr", str(src), str(tmp_path / "out.nii.gz"), "--minutes", "0.05", "--threads", "1",
+        "--network", '{"name": "slicenet", "num_features": 4, "num_blocks": 1}',
+        "--set", "batch_size=2", "--set", "patch_rows=8", "--set", "lr_length=3",
+    ]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr()
+    m = re.search(r"training (\d+) s, reconstruction", out.out)
+    assert m and int(m.group(1)) <= 3 + 5, out.out  # 3 s of training, plus set-up
+    assert "training for 0.05 min" in out.out
+    assert re.search(r"\d+/3 s, step \d+", out.err), out.err[-500:]  # the bar: seconds of the budget, then steps
+    assert time.perf_counter() - t0 < 60
+
+
+def test_trained_model_is_a_medsr_model_file_checked_against_the_scan(tmp_path):
+    from medsr.pipeline.models import read_model_info
+    from medsr.pipeline.selfsr.run import load_trained, model_for, save_model
+
+    scan = prepare(_write(tmp_path / "scan.nii.gz", (14, 12, 5), (1.0, 1.0, 4.0)))
+    net = {"name": "slicenet", "num_features": 4, "num_blocks": 1}
+    save_model(model_for(scan, net, "bf16"), scan, net, tmp_path / "model.pt")
+    info = read_model_info(tmp_path / "model.pt")
+    assert info["scale"] == [1, 4] and info["grid"]["slice_axis"] == 2 and info["network"]["args"]["residual_interp"]
+    model = load_trained(scan, tmp_path / "model.pt", "fp32")
+    assert model(torch.zeros(1, 1, 6, 5)).shape == (1, 1, 6, 20)
+    other = prepare(_write(tmp_path / "other.nii.gz", (14, 12, 5), (1.0, 1.0, 3.0)))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_trained(other, tmp_path / "model.pt")
+
+
+def test_budget_counts_from_the_commands_start():
+    from medsr.pipeline.selfsr.schedule import BudgetCosine
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = BudgetCosine(opt, steps=10**6, minutes=1.0, started=time.time() - 30.0)
+    assert 0.5 <= sched.progress() < 0.52

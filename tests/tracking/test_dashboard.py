@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_two_runs import ROOT, SETTINGS, TINY  # noqa: E402
+from test_server import assert_logged_figure_is_run_folders  # noqa: E402
+from test_two_runs import ROOT, TINY  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
@@ -44,12 +45,13 @@ def test_run_page_shows_val_section_and_logged_model(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "srcnn"
-    run("training", config_file=str(ROOT / "bundles" / "srcnn" / "train.json"), tracking=str(SETTINGS),
-        output_dir=str(out), **TINY)  # fmt: skip
+    run("training", config_file=str(ROOT / "bundles" / "srcnn" / "train.json"), output_dir=str(out), **TINY)
     uri = f"sqlite:///{out / 'mlruns.db'}"
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("medsr/srcnn")
     (tracked,) = client.search_runs([experiment.experiment_id])
+    # the figure on the run page's step slider is the run folder's, with its cubic panel and the logged numbers
+    assert_logged_figure_is_run_folders(client, tracked.info.run_id, out / tracked.info.run_name, tmp_path / "fig")
 
     port = _free_port()
     env = dict(os.environ)

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
@@ -52,6 +53,23 @@ def _artifacts(client, run_id, path=""):
     return out
 
 
+def assert_logged_figure_is_run_folders(client, run_id: str, run_folder: Path, download: Path) -> None:
+    """The MLflow figure of validation 1 is the run folder's ``images/epoch_0001.png`` (same pixels): LR, cubic,
+    SR, HR, error panels, the cubic and SR panels titled with the ``val/`` numbers MLflow logged at that step."""
+    from PIL import Image
+
+    (logged,) = [f for f in _artifacts(client, run_id) if f.startswith("images/val~comparison+step+1+") and
+                 f.endswith(".png")]  # fmt: skip
+    local = Path(client.download_artifacts(run_id, logged, str(download)))
+    with Image.open(run_folder / "images" / "epoch_0001.png") as shown:
+        panels = json.loads(shown.text["Description"])
+        assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(Image.open(local).convert("RGB")))
+    assert [p.split("\n")[0] for p in panels] == ["LR input", "cubic", "SR output", "HR target", "|SR - HR|"]
+    logged_at_1 = {k: dict(_history(client, run_id, k))[1] for k in ("val/psnr", "val/psnr_cubic", "val/ssim")}
+    assert f"val/psnr_cubic {logged_at_1['val/psnr_cubic']:.2f} dB" in panels[1]
+    assert f"val/psnr {logged_at_1['val/psnr']:.2f} dB, val/ssim {logged_at_1['val/ssim']:.3f}" in panels[2]
+
+
 def test_bundle_training_tracked_to_server(server, tmp_path, monkeypatch, fast_http):
     from monai.bundle import run
 
@@ -93,6 +111,7 @@ def test_bundle_training_tracked_to_server(server, tmp_path, monkeypatch, fast_h
     assert "model_torchscript/model.ts" in files
     local = Path(client.download_artifacts(run_id, "", str(tmp_path / "dl")))
     assert (local / figures[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_logged_figure_is_run_folders(client, run_id, out / "srcnn-server-test", tmp_path / "fig")
     assert json.loads((local / configs[0]).read_text())["num_features"] == [4, 4]
     ckpt = torch.load(local / checkpoints[0], map_location="cpu", weights_only=True)  # self-describing
     assert ckpt["network"]["target"] == "medsr.networks.SRCNN" and ckpt["scale"] == [4, 4]

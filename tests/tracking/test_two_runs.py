@@ -1,7 +1,9 @@
-"""Two tracked runs of one bundle: two run folders, two MLflow runs that differ only in the changed param."""
+"""Two default training runs of one bundle (tracking is on by default): two run folders, two MLflow runs that
+differ only in the changed param."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,7 +11,6 @@ import mlflow
 import pytest
 
 from medsr.pipeline.runs import list_runs
-from tests.tracking.test_server import SETTINGS
 from tests.tracking.test_server import TINY as SERVER_TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,12 +20,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def two_tracked_runs(out: Path, bundle: str = "srcnn") -> tuple[mlflow.MlflowClient, list]:
-    """Train ``bundle`` twice into ``out`` (the second with ``lr=0.0005``); return the client and both runs."""
+    """Train ``bundle`` twice into ``out`` with the default tracking (no ``--tracking``): ``medsr train``, then
+    ``monai.bundle.run`` with ``lr=0.0005``; return the client and both runs."""
     from monai.bundle import run
 
-    for lr in (0.0001, 0.0005):
-        run("training", config_file=str(ROOT / "bundles" / bundle / "train.json"), tracking=str(SETTINGS),
-            output_dir=str(out), lr=lr, **TINY)  # fmt: skip
+    from medsr.pipeline.cli import main as medsr_main
+
+    sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={v!r}")]
+    assert medsr_main(["train", bundle, "--output-dir", str(out), *sets]) == 0
+    run("training", config_file=str(ROOT / "bundles" / bundle / "train.json"), output_dir=str(out), lr=0.0005,
+        **TINY)  # fmt: skip
     client = mlflow.MlflowClient(f"sqlite:///{out / 'mlruns.db'}")
     experiment = client.get_experiment_by_name(f"medsr/{bundle}")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
@@ -69,4 +74,28 @@ def test_two_runs_two_folders_params_differ_only_where_changed(tmp_path, monkeyp
     assert any(m.source_run_id == run_id for m in models)
     files = [f.path for f in client.list_artifacts(run_id, "checkpoints")]
     assert files == ["checkpoints/best_network.pt"]  # no 14 MB training state by default
+    assert [f.path for f in client.list_artifacts(run_id, "config")] == ["config/config.json"]  # executed config
+    assert (
+        json.loads(Path(client.download_artifacts(run_id, "config/config.json", str(out / "dl"))).read_text())["lr"]
+        == 0.0005
+    )
     assert os.path.islink(out / "latest")
+
+
+def test_monai_tracking_mlflow_gives_the_medsr_run(tmp_path, monkeypatch):
+    """``python -m monai.bundle run ... --tracking mlflow`` (MONAI's default settings) leaves medsr's run only:
+    MONAI's own MLFlowHandler is detached (no ``monai_experiment``, no flat ``val_psnr``/``train_loss``)."""
+    from monai.bundle import run
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "srcnn"
+    run("training", config_file=str(ROOT / "bundles" / "srcnn" / "train.json"), tracking="mlflow",
+        output_dir=str(out), **{**TINY, "epochs": 1})  # fmt: skip
+    client = mlflow.MlflowClient(f"sqlite:///{out / 'mlruns.db'}")
+    assert {e.name for e in client.search_experiments()} == {"medsr/srcnn", "Default"}  # MLflow's own Default
+    (tracked,) = client.search_runs([client.get_experiment_by_name("medsr/srcnn").experiment_id])
+    keys = set(tracked.data.metrics)
+    assert {"val/psnr", "val/psnr_cubic", "train/loss"} <= keys and not any("/" not in k for k in keys), keys
+    assert [m.step for m in client.get_metric_history(tracked.info.run_id, "train/loss")] == [1, 2]  # logged once
+    assert "lr" in tracked.data.params and "max_epochs" not in tracked.data.params
