@@ -194,37 +194,34 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
     return workflow
 
 
-class _DropMonaiChatter(logging.Filter):
-    """Drops MONAI's input summary (``--- input summary …``, ``> key: value``), its logging-config notice and
-    the nvImageCodec notice."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = str(record.msg)
-        return not (
-            text.startswith(("--- input summary", "> ", "---", "Setting logging properties"))
-            or "nvImageCodec is not available" in text
-        )
-
-
-_CHATTER = _DropMonaiChatter()
-#: loggers whose chatter ``medsr`` commands do not print (``python -m monai.bundle`` still does)
-_CHATTY = ("monai.bundle.scripts", "monai.bundle.workflows", "monai.data.nvimgcodec_pydicom_plugin")
+#: MONAI loggers whose notes ``medsr`` commands do not print, and the level they get meanwhile: the input
+#: summary (``monai.bundle.scripts``), the logging-config note (``monai.bundle.workflows``), both INFO, and the
+#: nvImageCodec notice (a WARNING); ``python -m monai.bundle`` still prints them
+_CHATTY = {
+    "monai.bundle.scripts": logging.WARNING,
+    "monai.bundle.workflows": logging.WARNING,
+    "monai.data.nvimgcodec_pydicom_plugin": logging.ERROR,
+}
 
 
 @contextlib.contextmanager
 def quiet_monai():
     """Inside: no config summary, no "parsing config_file … eval()" warning, no nvImageCodec notices.
 
-    ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone.
+    ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone. The loggers
+    of :data:`_CHATTY` run at a higher level inside and get their own level back after (no filters).
     """
-    for name in _CHATTY:
-        lg = logging.getLogger(name)
-        if _CHATTER not in lg.filters:
-            lg.addFilter(_CHATTER)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="parsing config_file")
-        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-        yield
+    saved = {name: logging.getLogger(name).level for name in _CHATTY}
+    for name, level in _CHATTY.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="parsing config_file")
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def runs_folder(bundle: str, output_dir: str | os.PathLike | None = None) -> Path:
@@ -482,7 +479,8 @@ def _type_error(value: Any, default: Any) -> str | None:
         return None  # an expression or reference: its value is not known before the run
     ints = (int,) if not isinstance(value, bool) else ()
     if isinstance(default, bool):
-        return None if isinstance(value, bool) else "expected true or false"
+        ok = isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))  # fire reads --flag 1 as 1
+        return None if ok else "expected true or false"
     if isinstance(default, int):
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return None  # one value per axis (scale, patch_size, roi_size)
