@@ -103,7 +103,7 @@ def test_datalist_train_upscale_without_masks(kind, tmp_path, capsys):
     runs = tmp_path / "runs"
     argv = ["train", "espcn", "--datalist", str(datalist), "--output-dir", str(runs), "--epochs", "1",
             "--epoch-length", "2", "--batch-size", "2", *geometry, "--set", "num_features=[8, 8]",
-            "--set", "samples_per_image=1"]  # fmt: skip
+            "--set", "samples_per_image=1", "--tracking", "none"]  # fmt: skip
     assert medsr_main(argv) == 0, capsys.readouterr().err[-3000:]
     log = "".join(capsys.readouterr())
     assert f"patch centres drawn {'uniformly' if sampling == 'uniformly' else 'in the foreground'}" in log

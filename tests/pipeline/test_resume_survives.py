@@ -74,9 +74,11 @@ def test_resume_latest_after_a_failed_start_resumes_the_trained_run(tmp_path, ca
     runs = tmp_path / "runs"
     base = ["train", "espcn", "--datalist", str(_datalist(tmp_path)), "--output-dir", str(runs), "--epoch-length",
             "2", "--batch-size", "1", "--patch-size", "4", "--set", "num_features=[4, 4]", "--set", "val_crop=16",
-            "--set", "samples_per_image=1"]  # fmt: skip
+            "--set", "samples_per_image=1", "--tracking", "none"]  # fmt: skip
     assert medsr_main([*base, "--epochs", "1"]) == 0, capsys.readouterr().err[-2000:]
-    (first,) = [p for p in runs.iterdir() if p.name != "latest"]
+    from medsr.pipeline.runs import list_runs
+
+    (first,) = list_runs(runs)
     assert sorted(p.name for p in (first / "checkpoints").glob("checkpoint_*.pt")) == ["checkpoint_00000002.pt"]
     # failed starts: a wrong type (nothing created) and a missing datalist (a run folder, no checkpoint)
     assert medsr_main([*base, "--set", "epochs=abc"]) == 1
