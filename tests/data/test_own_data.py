@@ -175,10 +175,14 @@ def test_datalist_items_checked_before_loading(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 5), np.float32), np.eye(4)), str(vol))
     items = [{"image": str(p)} for p in sorted(folder.glob("*.nii.gz"))]
     items += [{"image": str(tmp_path / "gone.nii.gz")}, {"image": str(vol)}]
+    small = tmp_path / "small_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8), np.uint8), np.eye(4)), str(small))
+    items[0]["mask"] = str(small)
     dl = tmp_path / "dl.json"
     dl.write_text(json.dumps({"training": items}))
     with pytest.raises(MedsrError) as err:
         resolve_datalist(str(dl), spatial_dims=2)
     msg = str(err.value)
-    assert "(2 bad items)" in msg and "gone.nii.gz': no such file" in msg and "vol.nii.gz'" in msg
-    assert "--spatial-dims 3" in msg and "slice0" not in msg
+    assert "(3 bad items)" in msg and "gone.nii.gz': no such file" in msg and "vol.nii.gz'" in msg
+    assert "--spatial-dims 3" in msg and "slice1" not in msg
+    assert "mask '" in msg and "small_mask.nii.gz': shape (8, 8) does not match its image" in msg
