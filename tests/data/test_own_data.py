@@ -186,3 +186,14 @@ def test_datalist_items_checked_before_loading(tmp_path):
     assert "(3 bad items)" in msg and "gone.nii.gz': no such file" in msg and "vol.nii.gz'" in msg
     assert "--spatial-dims 3" in msg and "slice1" not in msg
     assert "mask '" in msg and "small_mask.nii.gz': shape (8, 8) does not match its image" in msg
+
+
+@pytest.mark.slow
+def test_dataset_dir_of_pngs_trains_without_masks(tmp_path, capsys):
+    folder, _ = png_folder(tmp_path / "photos")
+    runs = tmp_path / "runs"
+    argv = ["train", "espcn", "--dataset-dir", str(folder), "--output-dir", str(runs), "--epochs", "1",
+            "--epoch-length", "2", "--batch-size", "2", "--scale", "2", "--patch-size", "8",
+            "--set", "num_features=[8, 8]", "--tracking", "none"]  # fmt: skip
+    assert medsr_main(argv) == 0, capsys.readouterr().err[-3000:]
+    assert list(runs.glob("*/checkpoints/checkpoint_*.pt")) and (runs / "latest").exists()
