@@ -1,8 +1,10 @@
 """medsr: MONAI-based super-resolution for medical images.
 
-The three code folders install as one namespace, ``medsr``:
-``pipeline/`` -> ``medsr.pipeline``, ``transforms/`` -> ``medsr.transforms``,
-``networks/`` -> ``medsr.networks``. ``mlflow/`` and ``bundles/`` are data, not packages.
+The folders install as one package, ``medsr``: ``api/`` -> ``medsr`` itself (``medsr.upscale``),
+``pipeline/`` -> ``medsr.pipeline``, ``transforms/`` -> ``medsr.transforms``, ``networks/`` -> ``medsr.networks``.
+``bundles/`` and ``mlflow/`` are data: a wheel carries them as ``medsr/bundles/`` (configs and shipped models)
+and ``medsr/mlflow/`` (tracking settings), where the code finds them next to ``medsr/pipeline/`` as it finds
+them next to ``pipeline/`` in a clone. Neither folder is a package (no ``__init__.py``).
 """
 
 from pathlib import Path
@@ -11,15 +13,23 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 FOLDERS = {"pipeline": "medsr.pipeline", "transforms": "medsr.transforms", "networks": "medsr.networks"}
+#: data folders shipped inside the package, with the files each carries
+DATA = {
+    "bundles": ("*/*.json", "*/logging.conf", "*/README.md", "*/LICENSE", "*/models/*.pt"),
+    "mlflow": ("*.json", "*.md", "*.sh"),
+}
 
 
 def _packages() -> tuple[list[str], dict[str, str]]:
-    packages, package_dir = [], {}
+    packages, package_dir = ["medsr"], {"medsr": "api"}
     for folder, name in FOLDERS.items():
         packages.append(name)
         package_dir[name] = folder
         for sub in find_packages(where=folder):
             packages.append(f"{name}.{sub}")
+    for folder in DATA:
+        packages.append(f"medsr.{folder}")
+        package_dir[f"medsr.{folder}"] = folder
     return packages, package_dir
 
 
@@ -48,9 +58,11 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.5"],
+    "test": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.5", "onnx>=1.16"],
     # torchio is only a point of comparison in benchmarks/
     "bench": ["torchio>=0.20", "dipy>=1.9"],
+    # medsr models export-onnx (onnxruntime, when installable, checks the exported file)
+    "onnx": ["onnx>=1.16"],
 }
 
 setup(
@@ -63,7 +75,10 @@ setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
     include_package_data=True,
-    package_data={"medsr.pipeline": ["label_app/*.json", "*.json"]},
+    package_data={
+        "medsr.pipeline": ["label_app/*.json", "*.json"],
+        **{f"medsr.{folder}": list(patterns) for folder, patterns in DATA.items()},
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["medsr = medsr.pipeline.cli:main"]},

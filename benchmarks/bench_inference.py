@@ -1,4 +1,5 @@
-"""Peak memory and throughput of sliding-window SR inference on a 512 x 512 x 300 volume.
+"""Peak memory and throughput of sliding-window SR inference on a 512 x 512 x 300 volume; with ``--cli``, what
+``medsr upscale`` costs end to end against its own compute, ``import torch`` and PIL bicubic.
 
 Windows run on ``--sw_device`` (CUDA when present) while the input and the blended output stay on the CPU,
 so the whole volume is never on the GPU. Memory budget (documented in the bundles' READMEs):
@@ -11,6 +12,13 @@ their ratio, and throughput in LR and HR voxels per second.
 
     python benchmarks/bench_inference.py                      # 512 x 512 x 300, scale (1, 1, 2)
     python benchmarks/bench_inference.py --shape 128 128 60    # quick check
+    python benchmarks/bench_inference.py --cli                 # medsr upscale of 256^2 and 1024^2 PNGs, x2
+
+``--cli`` runs, in fresh processes: ``medsr --help``, ``python -c "import torch"``, and ``medsr upscale IN.png
+OUT.png --quiet`` with the default shipped x2 model (its wall time, and the compute time it reports itself:
+read, windows, write), next to PIL's bicubic resize of the same file in this process. The inputs are the
+scikit-image fundus photograph (``retina.jpg``, green channel) resized to each size. Start-up = wall - compute;
+the aim is start-up <= ``import torch`` + 1 s.
 """
 
 from __future__ import annotations
@@ -18,9 +26,14 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import resource
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import torch
 from monai.data import MetaTensor
@@ -54,6 +67,46 @@ class PeakRSS(threading.Thread):
         return max(self.peak, rss_bytes())
 
 
+def _wall(cmd: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, done.stdout
+
+
+def cli_table(sizes: list[int], repeats: int) -> None:
+    """``medsr upscale`` end to end vs its own compute, ``import torch`` and PIL bicubic (fresh processes)."""
+    import numpy as np
+    import skimage
+    from PIL import Image
+
+    medsr = [sys.executable, "-m", "medsr.pipeline.cli"]
+    retina = Image.open(Path(skimage.__file__).parent / "data" / "retina.jpg").getchannel("G")
+    best = lambda cmd: min(_wall(cmd)[0] for _ in range(repeats))  # noqa: E731
+    torch_s = best([sys.executable, "-c", "import torch"])
+    help_s = best([*medsr, "--help"])
+    print(f"python -c 'import torch': {torch_s:.2f} s   medsr --help: {help_s:.2f} s   (best of {repeats})")
+    print(
+        f"{'input':>10} | {'medsr wall':>10} | {'compute':>8} | {'start-up':>8} | {'- torch':>8} | {'PIL bicubic':>11}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            src, dst = Path(tmp) / f"in{n}.png", Path(tmp) / f"out{n}.png"
+            retina.resize((n, n), Image.Resampling.LANCZOS).save(src)
+            runs = []
+            for _ in range(repeats):
+                wall, out = _wall([*medsr, "upscale", str(src), str(dst), "--quiet"])
+                compute = float(re.search(r"([0-9.]+) s\s*$", out.strip()).group(1))
+                runs.append((wall, compute))
+            wall, compute = min(runs)
+            start = time.perf_counter()
+            with Image.open(src) as im:
+                im.resize((2 * n, 2 * n), Image.Resampling.BICUBIC).save(Path(tmp) / "pil.png")
+            pil = time.perf_counter() - start
+            assert np.asarray(Image.open(dst)).shape == (2 * n, 2 * n)
+            print(f"{f'{n}x{n}':>10} | {wall:9.2f}s | {compute:7.2f}s | {wall - compute:7.2f}s | "
+                  f"{wall - compute - torch_s:+7.2f}s | {pil:10.3f}s")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shape", type=int, nargs=3, default=(512, 512, 300), help="LR volume shape")
@@ -64,7 +117,12 @@ def main() -> None:
     p.add_argument("--features", type=int, nargs=2, default=(4, 4))
     p.add_argument("--sw_device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cli", action="store_true", help="time medsr upscale end to end instead (see above)")
+    p.add_argument("--sizes", type=int, nargs="+", default=(256, 1024), help="--cli: PNG sizes")
+    p.add_argument("--repeats", type=int, default=1, help="--cli: runs per measurement (the best is shown)")
     args = p.parse_args()
+    if args.cli:
+        return cli_table(list(args.sizes), args.repeats)
     torch.set_num_threads(args.threads)
 
     net = ESPCN(3, 1, 1, tuple(args.scale), num_features=tuple(args.features)).to(args.sw_device).eval()

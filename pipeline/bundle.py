@@ -83,7 +83,8 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}': CUDA was asked for but torch.cuda.is_available() is False")
+        why = "has no CUDA support" if torch.version.cuda is None else "sees no CUDA device"
+        raise ValueError(f"--device {device}: this PyTorch ({torch.__version__}) {why}; use --device cpu")
     return dev
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "parse_value",
     "parse_sets",
     "run_bundle",
+    "inline_references",
     "TRACKING_KEY",
     "TRACKING_SETTINGS",
     "tracking_settings",
@@ -50,7 +51,8 @@ __all__ = [
     "ALLOW_NEW_KEYS_ENV",
 ]
 
-#: the medsr checkout; the one place that says where the bundles are
+#: the medsr checkout (or, installed from a wheel, the ``medsr`` package folder, which carries ``bundles/`` and
+#: ``mlflow/`` next to ``pipeline/``); the one place that says where the bundles are
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
 BUNDLE_FILES = ("metadata.json", "train.json", "inference.json", "evaluate.json", "logging.conf", "README.md")
@@ -109,6 +111,26 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def inline_references(node: Any, root: str | os.PathLike = REPO_ROOT) -> Any:
+    """Replace every ``"%path/file.json#key"`` value by that part of the file, with paths relative to ``root``.
+
+    MONAI reads such references relative to the working directory, so the bundles' ``%bundles/common/...``
+    parts are found only from the folder holding ``bundles/``; inlined against :data:`REPO_ROOT`, a bundle
+    runs from any folder, in a clone or installed. ``%#key`` references (same file) are kept.
+    """
+    if isinstance(node, dict):
+        return {k: inline_references(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [inline_references(v, root) for v in node]
+    if isinstance(node, str) and node.startswith("%") and ".json" in node:
+        path, _, key = node[1:].partition("#")
+        part: Any = json.loads((Path(root) / path).read_text(encoding="utf-8"))
+        for k in filter(None, key.replace("::", "#").split("#")):
+            part = part[int(k)] if isinstance(part, list) else part[k]
+        return inline_references(part, root)
+    return node
+
+
 #: medsr's tracking settings (``--tracking mlflow`` means these, not MONAI's default ``MLFlowHandler``)
 TRACKING_SETTINGS = REPO_ROOT / "mlflow" / "tracking.json"
 #: the bundle key that switches the MLflow tracking the training configs carry (``bundles/common/tracking.json``)
@@ -140,9 +162,10 @@ def tracking_settings(config_file: str | os.PathLike, tracking: str | None, over
 
 def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], tracking: str | None = None):
     """Run ``run_id`` of ``bundles/<name>/<config>`` in this process, as ``python -m monai.bundle run`` does
-    (metadata and logging from the bundle); returns the finished :class:`~monai.bundle.ConfigWorkflow`.
-    ``tracking``: see :func:`tracking_settings` (training runs are tracked unless it is ``"none"``)."""
-    from monai.bundle.scripts import create_workflow
+    (metadata and logging from the bundle), from any working directory (:func:`inline_references`); returns
+    the finished :class:`~monai.bundle.ConfigWorkflow`. ``tracking``: see :func:`tracking_settings` (training
+    runs are tracked unless it is ``"none"``)."""
+    from monai.bundle import ConfigWorkflow
 
     folder = bundle_dir(name)
     overrides = dict(overrides)
@@ -156,7 +179,7 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
         values=overrides,
     )
     with quiet_monai():
-        workflow = create_workflow(
+        workflow = ConfigWorkflow(  # what monai.bundle's create_workflow builds, before it initializes
             config_file=str(folder / config),
             meta_file=str(folder / "metadata.json"),
             logging_file=str(folder / "logging.conf"),
@@ -164,42 +187,41 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
             tracking=tracking or None,
             **config_overrides(overrides),  # user text reaches the config as literals, never as expressions
         )
+        workflow.parser.set(inline_references(workflow.parser.get()))
+        workflow.initialize()
         workflow.run()
         workflow.finalize()
     return workflow
 
 
-class _DropMonaiChatter(logging.Filter):
-    """Drops MONAI's input summary (``--- input summary …``, ``> key: value``), its logging-config notice and
-    the nvImageCodec notice."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = str(record.msg)
-        return not (
-            text.startswith(("--- input summary", "> ", "---", "Setting logging properties"))
-            or "nvImageCodec is not available" in text
-        )
-
-
-_CHATTER = _DropMonaiChatter()
-#: loggers whose chatter ``medsr`` commands do not print (``python -m monai.bundle`` still does)
-_CHATTY = ("monai.bundle.scripts", "monai.bundle.workflows", "monai.data.nvimgcodec_pydicom_plugin")
+#: MONAI loggers whose notes ``medsr`` commands do not print, and the level they get meanwhile: the input
+#: summary (``monai.bundle.scripts``), the logging-config note (``monai.bundle.workflows``), both INFO, and the
+#: nvImageCodec notice (a WARNING); ``python -m monai.bundle`` still prints them
+_CHATTY = {
+    "monai.bundle.scripts": logging.WARNING,
+    "monai.bundle.workflows": logging.WARNING,
+    "monai.data.nvimgcodec_pydicom_plugin": logging.ERROR,
+}
 
 
 @contextlib.contextmanager
 def quiet_monai():
     """Inside: no config summary, no "parsing config_file … eval()" warning, no nvImageCodec notices.
 
-    ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone.
+    ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone. The loggers
+    of :data:`_CHATTY` run at a higher level inside and get their own level back after (no filters).
     """
-    for name in _CHATTY:
-        lg = logging.getLogger(name)
-        if _CHATTER not in lg.filters:
-            lg.addFilter(_CHATTER)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="parsing config_file")
-        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-        yield
+    saved = {name: logging.getLogger(name).level for name in _CHATTY}
+    for name, level in _CHATTY.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="parsing config_file")
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def runs_folder(bundle: str, output_dir: str | os.PathLike | None = None) -> Path:
@@ -457,11 +479,8 @@ def _type_error(value: Any, default: Any) -> str | None:
         return None  # an expression or reference: its value is not known before the run
     ints = (int,) if not isinstance(value, bool) else ()
     if isinstance(default, bool):
-        return (
-            None
-            if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))
-            else "expected true or false"
-        )
+        ok = isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))  # fire reads --flag 1 as 1
+        return None if ok else "expected true or false"
     if isinstance(default, int):
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return None  # one value per axis (scale, patch_size, roi_size)

@@ -182,7 +182,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         return 2
     from medsr.pipeline.inference import IMAGE_SUFFIXES, NIFTI_SUFFIXES, is_dicom
 
-    suffixes = NIFTI_SUFFIXES if args.bundle else (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)
+    suffixes = (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)  # PNG/TIFF for 2D outputs, bundles included
     check_outputs([src], [Path(args.output)], suffixes=suffixes, dicom_inputs=[is_dicom(src)])
     if getattr(args, "reuse_memory", False):
         from medsr.networks import reuse_freed_memory
@@ -194,10 +194,11 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         if args.checkpoint is not None:
             print("medsr upscale: --checkpoint needs --bundle (or give a model file with --model)", file=sys.stderr)
             return 2
+        from medsr.pipeline.bundle import get_device
         from medsr.pipeline.models import find_model
 
         model_file = find_model(args.model) if args.model else None
-        device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+        device = get_device(args.device)  # a CUDA device on a CPU build is one line, not an AssertionError
         roi = parse_value(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
         with quiet_monai():  # no nvImageCodec notices around the one result (or error) line
             rec = upscale_with_model(
@@ -241,11 +242,84 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def batch_inputs(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The images in ``folder`` that ``medsr upscale`` reads (files, and sub-folders holding a DICOM series),
+    and the entries it skips with the reason."""
+    from medsr.pipeline.data.readers import ImageReadError, detect_format
+    from medsr.pipeline.inference import is_dicom
+
+    inputs, skipped = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            (inputs.append(path) if is_dicom(path) else skipped.append((path, "a folder without DICOM files")))
+            continue
+        try:
+            detect_format(path)
+        except ImageReadError as err:
+            skipped.append((path, str(err).split(": ", 1)[-1]))
+            continue
+        inputs.append(path)
+    return inputs, skipped
+
+
+def cmd_upscale_files(args: argparse.Namespace) -> int:
+    """``medsr upscale IN OUT`` for one image, or ``medsr upscale DIR OUT_DIR`` for every image in ``DIR``
+    (:func:`batch_inputs`): each goes through :func:`cmd_upscale` to ``OUT_DIR/<name>_sr.<suffix>`` (PNG/TIFF
+    keep their format, DICOM stays DICOM, the rest becomes NIfTI); one line per file, then the count."""
+    from medsr.pipeline.errors import format_error
+    from medsr.pipeline.inference import is_dicom, output_path_for
+
+    src = Path(args.input)
+    if not src.is_dir() or is_dicom(src):
+        return cmd_upscale(args)
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"medsr upscale: output '{out_dir}': a folder of inputs needs an output folder", file=sys.stderr)
+        return 2
+    inputs, skipped = batch_inputs(src)
+    for path, why in skipped:
+        print(f"medsr upscale: skipped '{path}': {why}", file=sys.stderr)
+    if not inputs:
+        print(f"medsr upscale: input '{src}': no image to upscale in this folder", file=sys.stderr)
+        return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for path in inputs:
+        one = argparse.Namespace(**vars(args))
+        one.input, one.output = str(path), str(output_path_for(path, out_dir, keep_image_format=True))
+        try:
+            code = cmd_upscale(one)
+        except Exception as err:  # noqa: BLE001 - one bad file is one line; the others go on
+            print(f"medsr upscale: {format_error(err)}", file=sys.stderr)
+            code = 1
+        if code:
+            failed.append(path.name)
+    done = len(inputs) - len(failed)
+    tail = f"; failed: {', '.join(failed)}" if failed else ""
+    print(f"medsr upscale: {done} of {len(inputs)} images upscaled into {out_dir}{tail}")
+    return 1 if failed else 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """``medsr models``: the shipped models with their scale, dimension and measured figures;
     ``medsr models export BUNDLE CHECKPOINT OUTPUT --name NAME --set k=v ...``: package a trained generator."""
     from medsr.pipeline.models import export_bundle_model, shipped_models
 
+    if args.action == "export-onnx":
+        from medsr.pipeline.onnx_export import export_onnx
+
+        if not (args.bundle and args.checkpoint) or args.output:
+            print("medsr models export-onnx: expected NAME OUT.onnx (a shipped model or a model file)", file=sys.stderr)
+            return 2
+        rec = export_onnx(args.bundle, args.checkpoint)
+        scale = "x".join(map(str, rec["scale"]))
+        print(
+            f"medsr models export-onnx: wrote {rec['output']} ({rec['model']}, {rec['spatial_dims']}D x{scale}); "
+            f"{rec['checked_with']} vs PyTorch: max abs diff {rec['max_abs_diff']:.1e}"
+        )
+        return 0
     if args.action == "export":
         if not (args.bundle and args.checkpoint and args.output and args.name):
             print("medsr models export: needs BUNDLE CHECKPOINT OUTPUT and --name", file=sys.stderr)
@@ -349,14 +423,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "models",
-        help="list the shipped models (scale, dimension, measured quality), or export a trained one",
+        help="list the shipped models (scale, dimension, measured quality), export a trained one, or to ONNX",
         description="List the shipped models, or package a bundle's trained generator as a self-describing "
         "model file. Example: medsr models export rdn runs/rdn/latest/checkpoints/best_network.pt "
-        "bundles/rdn/models/model.pt --name rdn_x2 --set scale=2 --set num_features=32",
+        "bundles/rdn/models/model.pt --name rdn_x2 --set scale=2 --set num_features=32. "
+        "medsr models export-onnx NAME OUT.onnx writes a model (shipped name or file) as ONNX, checked against "
+        "PyTorch (needs: pip install onnx).",
     )
-    p.add_argument("action", nargs="?", choices=("list", "export"), default="list")
-    p.add_argument("bundle", nargs="?", help="export: the bundle that trained the generator")
-    p.add_argument("checkpoint", nargs="?", help="export: its checkpoint (best_network.pt, a checkpoint, a folder)")
+    p.add_argument("action", nargs="?", choices=("list", "export", "export-onnx"), default="list")
+    p.add_argument("bundle", nargs="?", help="export: the bundle that trained the generator; export-onnx: NAME")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="export: its checkpoint (best_network.pt, a checkpoint, a folder); export-onnx: OUT",
+    )
     p.add_argument("output", nargs="?", help="export: the model file to write (bundles/<name>/models/model.pt)")
     p.add_argument("--name", default=None, help="export: the model's name")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="export: the training run's overrides")
@@ -378,12 +458,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "  medsr upscale scan.nii.gz scan_sr.nii.gz --scale 2\n"
         "  medsr upscale t1_thick.nii.gz t1_iso.nii.gz --scale '(1,1,4)'\n"
         "  medsr upscale lr.nii.gz sr.nii.gz --bundle esrgan_se\n"
+        "  medsr upscale scans/ scans_sr/          # every image in scans/ (one line each, then the count)\n"
         "  medsr upscale dicom_dir/ sr_dir/ --bundle espcn --checkpoint runs/espcn/latest/checkpoints/best_network.pt\n"
         "  medsr upscale big.nii.gz sr.nii.gz --bundle rdn --roi-size 96 --compile --reuse-memory",
         formatter_class=fmt,
     )
-    p.add_argument("input", help="LR image: NIfTI, DICOM file or series folder, PNG/JPEG, …")
-    p.add_argument("output", help="output: .nii.gz, .png (2D), or for a DICOM input .dcm / a folder name")
+    p.add_argument("input", help="LR image: NIfTI, DICOM file or series folder, PNG/JPEG, …; or a folder of them")
+    p.add_argument(
+        "output", help="output: .nii.gz, .png (2D), or for a DICOM input .dcm / a folder name; a folder for a folder"
+    )
     p.add_argument("--model", default=None, help="shipped model name (`medsr models`) or a model file")
     p.add_argument("--bundle", default=None, help="use this bundle's trained generator instead, e.g. esrgan_se")
     p.add_argument("--run", default=None, help="run name or folder (default: the newest trained run)")
@@ -411,4 +494,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep the network's raw values (default: clipped to the input's value range)",
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
-    p.set_defaults(func=cmd_upscale)
+    p.set_defaults(func=cmd_upscale_files)

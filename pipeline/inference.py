@@ -392,8 +392,11 @@ def save_dicom(
             target_dir.rmdir()
 
 
-def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike, postfix: str = "sr") -> Path:
-    """Default output name: ``<output_dir>/<input stem>_<postfix>.nii.gz`` (a DICOM input keeps DICOM)."""
+def output_path_for(
+    input_path: str | os.PathLike, output_dir: str | os.PathLike, postfix: str = "sr", keep_image_format: bool = False
+) -> Path:
+    """Default output name: ``<output_dir>/<input stem>_<postfix>.nii.gz`` (a DICOM input keeps DICOM; with
+    ``keep_image_format`` a PNG/TIFF input keeps its suffix and a JPEG/BMP one becomes PNG)."""
     p = Path(input_path)
     name = p.name
     for suf in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mha", ".nrrd", ".mat", ".h5"):
@@ -402,7 +405,68 @@ def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike
             break
     if is_dicom(p):
         return Path(output_dir) / (f"{name}_{postfix}.dcm" if p.is_file() else f"{name}_{postfix}")
+    suffix = p.suffix.lower()
+    if keep_image_format and suffix in (*IMAGE_SUFFIXES, ".jpg", ".jpeg", ".bmp"):
+        return Path(output_dir) / f"{name}_{postfix}{suffix if suffix in IMAGE_SUFFIXES else '.png'}"
     return Path(output_dir) / f"{name}_{postfix}.nii.gz"
+
+
+@torch.no_grad()
+def super_resolve(
+    image: MetaTensor,
+    network: Callable[..., torch.Tensor],
+    inferer: SRSlidingWindowInferer,
+    postprocessing: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
+    item: dict | None = None,
+    clip: bool = False,
+    scale: Sequence[int] | None = None,
+    name: Any = "image",
+) -> tuple[MetaTensor, str | None]:
+    """The SR image of one prepared (channel-first, normalized) ``image`` and a note (or ``None``).
+
+    ``inferer`` windows through ``network``, the HR affine is :func:`~medsr.transforms.geometry.sr_affine`'s,
+    then ``postprocessing(out, item)`` (the inverse of the normalization, :func:`invert_intensity`; ``item``
+    defaults to ``{"image": image}``) and, with ``clip``, :func:`clip_to_input`. A per-axis ``scale`` that
+    upscales another axis than the image's thickest is applied to the thickest (:func:`thick_axis_swap`; the
+    note says so, and a warning naming ``name``).
+    """
+    item = {"image": image} if item is None else item
+    swap = thick_axis_swap(image, scale, name)
+    if swap is not None:
+        logger.warning(f"input '{name}': {swap[2]}")
+        image = swap_axes(image, *swap[:2])
+    if isinstance(network, torch.nn.Module):
+        network.eval()
+    batch = image.unsqueeze(0)
+    if hasattr(batch, "is_batch"):
+        batch.is_batch = True
+    out = inferer(batch, network)[0]
+    if not isinstance(out, MetaTensor):
+        out = MetaTensor(out)
+    out.affine = sr_affine(image.affine, tuple(o // i for o, i in zip(out.shape[1:], image.shape[1:])))
+    if swap is not None:
+        out = swap_axes(out, *swap[:2])
+    if postprocessing is not None:
+        mapped = postprocessing(out, item)
+        out = mapped if isinstance(mapped, MetaTensor) else MetaTensor(mapped, affine=out.affine)
+    if clip:
+        out = clip_to_input(out, item)
+    return out, None if swap is None else swap[2]
+
+
+def write_image(
+    image: MetaTensor, target: str | os.PathLike, source: str | os.PathLike, slice_factor: int = 1
+) -> list[str]:
+    """Write an SR result of the input file ``source`` to ``target``: DICOM next to a DICOM input (unless the
+    target is NIfTI; ``slice_factor``: HR slices per input slice), PNG/TIFF in the source's bit depth, else
+    NIfTI; returns the files written."""
+    target = Path(target)
+    if is_dicom(source) and not target.name.endswith(NIFTI_SUFFIXES):
+        return save_dicom(image, target, source, slice_factor=slice_factor)
+    if target.suffix.lower() in IMAGE_SUFFIXES:
+        photo = Path(source).suffix.lower() in (*IMAGE_SUFFIXES, ".jpg", ".jpeg")
+        return [save_image_2d(image, target, source if photo else None)]
+    return [save_nifti(image, target)]
 
 
 def remove_stale_outputs(target: str | os.PathLike) -> list[Path]:
@@ -602,30 +666,12 @@ class SRFileInference:
         item["image"] = img
         return img, item
 
-    @torch.no_grad()
     def upscale(self, path: str) -> tuple[MetaTensor, dict]:
         """Return the SR image (channel first, input units, HR affine) for one input and its prepared item."""
         img, item = self._prepare(path)
-        swap = thick_axis_swap(img, self._scale(img.ndim - 1), path)
-        if swap is not None:
-            logger.warning(f"input '{path}': {swap[2]}")
-            img = swap_axes(img, *swap[:2])
-        self.network.eval()
-        batch = img.unsqueeze(0)
-        if hasattr(batch, "is_batch"):
-            batch.is_batch = True
-        out = self.inferer(batch, self.network)[0]
-        if not isinstance(out, MetaTensor):
-            out = MetaTensor(out)
-        out.affine = sr_affine(img.affine, tuple(o // i for o, i in zip(out.shape[1:], img.shape[1:])))
-        if swap is not None:
-            out = swap_axes(out, *swap[:2])
-        if self.postprocessing is not None:
-            mapped = self.postprocessing(out, item)
-            out = mapped if isinstance(mapped, MetaTensor) else MetaTensor(mapped, affine=out.affine)
-        if self.clip:
-            out = clip_to_input(out, item)
-        self.notes[path] = None if swap is None else swap[2]
+        out, self.notes[path] = super_resolve(
+            img, self.network, self.inferer, self.postprocessing, item, self.clip, self._scale(img.ndim - 1), path
+        )
         return out, item
 
     def _scale(self, spatial_dims: int) -> tuple[int, ...] | None:
@@ -648,16 +694,9 @@ class SRFileInference:
             remove_stale_outputs(self.target_for(i, path))
             out, item = self.upscale(path)
             target = self.target_for(i, path)
-            if is_dicom(path) and not target.name.endswith(NIFTI_SUFFIXES):
-                src = item["image"]
-                factor = int(out.shape[3] // src.shape[3]) if out.ndim == 4 and src.ndim == 4 else 1
-                save_dicom(out, target, path, slice_factor=factor)
-            elif target.suffix.lower() in IMAGE_SUFFIXES:
-                save_image_2d(
-                    out, target, path if Path(path).suffix.lower() in (*IMAGE_SUFFIXES, ".jpg", ".jpeg") else None
-                )
-            else:
-                save_nifti(out, target)
+            src = item["image"]
+            factor = int(out.shape[3] // src.shape[3]) if out.ndim == 4 and src.ndim == 4 else 1
+            write_image(out, target, path, slice_factor=factor)
             spacing = torch.linalg.norm(torch.as_tensor(out.affine)[:3, : self.spatial_dims], dim=0)
             records.append(
                 {
@@ -693,20 +732,27 @@ def invert_intensity(output: torch.Tensor, item: dict, key: str = "image") -> to
     return out
 
 
+def inference_normalization(key: str = "image") -> Callable[[dict], dict]:
+    """The intensity normalization of every bundle's ``inferring``: percentile 0.5/99.5, not clipped; its
+    parameters stay on the image (``meta["medsr_norm"]``), so :func:`invert_intensity` maps outputs back."""
+    from medsr.transforms import PercentileNormalized
+
+    return PercentileNormalized(keys=key, lower=0.5, upper=99.5, clip=False)
+
+
 def inference_preprocessing(luminance: bool = True) -> Callable[[dict], dict]:
     """The read-and-normalize transform of every bundle's ``inferring`` (``bundles/common/inference.json``):
-    ``LoadImaged`` with :class:`~medsr.pipeline.data.readers.MedicalImageReader`, channel first, percentile
-    normalization (0.5/99.5, not clipped; its parameters are kept so outputs map back to input units)."""
+    ``LoadImaged`` with :class:`~medsr.pipeline.data.readers.MedicalImageReader`, channel first, then
+    :func:`inference_normalization`."""
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     from medsr.pipeline.data.readers import MedicalImageReader
-    from medsr.transforms import PercentileNormalized
 
     return Compose(
         [
             LoadImaged(keys="image", reader=MedicalImageReader(luminance=luminance), image_only=True),
             EnsureChannelFirstd(keys="image"),
-            PercentileNormalized(keys="image", lower=0.5, upper=99.5, clip=False),
+            inference_normalization(),
         ]
     )
 
@@ -747,6 +793,69 @@ def check_model_fits(network: torch.nn.Module, info: dict, spatial_dims: int, sc
         )
 
 
+def model_for_image(
+    image: MetaTensor,
+    model: str | os.PathLike | None = None,
+    scale: Any = 2,
+    device: str | torch.device = "cpu",
+    network: torch.nn.Module | None = None,
+    info: dict[str, Any] | None = None,
+    name: Any = "image",
+) -> tuple[torch.nn.Module, dict[str, Any], int | None]:
+    """The generator for a channel-first ``image``: ``network``/``info``, the model file or shipped name
+    ``model`` (which must fit the image and ``scale``, :func:`check_model_fits`; ``name`` names the image in
+    its errors), else the shipped model that :func:`medsr.pipeline.models.pick_model` chooses for the image's
+    dimension and ``scale`` (default 2). A 2D model on a 3D image runs in-plane, slice by slice across the
+    thickest axis (largest spacing; the last axis on ties) with :class:`medsr.networks.SliceWise`.
+
+    Returns:
+        ``(network, info, slice_axis)``; ``slice_axis`` is ``None`` unless slice by slice.
+    """
+    from medsr.pipeline.models import find_model, load_model, pick_model
+    from medsr.transforms.geometry import spacing_of
+
+    sd = image.ndim - 1
+    if network is None:
+        if model is not None:
+            network, info = load_model(find_model(model), device)
+            check_model_fits(network, info, sd, scale, name)
+        else:
+            choice, _ = pick_model(sd, 2 if scale is None else scale)
+            network, info = load_model(choice["path"], device)
+    info = dict(info or {})
+    if network.spatial_dims >= sd:
+        return network, info, None
+    from medsr.networks import SliceWise
+
+    spacing = spacing_of(image)
+    slice_axis = max(range(3), key=lambda a: (round(spacing[a], 4), a))
+    return SliceWise(network, slice_axis), info, slice_axis
+
+
+def _inferer(
+    image: MetaTensor, net: Any, slice_axis: int | None, device: Any, roi_size: Any, overlap: float, progress: bool
+) -> SRSlidingWindowInferer:
+    """Windows of 128 (2D, or in-plane slice by slice; 16 slices) or 64 (3D) LR voxels unless ``roi_size``;
+    a progress bar over windows when ``progress`` and the image holds more than one window."""
+    sd = image.ndim - 1
+    if roi_size is None:
+        roi_size = tuple(
+            16 if a == slice_axis else (128 if sd == 2 or slice_axis is not None else 64) for a in range(sd)
+        )
+    roi = (roi_size,) * sd if isinstance(roi_size, int) else tuple(roi_size)
+    several = any(int(s) > int(r) for s, r in zip(image.shape[1:], roi))
+    factors = tuple(int(f) for f in net.scale_factor)
+    return SRSlidingWindowInferer(
+        roi_size,
+        factors,
+        overlap=overlap,
+        mode="gaussian",
+        sw_device=device,
+        device="cpu",
+        progress=progress and several,
+    )
+
+
 def upscale_with_model(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -763,18 +872,12 @@ def upscale_with_model(
 ) -> dict[str, Any]:
     """Super-resolve one file with a self-describing model (a shipped one by default), no bundle overrides.
 
-    The model is ``network``/``info`` (from :func:`medsr.pipeline.models.load_model`), or the file ``model``,
-    or the shipped model that :func:`medsr.pipeline.models.pick_model` chooses for the input's dimension and
-    ``scale``. A 3D input given to a 2D model is upscaled in-plane, slice by slice across its thickest axis
-    (largest spacing; the last axis on ties) with :class:`medsr.networks.SliceWise`.
+    The model is chosen by :func:`model_for_image` (``network``/``info``, the file or name ``model``, or the
+    shipped model for the input's dimension and ``scale``); ``progress`` shows a bar over windows.
 
     Returns:
         The record of :meth:`SRFileInference.run` plus ``model`` (name), ``model_path`` and ``slice_axis``.
     """
-    from medsr.networks import SliceWise
-    from medsr.pipeline.models import load_model, pick_model
-    from medsr.transforms.geometry import spacing_of
-
     prep = inference_preprocessing()
     try:
         item = prep({"image": str(input_path)})
@@ -791,44 +894,85 @@ def upscale_with_model(
         raise ValueError(
             f"input '{input_path}': read as shape {tuple(img.shape)} (channel first); expected a 2D or 3D image"
         )
-    if network is None:
-        if model is not None:
-            network, info = load_model(model, device)
-            check_model_fits(network, info, sd, scale, input_path)
-            slice_wise = network.spatial_dims < sd
-        else:
-            choice, slice_wise = pick_model(sd, 2 if scale is None else scale)
-            network, info = load_model(choice["path"], device)
-    else:
-        slice_wise = network.spatial_dims < sd
-    info = dict(info or {})
-    slice_axis = None
-    net = network
-    if slice_wise:
-        spacing = spacing_of(img)
-        slice_axis = max(range(3), key=lambda a: (round(spacing[a], 4), a))
-        net = SliceWise(network, slice_axis)
-    factors = tuple(int(f) for f in net.scale_factor)
-    if roi_size is None:
-        roi_size = tuple(16 if a == slice_axis else (128 if sd == 2 or slice_wise else 64) for a in range(sd))
-    inferer = SRSlidingWindowInferer(
-        roi_size, factors, overlap=overlap, mode="gaussian", sw_device=device, device="cpu"
-    )
+    net, info, slice_axis = model_for_image(img, model, scale, device, network, info, name=input_path)
     cached = {str(input_path): item}
     runner = SRFileInference(
         net,
         [str(input_path)],
         Path(output_path).parent,
         preprocessing=lambda d: cached.pop(str(d["image"])) if str(d["image"]) in cached else prep(d),
-        inferer=inferer,
+        inferer=_inferer(img, net, slice_axis, device, roi_size, overlap, progress),
         postprocessing=invert_intensity,
         device=device,
         outputs=[output_path],
         spatial_dims=sd,
-        progress=progress,
-        channels_last=channels_last and not slice_wise,
+        progress=False,
+        channels_last=channels_last and slice_axis is None,
         clip=clip,
     )
     record = runner.run()[0]
     record.update(model=info.get("name", "?"), model_path=info.get("path"), slice_axis=slice_axis)
     return record
+
+
+def upscale_array(
+    image: np.ndarray | torch.Tensor,
+    scale: Any = None,
+    spacing: Sequence[float] | None = None,
+    model: str | os.PathLike | torch.nn.Module | None = None,
+    device: str | torch.device | None = None,
+    roi_size: int | Sequence[int] | None = None,
+    overlap: float = 0.25,
+    progress: bool = False,
+    clip: bool = True,
+) -> tuple[np.ndarray | MetaTensor, tuple[float, ...]]:
+    """Super-resolve an image in memory; see :func:`medsr.upscale` (the public name)."""
+    from medsr.pipeline.bundle import get_device
+    from medsr.transforms.geometry import spacing_of
+
+    device = get_device(device)
+    meta = isinstance(image, MetaTensor)
+    if meta:  # MONAI's convention: channel first, geometry in the affine
+        img = image.detach().clone().float()
+        if spacing is not None:
+            sd = img.ndim - 1
+            if len(spacing) != sd:
+                raise ValueError(f"spacing: expected {sd} values for a {sd}D image, got {tuple(spacing)}")
+            img.affine = _spacing_affine(spacing, img.affine)
+    else:  # a plain 2D or 3D array, no channel axis
+        data = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image.detach().cpu())
+        if data.ndim not in (2, 3):
+            raise ValueError(
+                f"image: expected a 2D (H, W) or 3D (X, Y, Z) array, got shape {tuple(data.shape)} (pass a "
+                "MetaTensor for channel-first data)"
+            )
+        spacing = (1.0,) * data.ndim if spacing is None else tuple(float(s) for s in spacing)
+        if len(spacing) != data.ndim:
+            raise ValueError(f"spacing: expected {data.ndim} values for a {data.ndim}D image, got {spacing}")
+        img = MetaTensor(data.float()[None], affine=_spacing_affine(spacing))
+    if img.ndim - 1 not in (2, 3):
+        raise ValueError(f"image: expected a 2D or 3D image (channel first), got shape {tuple(img.shape)}")
+    given = model if isinstance(model, torch.nn.Module) else None
+    if given is not None:
+        given = given.to(device).eval()
+    path = None if given is not None else model
+    item = inference_normalization()({"image": img})
+    norm = item["image"]
+    net, _, slice_axis = model_for_image(norm, path, scale, device, given, {} if given is not None else None)
+    inferer = _inferer(norm, net, slice_axis, device, roi_size, overlap, progress)
+    out, _ = super_resolve(norm, net, inferer, invert_intensity, item, clip, tuple(int(f) for f in net.scale_factor))
+    hr_spacing = tuple(float(s) for s in spacing_of(out))
+    if meta:
+        return out, hr_spacing
+    return out[0].detach().cpu().numpy(), hr_spacing
+
+
+def _spacing_affine(spacing: Sequence[float], affine: Any = None) -> torch.Tensor:
+    """``affine`` (default: identity) with its first ``len(spacing)`` axes scaled to ``spacing`` mm."""
+    aff = torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64).clone()
+    for axis, s in enumerate(spacing):
+        norm = torch.linalg.norm(aff[:3, axis])
+        aff[:3, axis] = aff[:3, axis] * (float(s) / float(norm)) if norm > 0 else 0.0
+        if norm == 0:
+            aff[axis, axis] = float(s)
+    return aff

@@ -23,6 +23,7 @@ so everything here that reads a description (:func:`read_model_info`, :func:`loa
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -387,11 +388,11 @@ def export_bundle_model(
     """
     from monai.bundle import ConfigParser
 
-    from medsr.pipeline.bundles import bundle_dir
+    from medsr.pipeline.bundles import bundle_dir, inline_references
     from medsr.pipeline.literals import config_overrides
 
     parser = ConfigParser()
-    parser.read_config(str(bundle_dir(bundle) / "train.json"))
+    parser.read_config(inline_references(json.loads((bundle_dir(bundle) / "train.json").read_text(encoding="utf-8"))))
     for key, value in config_overrides(overrides or {}).items():  # user text as literals, never expressions
         parser[key] = value
     network = parser.get_parsed_content("network_def", instantiate=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from medsr.pipeline.bundles import BUNDLES_DIR
+from medsr.pipeline.bundles import BUNDLES_DIR, inline_references
 from medsr.pipeline.io import atomic_open
 from medsr.pipeline.models import load_generator, read_model_info, save_model
 
@@ -214,21 +214,6 @@ class _cwd:
 
     def __exit__(self, *exc):
         os.chdir(self.old)
-
-
-def inline_references(node: Any, root: str | os.PathLike) -> Any:
-    """Replace every ``"%path/file.json#key"`` value by that part of the file (paths relative to ``root``)."""
-    if isinstance(node, dict):
-        return {k: inline_references(v, root) for k, v in node.items()}
-    if isinstance(node, list):
-        return [inline_references(v, root) for v in node]
-    if isinstance(node, str) and node.startswith("%") and ".json" in node:
-        path, _, key = node[1:].partition("#")
-        part: Any = json.loads((Path(root) / path).read_text(encoding="utf-8"))
-        for k in filter(None, key.replace("::", "#").split("#")):
-            part = part[int(k)] if isinstance(part, list) else part[k]
-        return inline_references(part, root)
-    return node
 
 
 def metadata_for_model(meta: dict[str, Any], info: dict[str, Any], model_file: str = "models/model.pt") -> dict:

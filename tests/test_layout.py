@@ -40,11 +40,12 @@ def test_no_bare_imports_of_code_folders():
     import re
 
     pattern = re.compile(
-        r"^\s*(from|import) (networks|transforms|pipeline)(\.|\s|$)|\"_target_\": *\"(networks|transforms|pipeline)\."
+        r"^\s*(from|import) (api|networks|transforms|pipeline)(\.|\s|$)|\"_target_\": *\"(networks|transforms|pipeline)\."
     )
     offenders = []
     for path in (
-        list(ROOT.glob("pipeline/**/*.py"))
+        list(ROOT.glob("api/**/*.py"))
+        + list(ROOT.glob("pipeline/**/*.py"))
         + list(ROOT.glob("transforms/**/*.py"))
         + list(ROOT.glob("networks/**/*.py"))
         + list(ROOT.glob("bundles/**/*.json"))

@@ -22,7 +22,7 @@ from monai.data import MetaTensor
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from medsr.pipeline.inference import SRSlidingWindowInferer, invert_intensity, save_nifti
+from medsr.pipeline.inference import SRSlidingWindowInferer, clip_to_input, invert_intensity, save_nifti
 from medsr.pipeline.label_app.models import SRModelSpec
 from medsr.transforms.geometry import sr_affine
 
@@ -178,9 +178,11 @@ class SRInferTask(BasicInferTask):
         return data
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[str, dict]:
-        """Write the SR image (input intensity units, HR affine, no channel axis) to a temporary NIfTI."""
+        """Write the SR image (input intensity units clipped to the input's range, HR affine, no channel axis) to a
+        temporary NIfTI."""
         pred: MetaTensor = data["pred"]
-        out = invert_intensity(pred, data.get("medsr_item", {}))
+        item = data.get("medsr_item", {})
+        out = clip_to_input(invert_intensity(pred, item), item)  # as medsr upscale: within the input's range
         affine = pred.affine
         fd = tempfile.NamedTemporaryFile(suffix=".nii.gz", prefix="medsr_sr_", delete=False)
         fd.close()

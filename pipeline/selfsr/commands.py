@@ -32,6 +32,7 @@ def _network(text: str | None) -> Any:
 
 def cmd_selfsr(args: argparse.Namespace) -> int:
     """Check the input (one-line errors), then train, reconstruct and optionally score."""
+    started = time.time()
     from medsr.pipeline.bundle import get_device
     from medsr.pipeline.bundles import parse_sets, run_bundle
     from medsr.pipeline.io import check_outputs
@@ -84,9 +85,12 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
         budget = f"{minutes:g} min" + (f" or {steps} steps, whichever comes first" if args.steps else "")
     else:
         budget = f"{steps} steps"
-    how = "the default on this device" if args.steps is None and args.minutes is None else "as asked"
+    how = "the default on a CPU, from the command's start" if minutes and args.minutes is None else "as asked"
+    how = "the default on this device" if not minutes and args.steps is None else how
     print(f"medsr selfsr: training for {budget} ({how}), then the reconstruction")
     train = dict(common, steps=steps, minutes=minutes)
+    if args.steps is None and args.minutes is None and minutes:  # the default budget includes the set-up
+        train["budget_started"] = started
     if args.resume and (out_dir / "checkpoints").is_dir():
         train["resume_from"] = str(out_dir / "checkpoints")
     train.update(extra)

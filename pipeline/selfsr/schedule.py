@@ -49,9 +49,18 @@ class BudgetCosine:
         steps: iterations of the full schedule.
         minutes: wall-time budget of the full schedule (``None`` or 0: steps only).
         floor: final learning rate as a fraction of the base.
+        started: ``time.time()`` when the budget began (default: now); ``medsr selfsr``'s default CPU budget
+            counts from the command's start, so reading the scan and building the pairs are inside it.
     """
 
-    def __init__(self, optimizer: Optimizer, steps: int, minutes: float | None = None, floor: float = 0.0) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        steps: int,
+        minutes: float | None = None,
+        floor: float = 0.0,
+        started: float | None = None,
+    ) -> None:
         if steps < 1:
             raise ValueError(f"steps: must be >= 1, got {steps}")
         self.optimizer = optimizer
@@ -60,7 +69,8 @@ class BudgetCosine:
         self.floor = float(floor)
         self.base = [g["lr"] for g in optimizer.param_groups]
         self.step_count = 0
-        self.elapsed_before = 0.0
+        # the budget counts from ``started`` (a ``time.time()`` stamp: the command's start, set-up included)
+        self.elapsed_before = max(0.0, time.time() - float(started)) if started else 0.0
         self._t0 = time.perf_counter()
 
     def elapsed(self) -> float:

@@ -4,40 +4,22 @@ Use it from a bundle with ``--tracking mlflow/tracking.json`` (see ``mlflow/READ
 the role handlers of :mod:`medsr.pipeline.handlers.mlflow_handler` to any MONAI/ignite engine.
 """
 
-from medsr.pipeline.tracking.params import (
-    bundle_name,
-    bundle_params,
-    code_version,
-    datalist_digest,
-    default_experiment_name,
-    default_run_name,
-    executed_config_path,
-    flatten_config,
-    metric_key,
-    to_mlflow_params,
-)
-from medsr.pipeline.tracking.session import (
-    TrackingSession,
-    default_tracking_uri,
-    get_session,
-    resolve_tracking_uri,
-    server_alive,
-)
+from medsr.pipeline._lazy import lazy_exports
 
-__all__ = [
-    "TrackingSession",
-    "bundle_name",
-    "bundle_params",
-    "metric_key",
-    "code_version",
-    "datalist_digest",
-    "default_experiment_name",
-    "default_run_name",
-    "executed_config_path",
-    "default_tracking_uri",
-    "flatten_config",
-    "get_session",
-    "resolve_tracking_uri",
-    "server_alive",
-    "to_mlflow_params",
-]
+# imported on first use, so that ``medsr --help`` (which registers ``medsr tracking``) does not import mlflow
+_EXPORTS = {
+    "params": (
+        "bundle_name",
+        "bundle_params",
+        "code_version",
+        "datalist_digest",
+        "default_experiment_name",
+        "default_run_name",
+        "executed_config_path",
+        "flatten_config",
+        "metric_key",
+        "to_mlflow_params",
+    ),
+    "session": ("TrackingSession", "default_tracking_uri", "get_session", "resolve_tracking_uri", "server_alive"),
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -394,3 +394,11 @@ def test_trained_model_is_a_medsr_model_file_checked_against_the_scan(tmp_path):
     other = prepare(_write(tmp_path / "other.nii.gz", (14, 12, 5), (1.0, 1.0, 3.0)))
     with pytest.raises(ValueError, match="does not fit"):
         load_trained(other, tmp_path / "model.pt")
+
+
+def test_budget_counts_from_the_commands_start():
+    from medsr.pipeline.selfsr.schedule import BudgetCosine
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = BudgetCosine(opt, steps=10**6, minutes=1.0, started=time.time() - 30.0)
+    assert 0.5 <= sched.progress() < 0.52
