@@ -136,7 +136,6 @@ def _reference(workspace, name: str, image: str) -> np.ndarray:
         postprocessing=invert_intensity,
         spatial_dims=spec.spatial_dims,
         progress=False,
-        clip=False,  # the server returns the network's values (its writer does not clip to the input's range)
     )
     out, _ = runner.upscale(str(workspace["store"] / image))
     return np.asarray(out[0])
