@@ -194,19 +194,15 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
     return workflow
 
 
-#: MONAI loggers whose notes ``medsr`` commands do not print, and the level they get meanwhile: the input
-#: summary (``monai.bundle.scripts``), the logging-config note (``monai.bundle.workflows``), both INFO, and the
-#: nvImageCodec notice (a WARNING); ``python -m monai.bundle`` still prints them
-_CHATTY = {
-    "monai.bundle.scripts": logging.WARNING,
-    "monai.bundle.workflows": logging.WARNING,
-    "monai.data.nvimgcodec_pydicom_plugin": logging.ERROR,
-}
+#: MONAI loggers whose INFO notes ``medsr`` commands do not print: the input summary (``monai.bundle.scripts``)
+#: and the logging-config note (``monai.bundle.workflows``); ``python -m monai.bundle`` still prints them. (The
+#: nvImageCodec notices are silenced once, where :mod:`medsr.pipeline` is imported.)
+_CHATTY = {"monai.bundle.scripts": logging.WARNING, "monai.bundle.workflows": logging.WARNING}
 
 
 @contextlib.contextmanager
 def quiet_monai():
-    """Inside: no config summary, no "parsing config_file … eval()" warning, no nvImageCodec notices.
+    """Inside: no config summary, no logging-config note, no "parsing config_file … eval()" warning.
 
     ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone. The loggers
     of :data:`_CHATTY` run at a higher level inside and get their own level back after (no filters).
@@ -217,7 +213,6 @@ def quiet_monai():
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="parsing config_file")
-            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
             yield
     finally:
         for name, level in saved.items():

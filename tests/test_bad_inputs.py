@@ -115,7 +115,7 @@ def _folder_output(t: Path) -> list[str]:
 
 def _bad_suffix(t: Path) -> list[str]:
     nifti(t / "scan.nii.gz")
-    return upscale(str(t / "scan.nii.gz"), str(t / "sr.png"))
+    return upscale(str(t / "scan.nii.gz"), str(t / "sr.xyz"))
 
 
 def _parent_is_file(t: Path) -> list[str]:
@@ -373,7 +373,7 @@ CASES = [
     Case("output is a hard link to the input", _hardlink, r"output '.*link\.nii\.gz': is the input"),
     Case("output is a symlink to the input", _symlink, r"output '.*alias\.nii\.gz': is the input"),
     Case("output is a folder", _folder_output, r"output '.*out': is a folder; give a file name"),
-    Case("output has an unsupported suffix", _bad_suffix, r"output '.*sr\.png': unsupported output type"),
+    Case("output has an unsupported suffix", _bad_suffix, r"output '.*sr\.xyz': unsupported output type"),
     Case("output folder is a file", _parent_is_file, r"output '.*notes\.txt/sr\.nii\.gz': '.*notes\.txt' is a file"),
     Case("truncated NIfTI", _truncated_nifti, r"cut\.nii\.gz.*(truncated|corrupt|not a readable NIfTI)"),
     Case("text file named .nii.gz", _text_as_nifti, r"fake\.nii\.gz.*not a readable NIfTI"),
