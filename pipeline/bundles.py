@@ -194,15 +194,16 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
     return workflow
 
 
-#: MONAI loggers whose INFO notes ``medsr`` commands do not print: the input summary (``monai.bundle.scripts``)
-#: and the logging-config note (``monai.bundle.workflows``); ``python -m monai.bundle`` still prints them. (The
-#: nvImageCodec notices are silenced once, where :mod:`medsr.pipeline` is imported.)
-_CHATTY = {"monai.bundle.scripts": logging.WARNING, "monai.bundle.workflows": logging.WARNING}
+#: MONAI loggers whose INFO notes ``medsr`` commands do not print: the logging-config note
+#: (``monai.bundle.workflows``; ``python -m monai.bundle`` still prints it, with its input summary, which
+#: :func:`run_bundle` never writes: it builds the ``ConfigWorkflow`` itself). The nvImageCodec notices are
+#: silenced once, where :mod:`medsr.pipeline` is imported.
+_CHATTY = {"monai.bundle.workflows": logging.WARNING}
 
 
 @contextlib.contextmanager
 def quiet_monai():
-    """Inside: no config summary, no logging-config note, no "parsing config_file … eval()" warning.
+    """Inside: no logging-config note, no "parsing config_file … eval()" warning.
 
     ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone. The loggers
     of :data:`_CHATTY` run at a higher level inside and get their own level back after (no filters).
