@@ -40,3 +40,14 @@ def test_benchmark_script_runs(name, tmp_path):
     if extra:
         rows = json.loads((tmp_path / "out.json").read_text())["rows"]
         assert rows and all("psnr" in r or "val_psnr" in r for r in rows)
+
+
+@pytest.mark.slow
+def test_inference_benchmark_cli_mode_runs():
+    """``bench_inference.py --cli``: medsr upscale end to end against its compute, import torch and PIL."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "benchmarks/bench_inference.py", "--cli", "--sizes", "32"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "import torch" in out and "32x32" in out and "PIL bicubic" in out, out[-3000:]
