@@ -194,16 +194,16 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
     return workflow
 
 
-#: MONAI loggers whose INFO notes ``medsr`` commands do not print: the logging-config note
-#: (``monai.bundle.workflows``; ``python -m monai.bundle`` still prints it, with its input summary, which
-#: :func:`run_bundle` never writes: it builds the ``ConfigWorkflow`` itself). The nvImageCodec notices are
-#: silenced once, where :mod:`medsr.pipeline` is imported.
-_CHATTY = {"monai.bundle.workflows": logging.WARNING}
+#: MONAI loggers whose notes ``medsr`` commands do not print, and their level meanwhile: the logging-config note
+#: (``monai.bundle.workflows``, INFO; :func:`run_bundle` builds the ``ConfigWorkflow`` itself, so MONAI's input
+#: summary is never written) and the nvImageCodec notice of MONAI's DICOM reader (a WARNING on every read: medsr
+#: reads DICOM with pydicom and ITK). ``python -m monai.bundle`` still prints them.
+_CHATTY = {"monai.bundle.workflows": logging.WARNING, "monai.data.nvimgcodec_pydicom_plugin": logging.ERROR}
 
 
 @contextlib.contextmanager
 def quiet_monai():
-    """Inside: no logging-config note, no "parsing config_file … eval()" warning.
+    """Inside: no logging-config note, no nvImageCodec notices, no "parsing config_file … eval()" warning.
 
     ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone. The loggers
     of :data:`_CHATTY` run at a higher level inside and get their own level back after (no filters).
@@ -214,6 +214,7 @@ def quiet_monai():
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="parsing config_file")
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
             yield
     finally:
         for name, level in saved.items():

@@ -22,6 +22,7 @@ from medsr.pipeline.bundles import (
     override_text,
     parse_sets,
     parse_value,
+    quiet_monai,
     run_bundle,
 )
 from medsr.pipeline.io import check_outputs
@@ -199,11 +200,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         model_file = find_model(args.model) if args.model else None
         device = get_device(args.device)  # a CUDA device on a CPU build is one line, not an AssertionError
         roi = parse_value(args.roi_size) if isinstance(args.roi_size, str) else args.roi_size
-        rec = upscale_with_model(
-            src, args.output, model=model_file, scale=args.scale, device=device, roi_size=roi,
-            overlap=0.25 if args.overlap is None else args.overlap, progress=not args.quiet,
-            clip=not args.raw_values,
-        )  # fmt: skip
+        with quiet_monai():  # no nvImageCodec notices around the one result (or error) line
+            rec = upscale_with_model(
+                src, args.output, model=model_file, scale=args.scale, device=device, roi_size=roi,
+                overlap=0.25 if args.overlap is None else args.overlap, progress=not args.quiet,
+                clip=not args.raw_values,
+            )  # fmt: skip
         how = f", slice by slice across axis {rec['slice_axis']}" if rec["slice_axis"] is not None else ""
         how += f", {rec['note']}" if rec.get("note") else ""
         print(
