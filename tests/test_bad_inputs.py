@@ -644,3 +644,16 @@ def test_stale_upscale_temp_files_are_removed(tmp_path, capsys):
     other.write_bytes(b"x")
     assert medsr_main(["upscale", str(tmp_path / "scan.nii.gz"), str(tmp_path / "sr.nii.gz"), "--quiet"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "scan.nii.gz", "sr.nii.gz"])
+
+
+@pytest.mark.slow
+def test_missing_datalist_file_exits_1_not_an_abort(tmp_path):
+    """A datalist naming a missing file (worker threads on) ends with exit 1 and one line, never an abort (134)."""
+    argv = _missing_file_in_datalist(tmp_path) + ["--set", "num_workers=2"]
+    res = subprocess.run(
+        [sys.executable, "-m", "medsr.pipeline.cli", *argv], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
+    lines = [ln for ln in error_lines(res.stderr) if ln.startswith("medsr")]
+    assert len(lines) == 1 and "gone.nii.gz': no such file" in lines[0]
+    assert "terminate called" not in res.stderr
