@@ -59,6 +59,33 @@ def test_mlflow_role_defaults(tmp_path, cls, iteration_log, close):
     assert handler.epoch_logger == handler._log_epoch and handler.iteration_logger == handler._log_iteration
 
 
+def test_ema_validation_scores_the_ema_weights_and_restores_the_raw_ones():
+    """During a validation the network holds the EMA weights (what the metric and best_network.pt see);
+    afterwards the trainer's raw weights are back, bit for bit."""
+    from ignite.engine import Engine
+
+    from medsr.pipeline.engines import ModelEMA
+    from medsr.pipeline.handlers import EMAValidation
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = ModelEMA(net, decay=0.5)
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+    ema.update(net)  # ema = 0.5 * w0 + 0.5 * 3
+    expected = float(ema.module.weight)
+    raw = net.weight.detach().clone()
+    seen = []
+    validator = Engine(lambda engine, batch: seen.append(float(net.weight)))
+    EMAValidation(net, ema).attach(validator)
+    validator.run([0, 1], max_epochs=1)
+    assert seen == [expected, expected] and expected != 3.0
+    assert torch.equal(net.weight, raw)
+    plain = Engine(lambda engine, batch: seen.append(float(net.weight)))
+    EMAValidation(net, None).attach(plain)  # no EMA: nothing changes
+    plain.run([0], max_epochs=1)
+    assert seen[-1] == 3.0
+
+
 class _ListDirWhenSaved:
     """Pickled inside ``torch.save``: records the folder's files while the new file is being written."""
 
