@@ -34,8 +34,6 @@ import importlib.metadata
 import importlib.resources
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from medsr.pipeline.data.demo import _lock, _Writer, demo_root, ensure_demo_dataset
-from medsr.pipeline.io import sha256_of, write_json_atomic
+from medsr.pipeline.io import build_folder_atomic, sha256_of, write_json_atomic
 
 __all__ = ["CORPUS_VERSION", "CORPUS_DIRNAME", "MIN_SIZE", "SOURCES", "corpus_sources", "ensure_corpus_dataset"]
 
@@ -281,20 +279,9 @@ def ensure_corpus_dataset(
             if manifest.get("version") == CORPUS_VERSION and manifest.get("fingerprint") == fingerprint:
                 return {"root": folder, "datalist_2d": folder / manifest["datalist"], "manifest": manifest,
                         "built": False}  # fmt: skip
-        tmp = Path(tempfile.mkdtemp(prefix=".corpus-build-", dir=root))
-        try:
+        with build_folder_atomic(folder, prefix=".corpus-build-") as tmp:
             built = _build(tmp, demo, sources)
             manifest = {"version": CORPUS_VERSION, "fingerprint": fingerprint, "datalist": built["datalist"],
                         "sources": built["table"], "summary": built["summary"], "files": built["files"]}  # fmt: skip
             write_json_atomic(manifest, tmp / "manifest.json")
-            stale = None
-            if folder.exists():
-                stale = Path(tempfile.mkdtemp(prefix=".corpus-stale-", dir=root))
-                os.replace(folder, stale / CORPUS_DIRNAME)
-            os.replace(tmp, folder)
-            if stale is not None:
-                shutil.rmtree(stale, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return {"root": folder, "datalist_2d": folder / manifest["datalist"], "manifest": manifest, "built": True}
