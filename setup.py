@@ -58,7 +58,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.5"],
+    "test": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.5", "onnx>=1.16"],
     # torchio is only a point of comparison in benchmarks/
     "bench": ["torchio>=0.20", "dipy>=1.9"],
     # medsr models export-onnx (onnxruntime, when installable, checks the exported file)

@@ -194,19 +194,16 @@ def run_bundle(name: str, run_id: str, config: str, overrides: dict[str, Any], t
     return workflow
 
 
-#: MONAI loggers whose notes ``medsr`` commands do not print, and the level they get meanwhile: the input
-#: summary (``monai.bundle.scripts``), the logging-config note (``monai.bundle.workflows``), both INFO, and the
-#: nvImageCodec notice (a WARNING); ``python -m monai.bundle`` still prints them
-_CHATTY = {
-    "monai.bundle.scripts": logging.WARNING,
-    "monai.bundle.workflows": logging.WARNING,
-    "monai.data.nvimgcodec_pydicom_plugin": logging.ERROR,
-}
+#: MONAI loggers whose notes ``medsr`` commands do not print, and their level meanwhile: the logging-config note
+#: (``monai.bundle.workflows``, INFO; :func:`run_bundle` builds the ``ConfigWorkflow`` itself, so MONAI's input
+#: summary is never written) and the nvImageCodec notice of MONAI's DICOM reader (a WARNING on every read: medsr
+#: reads DICOM with pydicom and ITK). ``python -m monai.bundle`` still prints them.
+_CHATTY = {"monai.bundle.workflows": logging.WARNING, "monai.data.nvimgcodec_pydicom_plugin": logging.ERROR}
 
 
 @contextlib.contextmanager
 def quiet_monai():
-    """Inside: no config summary, no "parsing config_file … eval()" warning, no nvImageCodec notices.
+    """Inside: no logging-config note, no nvImageCodec notices, no "parsing config_file … eval()" warning.
 
     ``medsr`` runs only the bundles it ships; the one line a user sees on an error is then alone. The loggers
     of :data:`_CHATTY` run at a higher level inside and get their own level back after (no filters).

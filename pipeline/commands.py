@@ -204,15 +204,25 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             rec = upscale_with_model(
                 src, args.output, model=model_file, scale=args.scale, device=device, roi_size=roi,
                 overlap=0.25 if args.overlap is None else args.overlap, progress=not args.quiet,
-                clip=not args.raw_values,
+                clip=not args.raw_values, tta=args.tta, report=args.report,
             )  # fmt: skip
         how = f", slice by slice across axis {rec['slice_axis']}" if rec["slice_axis"] is not None else ""
         how += f", {rec['note']}" if rec.get("note") else ""
+        how += f", tta {rec['tta']}" if rec["tta"] > 1 else ""
         print(
             f"medsr upscale: {rec['output']}  shape {rec['shape']}  spacing "
             f"{tuple(round(s, 4) for s in rec['spacing'])} mm  model {rec['model']}{how}  {rec['seconds']:.1f} s"
         )
+        if args.report:
+            dc = rec["data_consistency"]
+            print(
+                f"medsr upscale: data consistency (relative RMSE of the degraded output vs the input) "
+                f"{dc['medsr_relative']:.4f}, cubic {dc['cubic_relative']:.4f}; report {args.report}"
+            )
         return 0
+    if args.tta != 1 or args.report:
+        print("medsr upscale: --tta and --report apply to the shipped models (not with --bundle)", file=sys.stderr)
+        return 2
     overrides = _overrides(
         args, ("spatial_dims", "scale", "device", "checkpoint", "roi_size", "overlap", "output_dir", "run")
     )
@@ -289,6 +299,8 @@ def cmd_upscale_files(args: argparse.Namespace) -> int:
     for path in inputs:
         one = argparse.Namespace(**vars(args))
         one.input, one.output = str(path), str(output_path_for(path, out_dir, keep_image_format=True))
+        if args.report:  # one report per file, next to its output
+            one.report = str(out_dir / f"{path.name.split('.')[0]}_report.json")
         try:
             code = cmd_upscale(one)
         except Exception as err:  # noqa: BLE001 - one bad file is one line; the others go on
@@ -340,7 +352,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not models:
         print("no shipped models under bundles/*/models/")
         return 0
-    print(f"{'name':<18} {'dims':<4} {'scale':<7} {'pairs':<9} {'sha256':<13} quality (demo test split)")
+    head = "quality vs cubic, mean PSNR (external = out-of-distribution, first; each figure names its set)"
+    print(f"{'name':<18} {'dims':<4} {'scale':<7} {'pairs':<9} {'sha256':<13} {head}")
     for m in models:
         q = m.get("metrics", {}).get("summary", "")
         scale = "x".join(str(f) for f in m["scale"])
@@ -493,5 +506,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep the network's raw values (default: clipped to the input's value range)",
     )
+    p.add_argument(
+        "--tta", type=int, default=1, choices=(1, 2, 4, 8),
+        help="2D models: average over this many flips/90-degree rotations of the input (8: all; slower by as much)",
+    )  # fmt: skip
+    p.add_argument(
+        "--report", default=None, metavar="JSON",
+        help="write the data consistency of the output (degraded back to the input grid vs the input, next to cubic's) "
+        "to this JSON (a folder input: OUT_DIR/<name>_report.json per file)",
+    )  # fmt: skip
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (repeatable)")
     p.set_defaults(func=cmd_upscale_files)

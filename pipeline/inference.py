@@ -33,6 +33,7 @@ from medsr.transforms.geometry import squeeze_spatial, sr_affine
 
 __all__ = [
     "SRSlidingWindowInferer",
+    "DihedralTTA",
     "save_image_2d",
     "inference_preprocessing",
     "upscale_with_model",
@@ -117,6 +118,40 @@ class SRSlidingWindowInferer(Inferer):
         if isinstance(out, MetaTensor) and isinstance(inputs, MetaTensor):
             out.affine = sr_affine(inputs.affine, scale).to(torch.float64)
         return out
+
+
+class DihedralTTA(torch.nn.Module):
+    """Test-time augmentation of a 2D SR network: the mean of its outputs over the 8 flips and 90° rotations
+    of the input (``n=8``), or over the 4 flips (``n=4``), or over identity and one flip (``n=2``), each mapped
+    back. ``spatial_dims`` and ``scale_factor`` are the wrapped network's (equal in-plane factors for the
+    rotations), so it replaces the network anywhere, :class:`medsr.networks.SliceWise` included.
+
+    Args:
+        network: a 2D SR network, input ``(B, C, H, W)``.
+        n: 1, 2, 4 or 8 transforms.
+    """
+
+    def __init__(self, network: torch.nn.Module, n: int = 8) -> None:
+        super().__init__()
+        if n not in (1, 2, 4, 8):
+            raise ValueError(f"--tta: expected 1, 2, 4 or 8, got {n}")
+        if int(getattr(network, "spatial_dims", 2)) != 2:
+            raise ValueError("--tta: test-time flips and rotations need a 2D model")
+        self.network, self.n = network, int(n)
+        self.spatial_dims, self.scale_factor = 2, network.scale_factor
+        self.in_channels = getattr(network, "in_channels", 1)
+        self.out_channels = getattr(network, "out_channels", self.in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = None
+        for k in range(self.n):
+            rot, flip = k // 2, k % 2  # (0,0) identity, (0,1) flip W, (1,0) rot 90, ...
+            y = x.flip(-1) if flip else x
+            y = self.network(torch.rot90(y, rot, (-2, -1)))
+            y = torch.rot90(y, -rot, (-2, -1))
+            y = y.flip(-1) if flip else y
+            out = y if out is None else out + y
+        return out / self.n
 
 
 def save_nifti(image: torch.Tensor | np.ndarray, path: str | os.PathLike, affine: Any | None = None) -> str:
@@ -801,12 +836,14 @@ def model_for_image(
     network: torch.nn.Module | None = None,
     info: dict[str, Any] | None = None,
     name: Any = "image",
+    tta: int = 1,
 ) -> tuple[torch.nn.Module, dict[str, Any], int | None]:
     """The generator for a channel-first ``image``: ``network``/``info``, the model file or shipped name
     ``model`` (which must fit the image and ``scale``, :func:`check_model_fits`; ``name`` names the image in
     its errors), else the shipped model that :func:`medsr.pipeline.models.pick_model` chooses for the image's
     dimension and ``scale`` (default 2). A 2D model on a 3D image runs in-plane, slice by slice across the
-    thickest axis (largest spacing; the last axis on ties) with :class:`medsr.networks.SliceWise`.
+    thickest axis (largest spacing; the last axis on ties) with :class:`medsr.networks.SliceWise`. ``tta`` > 1
+    wraps the 2D network in :class:`DihedralTTA` (flips and 90° rotations averaged).
 
     Returns:
         ``(network, info, slice_axis)``; ``slice_axis`` is ``None`` unless slice by slice.
@@ -823,6 +860,8 @@ def model_for_image(
             choice, _ = pick_model(sd, 2 if scale is None else scale)
             network, info = load_model(choice["path"], device)
     info = dict(info or {})
+    if tta and int(tta) > 1:
+        network = DihedralTTA(network, int(tta))
     if network.spatial_dims >= sd:
         return network, info, None
     from medsr.networks import SliceWise
@@ -869,14 +908,21 @@ def upscale_with_model(
     progress: bool = False,
     channels_last: bool = True,
     clip: bool = True,
+    tta: int = 1,
+    report: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Super-resolve one file with a self-describing model (a shipped one by default), no bundle overrides.
 
     The model is chosen by :func:`model_for_image` (``network``/``info``, the file or name ``model``, or the
     shipped model for the input's dimension and ``scale``); ``progress`` shows a bar over windows.
 
+    ``tta`` > 1 averages the 2D model over flips and 90° rotations (:class:`DihedralTTA`). ``report``: a JSON
+    file for the data consistency of the output (:func:`medsr.pipeline.evaluation.data_consistency`: the output
+    degraded with the model's evaluation degradation, against the input, next to cubic's).
+
     Returns:
-        The record of :meth:`SRFileInference.run` plus ``model`` (name), ``model_path`` and ``slice_axis``.
+        The record of :meth:`SRFileInference.run` plus ``model`` (name), ``model_path``, ``slice_axis``, ``tta``
+        and, with ``report``, ``data_consistency``.
     """
     prep = inference_preprocessing()
     try:
@@ -894,7 +940,8 @@ def upscale_with_model(
         raise ValueError(
             f"input '{input_path}': read as shape {tuple(img.shape)} (channel first); expected a 2D or 3D image"
         )
-    net, info, slice_axis = model_for_image(img, model, scale, device, network, info, name=input_path)
+    net, info, slice_axis = model_for_image(img, model, scale, device, network, info, name=input_path, tta=tta)
+    factors = tuple(int(f) for f in net.scale_factor)
     cached = {str(input_path): item}
     runner = SRFileInference(
         net,
@@ -911,8 +958,32 @@ def upscale_with_model(
         clip=clip,
     )
     record = runner.run()[0]
-    record.update(model=info.get("name", "?"), model_path=info.get("path"), slice_axis=slice_axis)
+    record.update(model=info.get("name", "?"), model_path=info.get("path"), slice_axis=slice_axis, tta=int(tta or 1))
+    if report is not None:
+        record["data_consistency"] = _upscale_consistency(input_path, record["output"], factors, info)
+        from medsr.pipeline.io import write_json_atomic
+
+        write_json_atomic({k: (str(v) if isinstance(v, Path) else v) for k, v in record.items()}, report)
     return record
+
+
+def _upscale_consistency(
+    input_path: str | os.PathLike, output_path: str | os.PathLike, factors: Sequence[int], info: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`medsr.pipeline.evaluation.data_consistency` of an ``upscale`` output, in the input's units."""
+    from medsr.pipeline.data.readers import load_image
+    from medsr.pipeline.evaluation.consistency import data_consistency
+    from medsr.transforms.pairing import PairDegradation, eval_degradation
+
+    lr, sr = load_image(input_path, luminance=True), load_image(output_path, luminance=True)
+    while lr.ndim > sr.ndim and lr.shape[-1] == 1:
+        lr = lr[..., 0]
+    mode = eval_degradation(info.get("degradation") or "bicubic")
+    return data_consistency(
+        lr.as_tensor(), sr.as_tensor(), PairDegradation(scale_factor=tuple(factors), mode=mode),
+        f"RMSE over the input's foreground between the output degraded with {mode} x{'x'.join(map(str, factors))} "
+        "(the model's evaluation degradation, noise off) and the input",
+    )  # fmt: skip
 
 
 def upscale_array(

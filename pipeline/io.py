@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -27,6 +28,7 @@ __all__ = [
     "remove_stale_temps",
     "sha256_of",
     "check_outputs",
+    "build_folder_atomic",
 ]
 
 
@@ -126,6 +128,31 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(data: Any, path: str | os.PathLike, *, indent: int = 1) -> Path:
     """Write ``data`` as JSON to ``path`` atomically; returns the path."""
     return write_text_atomic(path, json.dumps(data, indent=indent) + "\n")
+
+
+@contextmanager
+def build_folder_atomic(folder: str | os.PathLike, prefix: str = ".build-") -> Iterator[Path]:
+    """Build a whole folder in a hidden temporary sibling and swap it in when the block ends.
+
+    The previous ``folder`` stays readable until the new one is complete; on an error the temporary folder is
+    removed and ``folder`` is left as it was.
+    """
+    folder = Path(folder)
+    root = folder.parent
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    try:
+        yield tmp
+        stale = None
+        if folder.exists():
+            stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}-stale-", dir=root))
+            os.replace(folder, stale / folder.name)
+        os.replace(tmp, folder)
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -115,7 +115,7 @@ def _folder_output(t: Path) -> list[str]:
 
 def _bad_suffix(t: Path) -> list[str]:
     nifti(t / "scan.nii.gz")
-    return upscale(str(t / "scan.nii.gz"), str(t / "sr.png"))
+    return upscale(str(t / "scan.nii.gz"), str(t / "sr.xyz"))
 
 
 def _parent_is_file(t: Path) -> list[str]:
@@ -373,7 +373,7 @@ CASES = [
     Case("output is a hard link to the input", _hardlink, r"output '.*link\.nii\.gz': is the input"),
     Case("output is a symlink to the input", _symlink, r"output '.*alias\.nii\.gz': is the input"),
     Case("output is a folder", _folder_output, r"output '.*out': is a folder; give a file name"),
-    Case("output has an unsupported suffix", _bad_suffix, r"output '.*sr\.png': unsupported output type"),
+    Case("output has an unsupported suffix", _bad_suffix, r"output '.*sr\.xyz': unsupported output type"),
     Case("output folder is a file", _parent_is_file, r"output '.*notes\.txt/sr\.nii\.gz': '.*notes\.txt' is a file"),
     Case("truncated NIfTI", _truncated_nifti, r"cut\.nii\.gz.*(truncated|corrupt|not a readable NIfTI)"),
     Case("text file named .nii.gz", _text_as_nifti, r"fake\.nii\.gz.*not a readable NIfTI"),
@@ -644,3 +644,41 @@ def test_stale_upscale_temp_files_are_removed(tmp_path, capsys):
     other.write_bytes(b"x")
     assert medsr_main(["upscale", str(tmp_path / "scan.nii.gz"), str(tmp_path / "sr.nii.gz"), "--quiet"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "scan.nii.gz", "sr.nii.gz"])
+
+
+@pytest.mark.slow
+def test_missing_datalist_file_exits_1_not_an_abort(tmp_path):
+    """A datalist naming a missing file (worker threads on) ends with exit 1 and one line, never an abort (134)."""
+    argv = _missing_file_in_datalist(tmp_path) + ["--set", "num_workers=2"]
+    res = subprocess.run(
+        [sys.executable, "-m", "medsr.pipeline.cli", *argv], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
+    lines = [ln for ln in error_lines(res.stderr) if ln.startswith("medsr")]
+    assert len(lines) == 1 and "gone.nii.gz': no such file" in lines[0]
+    assert "terminate called" not in res.stderr
+
+
+UPSCALE_CHILD = """
+import sys, time
+import nibabel
+def slow_save(img, filename, *args, **kwargs):  # writes a few bytes of the temp file, says so, and hangs
+    open(filename, "wb").write(b"half an image")
+    print("WRITING", flush=True)
+    time.sleep(300)
+nibabel.save = slow_save
+from medsr.pipeline.cli import main
+main(["upscale", sys.argv[1], sys.argv[2], "--quiet"])
+"""
+
+
+@pytest.mark.slow
+def test_kill9_during_an_upscale_write_leaves_nothing_the_next_run_keeps(tmp_path, capsys):
+    """The killed write leaves a hidden temp file and no output; the next upscale removes it and writes."""
+    src, out = nifti(tmp_path / "scan.nii.gz"), tmp_path / "sr.nii.gz"
+    _run_until_killed(tmp_path, UPSCALE_CHILD, 0, str(src), str(out))  # no torch.save hangs: nib.save does
+    temps = [p.name for p in tmp_path.iterdir() if p.name.startswith(".sr.nii.gz.")]
+    assert len(temps) == 1 and not out.exists(), sorted(p.name for p in tmp_path.iterdir())
+    assert medsr_main(["upscale", str(src), str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.py", "scan.nii.gz", "sr.nii.gz"]
+    assert nib.load(str(out)).shape == (32, 32)

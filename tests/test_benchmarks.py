@@ -18,8 +18,8 @@ SMOKE = {
     "bench_training": (["--iters", "2"], "it/s"),
     "bench_networks": (["--quick", "--only", "2d", "--variants", "fp32,channels_last", "--threads", "1", "--repeats", "1"], "% pk"),
     "bench_inference": (["--shape", "48", "48", "12", "--roi", "32", "32", "8", "--threads", "1"], "peak RSS growth"),
-    "bench_quality": (["--models", "rdn_x2_mixed", "--limit", "2", "--degradations", "bicubic", "--threads", "1"],
-                      "rdn_x2_mixed"),
+    "bench_quality": (["--models", "rdn_x2_realistic", "--limit", "2", "--degradations", "bicubic", "--threads", "1",
+                       "--sets", "heldout", "indist", "--tta", "2"], "rdn_x2_realistic+tta2"),
     "bench_convergence": (["--choices", "study", "residual_interp", "--epochs", "1", "--epoch_length", "2",
                            "--max_val_items", "1", "--val_crop", "64", "--batch_size", "2", "--threads", "1"],
                           "residual_interp"),
@@ -40,3 +40,14 @@ def test_benchmark_script_runs(name, tmp_path):
     if extra:
         rows = json.loads((tmp_path / "out.json").read_text())["rows"]
         assert rows and all("psnr" in r or "val_psnr" in r for r in rows)
+
+
+@pytest.mark.slow
+def test_inference_benchmark_cli_mode_runs():
+    """``bench_inference.py --cli``: medsr upscale end to end against its compute, import torch and PIL."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "benchmarks/bench_inference.py", "--cli", "--sizes", "32"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "import torch" in out and "32x32" in out and "PIL bicubic" in out, out[-3000:]

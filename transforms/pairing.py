@@ -27,11 +27,17 @@ __all__ = [
     "downsample_label",
     "PairDegradation",
     "DEGRADATIONS",
+    "REALISTIC",
     "pair_transform",
     "eval_degradation",
 ]
 
-DEGRADATIONS = ("physical", "bicubic", "mixed")  # a bundle's ``degradation``; "mixed" draws one of the two per item
+DEGRADATIONS = ("physical", "bicubic", "mixed", "realistic")  # a bundle's ``degradation`` (see pair_transform)
+#: ``degradation="realistic"``: what users' images have. Per item: antialiased bicubic on two items in three
+#: (resized images), else a Gaussian or box point-spread function (``physical``, slice thickness 0.8-1.2 × the
+#: LR spacing); Gaussian noise of std 0-1 % of the normalised range on every item.
+REALISTIC = dict(modes=("bicubic", "bicubic", "physical"), profiles=("gaussian", "box"),
+                 thickness_ratio_range=(0.8, 1.2), noise_kinds=("gaussian",), noise_std_range=(0.0, 0.01))  # fmt: skip
 
 MASK_MODES = ("majority", "any")
 
@@ -304,14 +310,19 @@ def _check_degradation(degradation: str) -> str:
 
 def eval_degradation(degradation: str) -> str:
     """The deterministic mode a bundle validates and evaluates with: ``"mixed"`` is validated on physical pairs
-    (the harder and the clinically relevant one); the others are themselves."""
-    return "physical" if _check_degradation(degradation) == "mixed" else degradation
+    (the harder and the clinically relevant one), ``"realistic"`` on bicubic pairs (its main case, and the
+    out-of-distribution benchmark's protocol); the others are themselves."""
+    degradation = _check_degradation(degradation)
+    return {"mixed": "physical", "realistic": "bicubic"}.get(degradation, degradation)
 
 
 def pair_transform(degradation: str, scale_factor: Any, **kwargs: Any) -> MakeSRPaird | RandMakeSRPaird:
     """A bundle's training pair transform: :class:`MakeSRPaird` for ``"physical"``/``"bicubic"``, and for
-    ``"mixed"`` a :class:`RandMakeSRPaird` that draws bicubic or physical per item (one model for both)."""
-    if _check_degradation(degradation) == "mixed":
+    ``"mixed"`` a :class:`RandMakeSRPaird` that draws bicubic or physical per item (one model for both), for
+    ``"realistic"`` one that draws :data:`REALISTIC`'s mix."""
+    if _check_degradation(degradation) == "realistic":
+        return RandMakeSRPaird([scale_factor], **REALISTIC, **kwargs)
+    if degradation == "mixed":
         return RandMakeSRPaird([scale_factor], modes=("bicubic", "physical"), **kwargs)
     return MakeSRPaird(scale_factor=scale_factor, mode=degradation, **kwargs)
 

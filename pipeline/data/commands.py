@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--force", action="store_true", help="rebuild even if the dataset is complete")
     d.add_argument("--verify", action="store_true", help="re-hash every file when checking an existing dataset")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument(
+        "--corpus", action="store_true",
+        help="also build the training corpus ROOT/corpus (every real image installed packages ship; validation = "
+        "held-out sources) and print its 2D datalist path last",
+    )  # fmt: skip
     d.set_defaults(func=run_demo)
 
 
@@ -84,4 +89,13 @@ def run_demo(args: argparse.Namespace) -> int:
             detail = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "total")
             print(f"  {dim} {split:<10} {counts['total']:>4}  ({detail})")
     print(json.dumps({"summary": summary}, indent=1, default=str))
+    if getattr(args, "corpus", False):
+        from medsr.pipeline.data.corpus import ensure_corpus_dataset
+
+        corpus = ensure_corpus_dataset(args.root, progress=not args.no_progress, force=args.force)
+        print(f"medsr corpus: {corpus['root']} ({'built' if corpus['built'] else 'already complete'})")
+        for name, src in corpus["manifest"]["sources"].items():
+            print(f"  {name:<24} {src['split']:<10} items {src['items']:>4} x{src['repeats']:<3} "
+                  f"share {src['training_share']:.3f}  {src['licence']}")  # fmt: skip
+        print(corpus["datalist_2d"])
     return 0

@@ -453,9 +453,14 @@ def _header_shape(path: str) -> tuple[int, ...] | None:
     return None
 
 
+def _squeezed(shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(n) for n in shape if n != 1)
+
+
 def check_items(lists: Mapping[str, Sequence[Mapping]], spatial_dims: int, source: str = "datalist") -> None:
-    """Check every item of a datalist once, before any loading: each path exists and each image has the
-    bundle's dimension (a singleton axis, as in an (X, Y, 1) NIfTI, does not count).
+    """Check every item of a datalist once, before any loading: each path exists, each image has the
+    bundle's dimension (a singleton axis, as in an (X, Y, 1) NIfTI, does not count) and its mask and label
+    map have its shape (read from the headers).
 
     Raises:
         MedsrError: one line naming every bad item and what is wrong with it.
@@ -484,6 +489,16 @@ def check_items(lists: Mapping[str, Sequence[Mapping]], spatial_dims: int, sourc
                 dims = None if shape is None else sum(1 for n in shape if n != 1)
                 if dims is not None and len(shape) == 3 and shape[0] == 0:
                     dims = 3  # a DICOM series folder
+                for key in ("mask", "label"):
+                    if shape and 0 not in shape and isinstance(item.get(key), str):
+                        try:
+                            other = _header_shape(item[key])
+                        except Exception:  # noqa: BLE001 - the reader names an unreadable mask later
+                            other = None
+                        if other and 0 not in other and _squeezed(other) != _squeezed(shape):
+                            problems.append(
+                                f"{key} {item[key]!r}: shape {other} does not match its image {image!r} {shape}"
+                            )
                 if dims is not None and dims != int(spatial_dims):
                     what = "3D volume" if dims == 3 else f"{dims}D image"
                     size = f"a series of {shape[2]} slices" if shape[0] == 0 else f"shape {shape}"

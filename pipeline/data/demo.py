@@ -33,9 +33,7 @@ import importlib.metadata
 import importlib.resources
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from medsr.pipeline.io import sha256_of, write_json_atomic
+from medsr.pipeline.io import build_folder_atomic, sha256_of, write_json_atomic
 
 __all__ = [
     "DEMO_VERSION",
@@ -459,8 +457,7 @@ def ensure_demo_dataset(
         if not force and _manifest_problem(folder, fingerprint, verify) is None:
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             return _result(root, folder, manifest, built=False)
-        tmp = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=root))
-        try:
+        with build_folder_atomic(folder, prefix=".demo-build-") as tmp:
             built = _build(tmp, sources, progress)
             manifest = {
                 "version": DEMO_VERSION,
@@ -471,14 +468,4 @@ def ensure_demo_dataset(
                 "files": built["files"],
             }
             write_json_atomic(manifest, tmp / "manifest.json")  # written last: its presence marks completeness
-            stale = None
-            if folder.exists():
-                stale = Path(tempfile.mkdtemp(prefix=".demo-stale-", dir=root))
-                os.replace(folder, stale / DEMO_DIRNAME)
-            os.replace(tmp, folder)
-            if stale is not None:
-                shutil.rmtree(stale, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return _result(root, folder, manifest, built=True)

@@ -10,6 +10,7 @@
   (``mlflow_handler``, on their shared base :class:`MLflowSRHandler`): MLflow tracking, one class per role;
 * :class:`EvaluationReportHandler` (``evaluation_report``): the evaluation report when an evaluator completes;
 * :class:`SSIMHandler` (``ssim``) and :class:`RegionSSIMHandler` (``region_ssim``): metric handlers;
+* :class:`EMAValidation` (``ema_validation``): validate and keep the EMA weights instead of the raw ones;
 * :class:`QuietStatsHandler` (``stats``): MONAI's ``StatsHandler`` that leaves an error's report to the entry point;
 * :class:`StopAtBudget` (``stop_at_budget``): ends a run when its wall-time budget is spent (``medsr selfsr``);
 * :class:`BudgetProgress` (``budget_progress``): a progress bar of elapsed time against that budget;
@@ -28,6 +29,7 @@ _EXPORTS = {
     "checkpoint_handler": ("CheckpointHandler",),
     "comparison_images": ("ComparisonImages",),
     "cubic_baseline": ("CubicBaseline",),
+    "ema_validation": ("EMAValidation",),
     "evaluation_report": ("EvaluationReportHandler",),
     "follow_load": ("FollowLoad",),
     "mlflow_handler": ("MLflowSRHandler", "MLflowTrainerHandler", "MLflowValidatorHandler", "MLflowEvaluatorHandler"),

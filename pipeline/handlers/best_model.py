@@ -30,6 +30,9 @@ class BestModelSaver:
     Each file is a model file with the score in ``metric`` and the stage in ``stage``, written atomically by
     :func:`medsr.pipeline.models.save_model` (rank 0, float32 weights).
 
+    Not ignite's ``Checkpoint(score_function=..., n_saved=1)``: it removes the previous best file before writing
+    the new one under the same name, so a kill in between would leave no ``best_network.pt``.
+
     Args:
         network: the generator (DDP wrappers are unwrapped).
         save_dir: output folder (the run's ``checkpoints``).

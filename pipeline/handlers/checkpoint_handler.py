@@ -22,6 +22,11 @@ class CheckpointHandler:
     are kept; temporary files that a killed run left in ``save_dir`` are removed at attach. Resume with
     ``resume(trainer, save_dir)`` or the trainers' ``resume_from=save_dir``.
 
+    Not ignite's ``Checkpoint`` + ``DiskSaver(atomic=True)``: it deletes the oldest file before writing the new
+    one (with ``n_saved=1`` a kill during the write leaves no checkpoint), writes without ``fsync`` into visible
+    ``tmp*`` files, and does not know the files of the run it resumes. Here the new file is complete before an old
+    one goes.
+
     Args:
         save_dir: output folder.
         every_n_iterations: save period in iterations (``None``: off).

@@ -71,8 +71,15 @@ def log_pytorch_model(network: torch.nn.Module, example: torch.Tensor | None, na
         with torch.no_grad():
             y = net(x)
         common["signature"] = infer_signature(x.numpy(), torch.as_tensor(y).numpy())
+        # torch.export notes that the batch axis of the example is specialised: expected (the graph is traced at
+        # one example shape, as the docstring says), and printed at the end of every tracked training otherwise
+        export_log = logging.getLogger("torch._export.non_strict_utils")
+        level = export_log.level
+        export_log.setLevel(logging.ERROR)
         try:  # the safe format: torch.export graph, no pickle (specialised to the example's shape)
             return mlflow.pytorch.log_model(net, input_example=x.numpy(), serialization_format="pt2", **common)
         except Exception as err:  # noqa: BLE001 - a network torch.export cannot trace falls back to pickle
             logger.warning("torch.export of the network failed (%s); logging the MLflow model with pickle", err)
+        finally:
+            export_log.setLevel(level)
     return mlflow.pytorch.log_model(net, serialization_format="pickle", **common)

@@ -103,7 +103,7 @@ def test_datalist_train_upscale_without_masks(kind, tmp_path, capsys):
     runs = tmp_path / "runs"
     argv = ["train", "espcn", "--datalist", str(datalist), "--output-dir", str(runs), "--epochs", "1",
             "--epoch-length", "2", "--batch-size", "2", *geometry, "--set", "num_features=[8, 8]",
-            "--set", "samples_per_image=1"]  # fmt: skip
+            "--set", "samples_per_image=1", "--tracking", "none"]  # fmt: skip
     assert medsr_main(argv) == 0, capsys.readouterr().err[-3000:]
     log = "".join(capsys.readouterr())
     assert f"patch centres drawn {'uniformly' if sampling == 'uniformly' else 'in the foreground'}" in log
@@ -175,10 +175,25 @@ def test_datalist_items_checked_before_loading(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 5), np.float32), np.eye(4)), str(vol))
     items = [{"image": str(p)} for p in sorted(folder.glob("*.nii.gz"))]
     items += [{"image": str(tmp_path / "gone.nii.gz")}, {"image": str(vol)}]
+    small = tmp_path / "small_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8), np.uint8), np.eye(4)), str(small))
+    items[0]["mask"] = str(small)
     dl = tmp_path / "dl.json"
     dl.write_text(json.dumps({"training": items}))
     with pytest.raises(MedsrError) as err:
         resolve_datalist(str(dl), spatial_dims=2)
     msg = str(err.value)
-    assert "(2 bad items)" in msg and "gone.nii.gz': no such file" in msg and "vol.nii.gz'" in msg
-    assert "--spatial-dims 3" in msg and "slice0" not in msg
+    assert "(3 bad items)" in msg and "gone.nii.gz': no such file" in msg and "vol.nii.gz'" in msg
+    assert "--spatial-dims 3" in msg and "slice1" not in msg
+    assert "mask '" in msg and "small_mask.nii.gz': shape (8, 8) does not match its image" in msg
+
+
+@pytest.mark.slow
+def test_dataset_dir_of_pngs_trains_without_masks(tmp_path, capsys):
+    folder, _ = png_folder(tmp_path / "photos")
+    runs = tmp_path / "runs"
+    argv = ["train", "espcn", "--dataset-dir", str(folder), "--output-dir", str(runs), "--epochs", "1",
+            "--epoch-length", "2", "--batch-size", "2", "--scale", "2", "--patch-size", "8",
+            "--set", "num_features=[8, 8]", "--tracking", "none"]  # fmt: skip
+    assert medsr_main(argv) == 0, capsys.readouterr().err[-3000:]
+    assert list(runs.glob("*/checkpoints/checkpoint_*.pt")) and (runs / "latest").exists()

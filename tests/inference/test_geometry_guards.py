@@ -113,3 +113,29 @@ def test_outputs_are_clipped_to_the_input_range_unless_raw(tmp_path):
     assert c.min() >= 0.0 and c.max() <= 100.0 + 1e-3
     np.testing.assert_allclose(c, np.clip(r, 0.0, 100.0), atol=1e-3)
     np.testing.assert_allclose(nib.load(str(clipped)).affine, nib.load(str(raw)).affine)
+
+
+def test_dicom_series_in_plane_keeps_thickness_spacing_and_range(tmp_path):
+    """A PD-like series (SliceThickness 5 mm, slices 7 mm apart) upscaled x2 in-plane: thickness 5, spacing 7,
+    and no value outside the input's range (a magnitude image gains no negative values)."""
+    import pydicom
+
+    series = tmp_path / "series"
+    series.mkdir()
+    uid = "1.2.3.4.77"
+    for k in range(3):
+        path = _dicom(series / f"s{k}.dcm", thickness="5")
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID, ds.InstanceNumber, ds.ImagePositionPatient = uid, k + 1, [0, 0, 7.0 * k]
+        ds.save_as(path)
+    src = np.stack([pydicom.dcmread(series / f"s{k}.dcm").pixel_array for k in range(3)])
+    out = tmp_path / "sr_series"
+    assert medsr_main(["upscale", str(series), str(out), "--scale", "2", "--quiet"]) == 0
+    files = sorted(out.glob("*.dcm"))
+    assert len(files) == 3
+    for f in files:
+        ds = pydicom.dcmread(f)
+        assert float(ds.SliceThickness) == 5.0 and float(ds.SpacingBetweenSlices) == pytest.approx(7.0)
+        assert (ds.Rows, ds.Columns) == (48, 48) and [float(v) for v in ds.PixelSpacing] == [0.4, 0.4]
+        values = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        assert values.min() >= src.min() and values.max() <= src.max()

@@ -188,3 +188,45 @@ def test_file_inference_writes_hr_nifti_in_input_units(tmp_path, spatial_dims):
 def test_file_inference_names_missing_input(tmp_path):
     with pytest.raises(ValueError, match="nope.nii.gz"):
         SRFileInference(torch.nn.Identity(), [str(tmp_path / "nope.nii.gz")], tmp_path, _Scale(), None)
+
+
+def test_dihedral_tta_is_equivariant_and_exact_for_an_equivariant_network():
+    """TTA over the 8 flips/rotations makes any 2D network equivariant to them; a network that already is
+    (nearest upsampling) gives exactly its own output."""
+    from medsr.networks import RDN
+    from medsr.pipeline.inference import DihedralTTA
+
+    net = RDN(2, 1, 1, 2, num_features=8, num_blocks=1, num_layers=1, growth_channels=4).eval()
+    tta = DihedralTTA(net, 8)
+    assert tta.spatial_dims == 2 and tuple(tta.scale_factor) == tuple(net.scale_factor)
+    x = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        y = tta(x)
+        assert y.shape == (1, 1, 24, 24)
+        assert torch.allclose(tta(x.flip(-1)), y.flip(-1), atol=1e-5)
+        assert torch.allclose(tta(torch.rot90(x, 1, (-2, -1))), torch.rot90(y, 1, (-2, -1)), atol=1e-5)
+        assert not torch.allclose(net(x.flip(-1)), net(x).flip(-1), atol=1e-5)  # the plain network is not
+
+    class Nearest(torch.nn.Module):
+        spatial_dims, scale_factor = 2, (2, 2)
+
+        def forward(self, z):
+            return torch.nn.functional.interpolate(z, scale_factor=2, mode="nearest")
+
+    assert torch.allclose(DihedralTTA(Nearest(), 8)(x), Nearest()(x), atol=1e-6)
+    with pytest.raises(ValueError, match="--tta: expected 1, 2, 4 or 8"):
+        DihedralTTA(net, 3)
+
+
+def test_data_consistency_is_zero_for_the_true_hr_and_not_for_cubic():
+    """``data_consistency``: the HR image the LR was made from reproduces the LR exactly; cubic does not."""
+    from medsr.pipeline.evaluation import data_consistency
+    from medsr.transforms import PairDegradation
+
+    yy, xx = torch.meshgrid(torch.linspace(0, 6, 64), torch.linspace(0, 6, 64), indexing="ij")
+    hr = (torch.sin(3 * xx) * torch.cos(2 * yy) + 2.0)[None]
+    degrade = PairDegradation(scale_factor=(2, 2), mode="bicubic")
+    lr = degrade(hr)
+    rep = data_consistency(lr, hr, degrade, "test")
+    assert rep["medsr_rmse"] < 1e-4 and rep["cubic_rmse"] > 100 * rep["medsr_rmse"]
+    assert rep["cubic_relative"] == pytest.approx(rep["cubic_rmse"] / float(lr.square().mean().sqrt()), rel=0.2)

@@ -108,6 +108,8 @@ def test_pick_model_prefers_a_model_trained_on_both_degradations():
     assert pick_model(2, 4, models=[*MODELS, both])[0]["name"] == "b4"
     assert pick_model(2, 2, models=[*MODELS, both])[0]["name"] == "a2"
     assert pick_model(2, 4, "a4", models=[*MODELS, both])[0]["name"] == "a4"
+    real = {"name": "r4", "spatial_dims": 2, "scale": [4, 4], "path": "r4.pt", "degradation": "realistic"}
+    assert pick_model(2, 4, models=[both, *MODELS, real])[0]["name"] == "r4"  # the realistic mix comes first
 
 
 @pytest.mark.parametrize(
@@ -186,7 +188,13 @@ def test_medsr_upscale_without_checkpoint_on_png_nifti_and_dicom_series(tmp_path
     with Image.open(tmp_path / "out.png") as im:
         assert im.size == (48, 40) and im.mode == "L"
     line = capsys.readouterr().out
-    assert "out.png" in line and "model rdn_x2_mixed" in line  # preferred: trained on both degradations
+    assert "out.png" in line and "model rdn_x2_realistic" in line  # preferred: trained on the realistic mix
+    report = tmp_path / "report.json"
+    args = ["upscale", str(png), str(tmp_path / "tta.png"), "--scale", "2", "--tta", "8", "--report", str(report)]
+    assert medsr_main(args) == 0
+    assert "tta 8" in capsys.readouterr().out
+    dc = json.loads(report.read_text())["data_consistency"]
+    assert dc["medsr_rmse"] >= 0 and dc["cubic_rmse"] > 0 and "bicubic x2x2" in dc["what"]
 
     src = _nifti(tmp_path / "in.nii.gz", rng.random((16, 14)) * 100, (0.8, 0.8))
     assert medsr_main(["upscale", str(src), str(tmp_path / "out.nii.gz"), "--scale", "2"]) == 0

@@ -74,9 +74,11 @@ def test_resume_latest_after_a_failed_start_resumes_the_trained_run(tmp_path, ca
     runs = tmp_path / "runs"
     base = ["train", "espcn", "--datalist", str(_datalist(tmp_path)), "--output-dir", str(runs), "--epoch-length",
             "2", "--batch-size", "1", "--patch-size", "4", "--set", "num_features=[4, 4]", "--set", "val_crop=16",
-            "--set", "samples_per_image=1"]  # fmt: skip
+            "--set", "samples_per_image=1", "--tracking", "none"]  # fmt: skip
     assert medsr_main([*base, "--epochs", "1"]) == 0, capsys.readouterr().err[-2000:]
-    (first,) = [p for p in runs.iterdir() if p.name != "latest"]
+    from medsr.pipeline.runs import list_runs
+
+    (first,) = list_runs(runs)
     assert sorted(p.name for p in (first / "checkpoints").glob("checkpoint_*.pt")) == ["checkpoint_00000002.pt"]
     # failed starts: a wrong type (nothing created) and a missing datalist (a run folder, no checkpoint)
     assert medsr_main([*base, "--set", "epochs=abc"]) == 1
@@ -88,3 +90,22 @@ def test_resume_latest_after_a_failed_start_resumes_the_trained_run(tmp_path, ca
     assert medsr_main([*base, "--epochs", "2", "--resume"]) == 0, capsys.readouterr().err[-2000:]
     assert (first / "checkpoints" / "checkpoint_00000004.pt").is_file()  # the first run went on, in its folder
     assert os.readlink(runs / "latest") == first.name
+
+
+def test_monai_bundle_command_line_types_are_checked(tmp_path):
+    """``python -m monai.bundle run … --epochs abc`` (the argv that ``mb.check_overrides()`` reads): one line."""
+    from medsr.pipeline.bundles import check_overrides
+    from medsr.pipeline.errors import MedsrError
+
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({"epochs": 100, "lr": 0.001, "patch_size": 96, "amp": False, "run_name": "$x"}))
+    base = ["run", "training", "--config_file", str(cfg)]
+    with pytest.raises(
+        MedsrError, match=r"override --epochs 'abc': expected an integer \(the config's default is 100\)"
+    ):
+        check_overrides(argv=[*base, "--epochs", "abc"])
+    with pytest.raises(MedsrError, match="override --lr 'fast': expected a number"):
+        check_overrides(argv=[*base, "--lr", "fast"])
+    for ok in (["--epochs", "3"], ["--lr", "1e-4"], ["--patch_size", "(64, 64, 16)"], ["--amp", "True"],
+               ["--run_name", "anything"]):  # fmt: skip
+        assert check_overrides(argv=[*base, *ok]) == []

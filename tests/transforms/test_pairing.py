@@ -212,3 +212,26 @@ def test_mixed_degradation_draws_both_modes_per_item():
         pair_transform("lanczos", 2)
     with pytest.raises(ValueError, match="modes: expected 'physical' and/or 'bicubic'"):
         RandMakeSRPaird([2], modes=("bicubic", "box"))
+
+
+def test_realistic_degradation_mix():
+    """``degradation="realistic"``: bicubic on about two items in three, else a Gaussian or box PSF, noise on
+    every item within 0-1 % of the range; validated and evaluated on bicubic pairs."""
+    img = MetaTensor(torch.rand(1, 48, 40), affine=torch.diag(torch.tensor([0.8, 0.8, 1.0, 1.0])))
+    t = pair_transform("realistic", (2, 2), image_key="image", mask_keys=[], label_keys=[])
+    assert isinstance(t, RandMakeSRPaird)
+    t.set_random_state(0)
+    modes, profiles, stds = [], set(), []
+    for _ in range(90):
+        t.randomize()
+        p = t._params
+        modes.append(p["mode"])
+        stds.append(p["noise_std"])
+        assert p["noise"] == "gaussian"
+        if p["mode"] == "physical":
+            profiles.add(p["profile"])
+    assert 0.5 < modes.count("bicubic") / len(modes) < 0.8
+    assert profiles == {"gaussian", "box"} and 0.0 <= min(stds) and max(stds) <= 0.01
+    out = t({"image": img})
+    assert out["lr"].shape == (1, 24, 20) and out["hr"].shape == (1, 48, 40)
+    assert eval_degradation("realistic") == "bicubic"

@@ -1,0 +1,287 @@
+"""The training corpus: every real image the installed pip packages ship inside their files, built offline.
+
+The embedded demo (:mod:`medsr.pipeline.data.demo`) stays small and fast; this corpus adds, next to it, every
+other real image the installed packages carry, so a model learns a general prior instead of one template:
+
+* MR (real scans): matplotlib's ``s1045.ima.gz`` slice, dipy's ``t1_coronal_slice.npy``, ``S0_10slices`` (b0
+  EPI), ``test_piesno`` (noisy EPI), nibabel's ``example4d`` (EPI) and its two DICOM slices (``0.dcm``,
+  ``1.dcm``, diffusion MR). In-plane slices of the volumes only (never across the thick axis), each at least
+  :data:`MIN_SIZE` pixels on both axes.
+* Fundus and microscopy: scikit-image ``microaneurysms``, ``cell``; the demo's ``retina`` and ``ihc`` tiles.
+* Natural photographs (a general prior, as in SwinIR / Real-ESRGAN): scikit-image ``astronaut``, ``camera``,
+  ``coffee``, ``chelsea``, ``rocket``, ``hubble_deep_field``, ``coins``, ``moon``, ``page``, ``text``, ``brick``,
+  ``grass``, ``gravel``, ``motorcycle_left``, ``color``; matplotlib ``grace_hopper.jpg``.
+* The demo's MNI152 T1 slices (nilearn): its **training and validation** slabs; its test slabs stay out.
+
+Synthetic images (``phantom``, ``chessboard``, ``logo``, ``horse``...), blurred ones (``clock_motion``) and
+files reserved elsewhere (pydicom's ``test_files``, ``pydicom-data``, ``pylibjpeg-data``) are not used.
+
+Validation holds out whole **sources** (:data:`SOURCES` entries with ``split="validation"``), never slabs of a
+training source, so the checkpoint a run keeps is the one that does best on images of sources it never saw.
+The demo's test split is untouched and remains the in-distribution test set.
+
+``<root>/corpus/``: ``datalist_2d.json`` (training: each item repeated by its source's sampling weight;
+validation: the held-out sources; test: the demo's test split, in-distribution), ``manifest.json`` (every
+source with its package, version, file, SHA-256, licence, split, weight, item count and repeats), and the
+images (2D NIfTI for MR with its in-plane spacing, PNG for photographs), each with a ``mask`` (MR: the
+anatomy above a low threshold; photographs: everything). Idempotent like the demo.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+import importlib.resources
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsr.pipeline.data.demo import _lock, _Writer, demo_root, ensure_demo_dataset
+from medsr.pipeline.io import build_folder_atomic, sha256_of, write_json_atomic
+
+__all__ = ["CORPUS_VERSION", "CORPUS_DIRNAME", "MIN_SIZE", "SOURCES", "corpus_sources", "ensure_corpus_dataset"]
+
+CORPUS_VERSION = "1"
+CORPUS_DIRNAME = "corpus"
+MIN_SIZE = 96  # an image (or slice) must be at least this many pixels on both axes: one HR training patch
+#: share of the training items each source family gets (sampling weight, before rounding to repeats)
+_SKIMAGE_PHOTOS = (
+    "astronaut.png", "camera.png", "coffee.png", "chelsea.png", "rocket.jpg", "hubble_deep_field.jpg", "coins.png",
+    "moon.png", "page.png", "text.png", "brick.png", "grass.png", "gravel.png", "motorcycle_left.png", "color.png",
+)  # fmt: skip
+_CC0 = "CC0 / public domain (scikit-image data docstring)"
+
+#: name -> (package, path inside the package, kind, modality, licence, split, weight). ``weight`` is the
+#: source's share of the training items (all training weights sum to 1 with the demo's MNI and photo tiles).
+SOURCES: dict[str, dict[str, Any]] = {
+    "demo_mni152_t1": dict(package="nilearn", path=None, kind="demo-MR", modality="MR", split="training",
+                           licence="MNI ICBM152 2009a: free use with attribution (Fonov et al. 2011)", weight=0.40),
+    "demo_retina_ihc": dict(package="scikit-image", path=None, kind="demo-photo", modality="OP", split="training",
+                            licence=_CC0, weight=0.06),
+    "mpl_s1045": dict(package="matplotlib", path="mpl-data/sample_data/s1045.ima.gz", kind="mpl_ima", modality="MR",
+                      split="validation", licence="matplotlib sample data (PSF-style matplotlib licence)", weight=0.0),
+    "nibabel_dicom": dict(package="nibabel", path="tests/data/{0,1}.dcm", kind="dicom", modality="MR",
+                          split="validation", licence="MIT (nibabel test data)", weight=0.0),
+    "skimage_microaneurysms": dict(package="scikit-image", path="data/microaneurysms.png", kind="photo",
+                                   modality="OP", split="validation", licence=_CC0, weight=0.0),
+    "skimage_camera": dict(package="scikit-image", path="data/camera.png", kind="photo", modality="XC",
+                           split="validation", licence=_CC0, weight=0.0),
+    "dipy_t1_coronal": dict(package="dipy", path="data/files/t1_coronal_slice.npy", kind="npy", modality="MR",
+                            split="training", licence="BSD-3-Clause (dipy test data)", weight=0.05),
+    "dipy_s0_10slices": dict(package="dipy", path="data/files/S0_10slices.nii.gz", kind="nifti", modality="MR",
+                             split="training", licence="BSD-3-Clause (dipy test data)", weight=0.06),
+    "dipy_piesno": dict(package="dipy", path="data/files/test_piesno.nii.gz", kind="nifti", modality="MR",
+                        split="training", licence="BSD-3-Clause (dipy test data)", weight=0.05),
+    "nibabel_example4d": dict(package="nibabel", path="tests/data/example4d.nii.gz", kind="nifti", modality="MR",
+                              split="training", licence="MIT (nibabel test data)", weight=0.08),
+    "skimage_cell": dict(package="scikit-image", path="data/cell.png", kind="photo", modality="SM",
+                         split="training", licence=_CC0, weight=0.03),
+    "photos": dict(package="scikit-image", path=None, kind="photos",
+                   modality="XC", split="training", weight=0.25,
+                   licence="CC0 / public domain / no known copyright restrictions (scikit-image data docstrings); "
+                   "motorcycle_left: Middlebury stereo 2014 (research use)"),
+    "mpl_grace_hopper": dict(package="matplotlib", path="mpl-data/sample_data/grace_hopper.jpg", kind="photo",
+                             modality="XC", split="training", licence="public domain (US Navy photograph)",
+                             weight=0.02),
+}  # fmt: skip
+# astronaut is a training photograph too (camera is the held-out one): listed in the "photos" family
+SOURCES["photos"]["path"] = "data/{" + ",".join(p for p in _SKIMAGE_PHOTOS if p != "camera.png") + "}"
+_MODALITIES = {"MR": "magnetic resonance", "OP": "fundus photograph", "SM": "microscopy", "XC": "photograph"}
+
+
+def _package_root(package: str) -> Path:
+    module = {"scikit-image": "skimage"}.get(package, package)
+    if package == "matplotlib":
+        import matplotlib
+
+        return Path(matplotlib.get_data_path()).parent
+    return Path(str(importlib.resources.files(module)))
+
+
+def _expand(pattern: str) -> list[str]:
+    if "{" not in pattern:
+        return [pattern]
+    head, rest = pattern.split("{", 1)
+    body, tail = rest.split("}", 1)
+    return [head + b + tail for b in body.split(",")]
+
+
+def corpus_sources() -> dict[str, dict[str, Any]]:
+    """The package files of every non-demo source: ``{name: {"package", "version", "files": [Path, ...]}}``.
+
+    Raises:
+        FileNotFoundError: a package is installed without one of its files (the message says which).
+    """
+    out = {}
+    for name, s in SOURCES.items():
+        if s["path"] is None:
+            continue
+        root = _package_root(s["package"])
+        files = [root / p for p in _expand(s["path"])]
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(f"corpus source {name!r}: {f} is missing from the installed {s['package']}")
+        out[name] = {"package": s["package"], "version": importlib.metadata.version(s["package"]), "files": files}
+    return out
+
+
+# ------------------------------------------------------------------------------------------- readers
+def _mr_slices(kind: str, path: Path) -> list[tuple[np.ndarray, tuple[float, float]]]:
+    """In-plane 2D slices (rows, cols) float32 with their pixel spacing in mm."""
+    if kind == "mpl_ima":  # 256x256 uint16, as matplotlib's mri_with_eeg example reads it
+        with gzip.open(path, "rb") as fh:
+            return [(np.frombuffer(fh.read(), np.uint16).reshape(256, 256).astype(np.float32), (1.0, 1.0))]
+    if kind == "npy":
+        return [(np.load(path).astype(np.float32), (1.0, 1.0))]
+    if kind == "dicom":
+        import pydicom
+
+        ds = pydicom.dcmread(str(path))
+        sp = tuple(float(v) for v in getattr(ds, "PixelSpacing", (1.0, 1.0)))
+        return [(ds.pixel_array.astype(np.float32), sp)]
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 4:
+        data = data[..., 0]
+    zooms = img.header.get_zooms()[:3]
+    return [(data[:, :, k], (float(zooms[0]), float(zooms[1]))) for k in range(data.shape[2])]
+
+
+def _mr_mask(img: np.ndarray) -> np.ndarray:
+    """Anatomy: above 5 % of the 99th percentile (uint8 0/1); everything when that leaves under 5 %."""
+    thr = 0.05 * float(np.percentile(img, 99.0))
+    mask = img > thr
+    return (mask if mask.mean() >= 0.05 else np.ones_like(mask)).astype(np.uint8)
+
+
+def _slice_ok(img: np.ndarray) -> bool:
+    return min(img.shape) >= MIN_SIZE and float(img.std()) > 0 and (img > 0.05 * img.max()).mean() >= 0.10
+
+
+# ------------------------------------------------------------------------------------------- building
+def _build(tmp: Path, demo: dict[str, Any], sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from PIL import Image
+
+    start = time.perf_counter()
+    w = _Writer(tmp, None)
+    items: dict[str, list[dict]] = {}
+    rel_demo = os.path.relpath(demo["root"], tmp.parent / CORPUS_DIRNAME)
+    demo_lists = json.loads(Path(demo["datalist_2d"]).read_text(encoding="utf-8"))
+
+    def _from_demo(entry: dict) -> dict:
+        out = dict(entry)
+        for k in ("image", "mask", "label"):
+            if k in out:
+                out[k] = f"{rel_demo}/{out[k]}"
+        return out
+
+    for split in ("training", "validation"):  # the demo's test slabs stay out of the corpus' training
+        for e in demo_lists[split]:
+            key = "demo_mni152_t1" if e["modality"] == "MR" else "demo_retina_ihc"
+            items.setdefault(key, []).append(_from_demo(e))
+    for name, s in sources.items():
+        spec = SOURCES[name]
+        entries = items.setdefault(name, [])
+        for path in s["files"]:
+            stem_base = f"2d/{name}/{path.name.split('.')[0]}"
+            if spec["modality"] == "MR":
+                for k, (img, spacing) in enumerate(_mr_slices(spec["kind"], path)):
+                    if not _slice_ok(img):
+                        continue
+                    aff = np.diag([spacing[0], spacing[1], 1.0, 1.0])
+                    aff[2, 3] = float(k)
+                    stem = f"{stem_base}_{k:03d}"
+                    entries.append({"image": w.nifti(f"{stem}_image.nii.gz", img, aff),
+                                    "mask": w.nifti(f"{stem}_mask.nii.gz", _mr_mask(img), aff)})  # fmt: skip
+            else:
+                rgb = np.asarray(Image.open(path).convert("RGB"))
+                if min(rgb.shape[:2]) < MIN_SIZE:
+                    continue
+                entries.append({"image": w.png(f"{stem_base}_image.png", rgb),
+                                "mask": w.png(f"{stem_base}_mask.png", np.ones(rgb.shape[:2], np.uint8))})  # fmt: skip
+        for e in entries:
+            e.update(source=name, modality=spec["modality"], patient=name)
+
+    # sampling weights -> repeats: the MNI family is the reference (each of its slices appears once)
+    ref = SOURCES["demo_mni152_t1"]
+    total = len(items["demo_mni152_t1"]) / ref["weight"]
+    training, validation, table = [], [], {}
+    for name, spec in SOURCES.items():
+        entries = items.get(name, [])
+        repeats = max(1, round(spec["weight"] * total / len(entries))) if spec["split"] == "training" else 1
+        (training if spec["split"] == "training" else validation).extend(entries * repeats)
+        table[name] = {k: v for k, v in spec.items() if k not in ("kind",)}
+        table[name].update(items=len(entries), repeats=repeats)
+    for name in table:
+        table[name]["training_share"] = round(
+            table[name]["items"] * table[name]["repeats"] / len(training), 3
+        ) if table[name]["split"] == "training" else 0.0  # fmt: skip
+    test = [_from_demo(e) for e in demo_lists["test"]]
+    datalist = {
+        "name": "medsr-corpus-2d",
+        "description": "real 2D images shipped by installed packages; validation = held-out sources; "
+        "test = the demo's test split (in-distribution)",
+        "numTraining": len(training),
+        "numValidation": len(validation),
+        "numTest": len(test),
+        "training": training,
+        "validation": validation,
+        "test": test,
+    }
+    rel = w.json("datalist_2d.json", datalist)
+    summary = {
+        "version": CORPUS_VERSION,
+        "counts": {"training": len(training), "validation": len(validation), "test": len(test)},
+        "held_out_sources": [n for n, s in SOURCES.items() if s["split"] == "validation"],
+        "modalities": _MODALITIES,
+        "build_seconds": round(time.perf_counter() - start, 2),
+    }
+    return {"datalist": rel, "table": table, "summary": summary, "files": w.files}
+
+
+def _fingerprint(sources: dict[str, dict[str, Any]], demo: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "demo": sha256_of(Path(demo["root"]) / "manifest.json"),
+        **{
+            name: {
+                "package": s["package"],
+                "version": s["version"],
+                "files": {f.name: sha256_of(f) for f in s["files"]},
+            }  # fmt: skip
+            for name, s in sources.items()
+        },
+    }
+
+
+def ensure_corpus_dataset(
+    root: str | os.PathLike | None = None, progress: bool = True, *, force: bool = False
+) -> dict[str, Any]:
+    """Build the corpus under ``root/corpus`` (and the demo under ``root/demo``) unless both are current.
+
+    Returns:
+        ``{"root": corpus folder, "datalist_2d": Path, "manifest": dict, "built": bool}``.
+    """
+    root = Path(root).expanduser() if root is not None else demo_root()
+    demo = ensure_demo_dataset(root, progress=progress)
+    folder = root / CORPUS_DIRNAME
+    sources = corpus_sources()
+    fingerprint = _fingerprint(sources, demo)
+    with _lock(root):
+        mpath = folder / "manifest.json"
+        if not force and mpath.is_file():
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+            if manifest.get("version") == CORPUS_VERSION and manifest.get("fingerprint") == fingerprint:
+                return {"root": folder, "datalist_2d": folder / manifest["datalist"], "manifest": manifest,
+                        "built": False}  # fmt: skip
+        with build_folder_atomic(folder, prefix=".corpus-build-") as tmp:
+            built = _build(tmp, demo, sources)
+            manifest = {"version": CORPUS_VERSION, "fingerprint": fingerprint, "datalist": built["datalist"],
+                        "sources": built["table"], "summary": built["summary"], "files": built["files"]}  # fmt: skip
+            write_json_atomic(manifest, tmp / "manifest.json")
+    return {"root": folder, "datalist_2d": folder / manifest["datalist"], "manifest": manifest, "built": True}

@@ -1,0 +1,51 @@
+"""The training corpus: real images of installed packages, validation by whole held-out sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medsr.pipeline.data import load_datalist
+from medsr.pipeline.data.corpus import SOURCES, ensure_corpus_dataset
+
+pytestmark = pytest.mark.slow  # builds the demo and the corpus (about 10 s on a quiet core)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return ensure_corpus_dataset(tmp_path_factory.mktemp("medsr_cache"), progress=False)
+
+
+def test_sources_are_held_out_whole_and_the_demo_test_split_stays_out(corpus):
+    path = corpus["datalist_2d"]
+    train, val, test = (load_datalist(path, s) for s in ("training", "validation", "test"))
+    held_out = {n for n, s in SOURCES.items() if s["split"] == "validation"}
+    assert {e["source"] for e in val} == held_out
+    assert not held_out & {e["source"] for e in train}
+    demo_sources = {"mni152_2009a_t1", "skimage_retina", "skimage_ihc"}  # demo entries keep their own source
+    expected = {n for n, s in SOURCES.items() if s["split"] == "training" and s["path"] is not None} | demo_sources
+    assert {e["source"] for e in train} == expected
+    files = lambda entries: {e["image"] for e in entries}  # noqa: E731
+    assert not files(train) & files(val) and not files(train) & files(test)
+    demo_test = load_datalist(Path(corpus["root"]).parent / "demo" / "datalist_2d.json", "test")
+    assert files(test) == files(demo_test)  # the in-distribution test split, untouched
+    assert all(Path(e["image"]).is_file() and Path(e["mask"]).is_file() for e in train + val)
+
+
+def test_manifest_lists_licence_split_and_weight_and_shares_follow_the_weights(corpus):
+    sources = corpus["manifest"]["sources"]
+    assert set(sources) == set(SOURCES)
+    for name, s in sources.items():
+        assert s["licence"] and s["split"] in ("training", "validation") and s["items"] >= 1
+        if s["split"] == "training":
+            assert s["training_share"] == pytest.approx(SOURCES[name]["weight"], abs=0.03)
+    train = json.loads(Path(corpus["datalist_2d"]).read_text())["training"]
+    assert sum(s["training_share"] for s in sources.values()) == pytest.approx(1.0, abs=0.01)
+    assert len(train) == sum(s["items"] * s["repeats"] for s in sources.values() if s["split"] == "training")
+
+
+def test_second_call_is_a_no_op(corpus):
+    again = ensure_corpus_dataset(Path(corpus["root"]).parent, progress=False)
+    assert not again["built"] and again["datalist_2d"] == corpus["datalist_2d"]
