@@ -30,6 +30,8 @@ __all__ = [
 def ensure_scale(scale_factor: int | Sequence[int], spatial_dims: int, name: str = "scale_factor") -> tuple[int, ...]:
     """Return ``scale_factor`` as a tuple of positive ints, one per spatial axis.
 
+    The one scale parser is :func:`medsr.transforms.geometry.parse_scale`; this is its network-side name.
+
     Args:
         scale_factor: one int for every axis, or one int per axis (e.g. ``(2, 2, 1)`` or ``(1, 1, 4)``).
         spatial_dims: number of spatial dimensions.
@@ -38,20 +40,9 @@ def ensure_scale(scale_factor: int | Sequence[int], spatial_dims: int, name: str
     Raises:
         ValueError: when the length does not match ``spatial_dims`` or a factor is not a positive integer.
     """
-    if isinstance(scale_factor, int | float) and not isinstance(scale_factor, bool):
-        factors = (scale_factor,) * spatial_dims
-    elif isinstance(scale_factor, Sequence) and not isinstance(scale_factor, str):
-        factors = tuple(scale_factor)
-    else:
-        raise ValueError(f"{name}: expected an int or a sequence of {spatial_dims} ints, got {scale_factor!r}")
-    if len(factors) != spatial_dims:
-        raise ValueError(f"{name}: got {len(factors)} factors {factors} for spatial_dims={spatial_dims}")
-    out = []
-    for f in factors:
-        if isinstance(f, bool) or float(f) != int(f) or int(f) < 1:
-            raise ValueError(f"{name}: every factor must be a positive integer, got {factors}")
-        out.append(int(f))
-    return tuple(out)
+    from medsr.transforms.geometry import parse_scale
+
+    return parse_scale(scale_factor, spatial_dims, name, allowed_dims=None)
 
 
 def _is_pow2(n: int) -> bool:

@@ -60,32 +60,36 @@ def per_axis(value: Any, spatial_dims: int, name: str, allow_none: bool = True) 
         ) from None
 
 
-def parse_scale(scale: Any, spatial_dims: int) -> tuple[int, ...]:
+def parse_scale(
+    scale: Any, spatial_dims: int, name: str = "scale", allowed_dims: Sequence[int] | None = (2, 3)
+) -> tuple[int, ...]:
     """Return the per-axis integer scale factor.
 
     Args:
         scale: an int (same factor on every axis), a sequence with one entry per spatial axis, or its text
             form as given on the command line (``"(1,1,4)"``, ``"4"``).
         spatial_dims: 2 or 3.
+        name: the argument's name in error messages (``scale_factor`` for a network).
+        allowed_dims: the dimensions accepted (``None``: any; a network block may be 1D).
 
     Raises:
         ValueError: when the value is not a positive integer per axis or has the wrong length.
     """
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims: expected 2 or 3, got {spatial_dims!r}")
+    if allowed_dims is not None and spatial_dims not in allowed_dims:
+        raise ValueError(f"spatial_dims: expected {' or '.join(map(str, allowed_dims))}, got {spatial_dims!r}")
     value = scale
     if isinstance(value, str):
         try:
             value = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError) as err:
-            raise ValueError(f"scale: cannot read {scale!r} (expected e.g. 4 or '(1,1,4)')") from err
+            raise ValueError(f"{name}: cannot read {scale!r} (expected e.g. 4 or '(1,1,4)')") from err
     try:
         if isinstance(value, str) or value is None:
             raise ValueError(value)
-        factors = per_axis(value, spatial_dims, "scale")
+        factors = per_axis(value, spatial_dims, name)
     except (ValueError, TypeError) as err:
         raise ValueError(
-            f"scale: expected an int or {spatial_dims} values (spatial_dims={spatial_dims}), got {scale!r}"
+            f"{name}: expected an int or {spatial_dims} values (spatial_dims={spatial_dims}), got {scale!r}"
         ) from err
     out = []
     for v in factors:
@@ -94,7 +98,7 @@ def parse_scale(scale: Any, spatial_dims: int) -> tuple[int, ...]:
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise ValueError(f"scale: every factor must be a positive integer, got {scale!r}")
+            raise ValueError(f"{name}: every factor must be a positive integer, got {scale!r}")
         out.append(int(v))
     return tuple(out)
 

@@ -67,7 +67,7 @@ def test_pixel_shuffle_per_axis_factors(spatial_dims, scale):
 def test_pixel_shuffle_errors_name_the_problem():
     with pytest.raises(ValueError, match="not divisible"):
         PixelShuffle(2, (2, 2))(torch.rand(1, 6, 3, 3))
-    with pytest.raises(ValueError, match="scale_factor: got 2 factors"):
+    with pytest.raises(ValueError, match=r"scale_factor: expected an int or 3 values \(spatial_dims=3\), got \(2, 2\)"):
         PixelShuffle(3, (2, 2))
 
 
