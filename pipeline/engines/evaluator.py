@@ -8,12 +8,13 @@ import torch
 from monai.data import MetaTensor
 from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
-from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
+from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
 from medsr.pipeline.engines.common import SRPrepareBatch, memory_format_for, plain, resolve_amp, resolve_channels_last
 from medsr.pipeline.engines.ema import ModelEMA
+from medsr.pipeline.inferer import SRSlidingWindowInferer
 
 __all__ = ["SREvaluator"]
 
@@ -59,9 +60,7 @@ class SREvaluator(SupervisedEvaluator):
         if inferer is not None and roi_size is not None:
             raise ValueError("SREvaluator: give either inferer or roi_size, not both")
         if roi_size is not None:
-            inferer = SlidingWindowInferer(
-                roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian"
-            )
+            inferer = SRSlidingWindowInferer(roi_size, sw_batch_size=sw_batch_size, overlap=overlap, device=None)
         device = torch.device(device)
         super().__init__(
             device=device,
