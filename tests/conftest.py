@@ -32,10 +32,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture
-def own_logging():
-    """An in-process bundle run points log handlers at this test's captured streams: drop them afterwards."""
-    yield
+def _drop_captured_log_handlers() -> None:
     loggers = [logging.getLogger()] + [
         lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
     ]
@@ -44,3 +41,12 @@ def own_logging():
             stream = getattr(h, "stream", None)
             if isinstance(h, logging.StreamHandler) and stream not in (sys.__stdout__, sys.__stderr__):
                 lg.removeHandler(h)
+
+
+@pytest.fixture
+def own_logging():
+    """An in-process bundle run points log handlers at the captured streams of the test that made them: drop
+    them before this test (an earlier test's closed stream) and after it."""
+    _drop_captured_log_handlers()
+    yield
+    _drop_captured_log_handlers()

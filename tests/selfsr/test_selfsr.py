@@ -249,6 +249,7 @@ def test_score_against_on_the_covered_voxels(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+@pytest.mark.usefixtures("own_logging")  # an earlier in-process bundle run may leave handlers on closed streams
 def test_cli_errors_are_one_line(tmp_path, capsys):
     from medsr.pipeline.cli import main
 
