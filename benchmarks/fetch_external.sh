@@ -4,7 +4,7 @@
 #   - inia19-t1-brain.nii.gz, a 0.5 mm skull-stripped macaque T1 template (Debian package mricron-data, BSD-3-Clause).
 # Downloads the two .deb files with `apt-get download` (no root install: `dpkg -x` into a temporary folder),
 # copies exactly the files below, checks their SHA-256 and caches them in ${MEDSR_DATA:-$HOME/.cache/medsr}/external.
-# Every other file of those packages (KmeansTest_*, ch2*, aal*, ...) is reserved: it is never extracted here.
+# Every other file of those packages is reserved (FACTS.md): it is never extracted here.
 # Idempotent: files already cached with the right hash are kept; prints the folder on success.
 #   bash benchmarks/fetch_external.sh
 set -euo pipefail

@@ -14,7 +14,7 @@ other real image the installed packages carry, so a model learns a general prior
 * The demo's MNI152 T1 slices (nilearn): its **training and validation** slabs; its test slabs stay out.
 
 Synthetic images (``phantom``, ``chessboard``, ``logo``, ``horse``...), blurred ones (``clock_motion``) and
-files reserved elsewhere (pydicom's ``test_files``, ``pydicom-data``, ``pylibjpeg-data``) are not used.
+files that FACTS.md reserves for others' evaluation are not used.
 
 Validation holds out whole **sources** (:data:`SOURCES` entries with ``split="validation"``), never slabs of a
 training source, so the checkpoint a run keeps is the one that does best on images of sources it never saw.

@@ -4,9 +4,7 @@ checked before anything is created, and ``--resume`` finds the newest run that h
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -19,18 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
+def _in_repo(monkeypatch, own_logging):  # own_logging: no handler left on a closed stream
     monkeypatch.chdir(REPO)
     yield
-    for lg in [logging.getLogger()] + [
-        x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger)
-    ]:
-        for h in list(lg.handlers):
-            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) not in (
-                sys.__stdout__,
-                sys.__stderr__,
-            ):
-                lg.removeHandler(h)
 
 
 def _datalist(tmp_path: Path) -> Path:
