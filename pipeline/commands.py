@@ -194,8 +194,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         if args.checkpoint is not None:
             print("medsr upscale: --checkpoint needs --bundle (or give a model file with --model)", file=sys.stderr)
             return 2
-        from medsr.pipeline.bundle import get_device
-        from medsr.pipeline.models import find_model
+        from medsr.pipeline.models import find_model, get_device
 
         model_file = find_model(args.model) if args.model else None
         device = get_device(args.device)  # a CUDA device on a CPU build is one line, not an AssertionError
