@@ -13,9 +13,7 @@ from medsr.pipeline._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "augment": (
-            "augmentations",
-        ),
+        "augment": ("augmentations",),
         "crop": (
             "MaskAwareCropD",
             "MaskAwareCropd",

@@ -83,6 +83,18 @@ def plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if is_image(x) else x
 
 
+def as_image(x: Any) -> Any:
+    """``x`` when it is an image (:func:`is_image`); else ``x`` as a MetaTensor once MONAI is imported (the
+    bundles' path, as before), else as an :class:`ImageTensor`."""
+    if is_image(x):
+        return x
+    if "monai.data.meta_tensor" in sys.modules:
+        from monai.data import MetaTensor
+
+        return MetaTensor(x)
+    return ImageTensor(x)
+
+
 def image_like(data: torch.Tensor, like: Any, affine: Any = None, meta: Mapping[str, Any] | None = None) -> Any:
     """``data`` as an image of ``like``'s kind: a MetaTensor when ``like`` is one (MONAI is then already
     imported), else an :class:`ImageTensor`; ``affine`` defaults to ``like``'s (identity for a plain tensor),
@@ -130,7 +142,9 @@ def check_image(out: Any, name: str = "image") -> Any:
     dims and finite; return it as float (the checks of :func:`to_metatensor`, without MONAI)."""
     check_channel_first(out, name)
     if not torch.is_floating_point(out):
-        out = ImageTensor(out.as_tensor().float(), out.affine, out.meta) if isinstance(out, ImageTensor) else out.float()
+        out = (
+            ImageTensor(out.as_tensor().float(), out.affine, out.meta) if isinstance(out, ImageTensor) else out.float()
+        )
     # a sum is NaN/Inf if any voxel is (fast); only then run the full elementwise check (also catches overflow)
     if not math.isfinite(float(out.as_tensor().sum())) and not torch.isfinite(out.as_tensor()).all():
         bad = int((~torch.isfinite(out.as_tensor())).sum())

@@ -32,7 +32,7 @@ __all__ = [
     "per_axis",
     "spacing_of",
     "squeeze_spatial",
-    "SqueezeSpatiald",
+    "SqueezeSpatiald",  # noqa: F822 - built on first use (module __getattr__)
     "sr_affine",
 ]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -48,6 +47,7 @@ __all__ = [
     "InvertNormalizationD",
     "InvertNormalizationDict",
 ]
+
 
 def _region(img: MetaTensor, mask: Any, c: int | None) -> torch.Tensor:
     """Voxels of channel ``c`` (all channels when ``None``) inside ``mask`` (all voxels when ``None``)."""
