@@ -254,7 +254,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 def batch_inputs(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The images in ``folder`` that ``medsr upscale`` reads (files, and sub-folders holding a DICOM series),
     and the entries it skips with the reason."""
-    from medsr.pipeline.data.readers import ImageReadError, detect_format
+    from medsr.pipeline.data.files import ImageReadError, detect_format
     from medsr.pipeline.inference import is_dicom
 
     inputs, skipped = [], []
