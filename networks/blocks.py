@@ -9,10 +9,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-from monai.networks.layers import Conv, Pool
 from torch import nn
 
 __all__ = [
+    "layer_type",
     "PixelShuffle",
     "SEBlock",
     "ImprovedSEBlock",
@@ -25,6 +25,41 @@ __all__ = [
     "follow_format",
     "scaled_conv",
 ]
+
+
+#: torch.nn layer classes by kind, one per spatial dimension (1, 2, 3): what ``monai.networks.layers.Conv``,
+#: ``Norm`` and ``Pool`` return for those kinds, without importing MONAI (see :func:`layer_type`)
+_LAYERS = {
+    "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
+    "convtrans": (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),
+    "batch": (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d),
+    "instance": (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d),
+    "max": (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d),
+    "avg": (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d),
+    "adaptivemax": (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d),
+    "adaptiveavg": (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d),
+}
+
+
+def layer_type(kind: str, spatial_dims: int) -> type[nn.Module]:
+    """The ``torch.nn`` layer class of ``kind`` for ``spatial_dims`` (1, 2 or 3).
+
+    The same classes as MONAI's factories (``layer_type("conv", 3)`` is ``Conv[Conv.CONV, 3]``, i.e.
+    ``nn.Conv3d``; ``"batch"``/``"instance"`` as ``Norm[Norm.BATCH/INSTANCE, d]``; ``"adaptiveavg"`` as
+    ``Pool[Pool.ADAPTIVEAVG, d]``), so layer names and state-dict keys are unchanged. The networks use this
+    instead of ``monai.networks.layers`` so that building a shipped model does not import MONAI (~430 modules,
+    several seconds of ``medsr upscale`` start-up).
+
+    Args:
+        kind: ``"conv"``, ``"convtrans"``, ``"batch"``, ``"instance"``, ``"max"``, ``"avg"``, ``"adaptivemax"``
+            or ``"adaptiveavg"``.
+        spatial_dims: 1, 2 or 3.
+    """
+    if kind not in _LAYERS:
+        raise ValueError(f"layer kind: expected one of {sorted(_LAYERS)}, got {kind!r}")
+    if int(spatial_dims) not in (1, 2, 3):
+        raise ValueError(f"spatial_dims: expected 1, 2 or 3, got {spatial_dims!r}")
+    return _LAYERS[kind][int(spatial_dims) - 1]
 
 
 def ensure_scale(scale_factor: int | Sequence[int], spatial_dims: int, name: str = "scale_factor") -> tuple[int, ...]:
@@ -75,8 +110,9 @@ def conv_nd(
     padding: int | None = None,
     groups: int = 1,
 ) -> nn.Module:
-    """A ``Conv[Conv.CONV, spatial_dims]`` layer with "same" padding (``kernel_size // 2``) by default."""
-    conv_type = Conv[Conv.CONV, spatial_dims]
+    """A ``Conv[Conv.CONV, spatial_dims]`` layer (:func:`layer_type`) with "same" padding (``kernel_size // 2``)
+    by default."""
+    conv_type = layer_type("conv", spatial_dims)
     pad = kernel_size // 2 if padding is None else padding
     return conv_type(in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=bias, groups=groups)
 
@@ -229,7 +265,7 @@ class SEBlock(nn.Module):
         if channels < 1 or reduction < 1:
             raise ValueError(f"SEBlock: channels ({channels}) and reduction ({reduction}) must be positive")
         hidden = max(1, channels // reduction)
-        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.pool = layer_type("adaptiveavg", spatial_dims)(1)
         self.fc1 = conv_nd(spatial_dims, channels, hidden, 1)
         self.fc2 = conv_nd(spatial_dims, hidden, channels, 1)
         self.act = nn.ReLU(inplace=True)

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers import Pool
 from monai.networks.nets import PatchDiscriminator as _MonaiPatchDiscriminator
 from torch import nn
 
-from medsr.networks.blocks import conv_nd, make_attention
+from medsr.networks.blocks import conv_nd, layer_type, make_attention
 from medsr.networks.generators import _norm
 
 __all__ = ["VGGDiscriminator", "PatchDiscriminator", "FeatureFusionDiscriminator"]
@@ -87,7 +86,7 @@ class VGGDiscriminator(nn.Module):
             self.add_module(f"bn{k}_1", _norm(norm, spatial_dims, w))
             cin = w
         self.num_stages = num_stages
-        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](pool_size)
+        self.pool = layer_type("adaptiveavg", spatial_dims)(pool_size)
         self.linear1 = nn.Linear(cin * pool_size**spatial_dims, 100)
         self.linear2 = nn.Linear(100, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
@@ -221,7 +220,7 @@ class FeatureFusionDiscriminator(nn.Module):
         fused = sum(widths[-num_fused:])
         top = widths[-1]
         self.fuse = conv_nd(spatial_dims, fused, top, 1)
-        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.pool = layer_type("adaptiveavg", spatial_dims)(1)
         self.head = nn.Sequential(
             conv_nd(spatial_dims, top, 2 * top, 1),
             nn.LeakyReLU(0.2, inplace=True),

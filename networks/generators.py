@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers import Norm
 from torch import nn
 
 from medsr.networks.blocks import (
     PixelShuffle,
     conv_nd,
     ensure_scale,
+    layer_type,
     make_attention,
     upsample_stages,
 )
@@ -364,9 +364,9 @@ def _norm(norm: str | None, spatial_dims: int, channels: int) -> nn.Module:
     if norm is None:
         return nn.Identity()
     if norm == "batch":
-        return Norm[Norm.BATCH, spatial_dims](channels)
+        return layer_type("batch", spatial_dims)(channels)
     if norm == "instance":
-        return Norm[Norm.INSTANCE, spatial_dims](channels, affine=True)
+        return layer_type("instance", spatial_dims)(channels, affine=True)
     raise ValueError(f"norm: expected 'batch', 'instance' or None, got {norm!r}")
 
 

@@ -19,8 +19,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from medsr.pipeline.bundles import check_overrides
 from medsr.pipeline.data.datalist import inference_inputs, label_names, limit, resolve_datalist, split_datalist
 from medsr.pipeline.engines.checkpoint import find_checkpoint, teacher_weights
@@ -28,7 +26,7 @@ from medsr.pipeline.engines.distributed import ddp_backend, ddp_device
 from medsr.pipeline.errors import install_excepthook
 from medsr.pipeline.losses.distillation import feature_channels
 from medsr.pipeline.losses.perceptual import perceptual_weight
-from medsr.pipeline.models import init_network, load_generator
+from medsr.pipeline.models import get_device, init_network, load_generator
 from medsr.pipeline.runs import find_run, new_run_name, resume_path, run_checkpoints, run_dir, run_subdir
 from medsr.transforms.augment import augmentations
 from medsr.transforms.geometry import expand_size, parse_scale
@@ -71,21 +69,6 @@ __all__ = [  # the config-facing names, defined here or imported from their area
 
 
 install_excepthook()
-
-
-def get_device(device: str | torch.device | None = None) -> torch.device:
-    """Return ``device`` if given, else CUDA when present, else CPU.
-
-    Args:
-        device: ``None``/``"auto"`` to pick, or anything ``torch.device`` accepts.
-    """
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        why = "has no CUDA support" if torch.version.cuda is None else "sees no CUDA device"
-        raise ValueError(f"--device {device}: this PyTorch ({torch.__version__}) {why}; use --device cpu")
-    return dev
 
 
 def network_scale(scale: Any, spatial_dims: int) -> int | tuple[int, ...]:

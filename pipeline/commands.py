@@ -194,8 +194,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         if args.checkpoint is not None:
             print("medsr upscale: --checkpoint needs --bundle (or give a model file with --model)", file=sys.stderr)
             return 2
-        from medsr.pipeline.bundle import get_device
-        from medsr.pipeline.models import find_model
+        from medsr.pipeline.models import find_model, get_device
 
         model_file = find_model(args.model) if args.model else None
         device = get_device(args.device)  # a CUDA device on a CPU build is one line, not an AssertionError
@@ -255,7 +254,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 def batch_inputs(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The images in ``folder`` that ``medsr upscale`` reads (files, and sub-folders holding a DICOM series),
     and the entries it skips with the reason."""
-    from medsr.pipeline.data.readers import ImageReadError, detect_format
+    from medsr.pipeline.data.files import ImageReadError, detect_format
     from medsr.pipeline.inference import is_dicom
 
     inputs, skipped = [], []

@@ -35,6 +35,7 @@ __all__ = [
     "error_chain",
     "user_error",
     "format_error",
+    "name_files",
     "exit_code",
     "run_command",
     "in_monai_bundle",
@@ -97,6 +98,18 @@ def user_error(exc: BaseException) -> BaseException:
         if type(e) is not RuntimeError:
             return e
     return chain[-1]
+
+
+def name_files(exc: BaseException, files: Sequence[str], what: str = "datalist item") -> BaseException:
+    """``exc`` itself when its message already names one of ``files``, else a :class:`MedsrError` that does."""
+    if not files:
+        return exc
+    inner = user_error(exc)
+    msg = " ".join(str(inner.args[0] if isinstance(inner, KeyError) and inner.args else inner).split())
+    if any(f in msg or Path(f).name in msg for f in files):
+        return exc
+    kind = "" if type(inner) is ValueError or isinstance(inner, MedsrError) else f"{type(inner).__name__}: "
+    return MedsrError(f"{what} {', '.join(repr(f) for f in files)}: {kind}{msg}")
 
 
 def format_error(exc: BaseException, hint: str | None = None) -> str:

@@ -1,12 +1,19 @@
 """Super-resolution inference on files: sliding windows, HR geometry, NIfTI and DICOM writers.
 
 The generator maps an LR image to an HR one ``scale`` times larger per axis. Large 2D/3D inputs go through
-MONAI's :func:`~monai.inferers.sliding_window_inference` (which supports outputs on a scaled grid) with
-Gaussian overlap blending; windows run on ``sw_device`` (the GPU when there is one) while the full volume
+:class:`~medsr.pipeline.inferer.SRSlidingWindowInferer` (MONAI's sliding-window inference, outputs on a scaled
+grid) with Gaussian overlap blending; windows run on ``sw_device`` (the GPU when there is one) while the full volume
 and the blended output stay on ``device`` (the CPU by default), so the whole volume never sits on the GPU.
 
 Geometry: the output affine is :func:`medsr.transforms.geometry.sr_affine` of the input's (the inverse of the
 pairing transform's LR affine), so the physical extent (field of view) is kept.
+
+The shipped-model path (:func:`upscale_with_model`, :func:`upscale_array` behind ``medsr.upscale``) never
+imports MONAI (~430 modules, seconds of start-up): it reads photos and NIfTI with
+:func:`medsr.pipeline.data.files.read_image`, normalises with
+:func:`medsr.transforms._utils.percentile_normalize` and carries images as
+:class:`~medsr.transforms._utils.ImageTensor`. Everything here takes MONAI MetaTensors too (the bundles'
+``inferring``, DICOM inputs) and then returns MetaTensors, as before.
 """
 
 from __future__ import annotations
@@ -22,13 +29,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
 
-from medsr.networks import optimize_for_inference
-from medsr.pipeline.errors import MedsrError
+from medsr.networks.optimize import optimize_for_inference
+from medsr.pipeline.errors import MedsrError, name_files
 from medsr.pipeline.inferer import SRSlidingWindowInferer
 from medsr.pipeline.io import atomic_path, check_outputs
-from medsr.transforms.compose import name_files
+from medsr.transforms._utils import (
+    ImageTensor,
+    as_image,
+    image_like,
+    invert_normalization,
+    is_image,
+    is_meta_tensor,
+    percentile_normalize,
+)
 from medsr.transforms.geometry import squeeze_spatial, sr_affine
 
 __all__ = [
@@ -36,6 +50,7 @@ __all__ = [
     "DihedralTTA",
     "save_image_2d",
     "inference_preprocessing",
+    "read_normalized",
     "upscale_with_model",
     "save_nifti",
     "save_dicom",
@@ -98,7 +113,7 @@ def save_nifti(image: torch.Tensor | np.ndarray, path: str | os.PathLike, affine
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise ValueError(f"output '{path}': NIfTI output needs a .nii or .nii.gz name")
     if affine is None:
-        affine = image.affine if isinstance(image, MetaTensor) else np.eye(4)
+        affine = image.affine if is_image(image) else np.eye(4)
     aff = np.asarray(torch.as_tensor(np.asarray(affine)).double())
     data = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     data = data.astype(np.float32, copy=False)
@@ -278,7 +293,7 @@ def save_dicom(
         raise ValueError(f"reference '{reference}': no DICOM file found")
     ref = pydicom.dcmread(str(ref_files[0]), stop_before_pixels=True)
     if affine is None:
-        affine = image.affine if isinstance(image, MetaTensor) else None
+        affine = image.affine if is_image(image) else None
     if affine is None:
         raise ValueError(f"output '{path}': an affine is needed to write DICOM geometry")
     aff = np.asarray(torch.as_tensor(np.asarray(affine)).double()).copy()
@@ -379,7 +394,7 @@ def output_path_for(
 
 @torch.no_grad()
 def super_resolve(
-    image: MetaTensor,
+    image: Any,
     network: Callable[..., torch.Tensor],
     inferer: SRSlidingWindowInferer,
     postprocessing: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
@@ -387,7 +402,7 @@ def super_resolve(
     clip: bool = False,
     scale: Sequence[int] | None = None,
     name: Any = "image",
-) -> tuple[MetaTensor, str | None]:
+) -> tuple[Any, str | None]:
     """The SR image of one prepared (channel-first, normalized) ``image`` and a note (or ``None``).
 
     ``inferer`` windows through ``network``, the HR affine is :func:`~medsr.transforms.geometry.sr_affine`'s,
@@ -407,22 +422,20 @@ def super_resolve(
     if hasattr(batch, "is_batch"):
         batch.is_batch = True
     out = inferer(batch, network)[0]
-    if not isinstance(out, MetaTensor):
-        out = MetaTensor(out)
+    if not is_image(out):
+        out = image_like(out, image, meta={})
     out.affine = sr_affine(image.affine, tuple(o // i for o, i in zip(out.shape[1:], image.shape[1:])))
     if swap is not None:
         out = swap_axes(out, *swap[:2])
     if postprocessing is not None:
         mapped = postprocessing(out, item)
-        out = mapped if isinstance(mapped, MetaTensor) else MetaTensor(mapped, affine=out.affine)
+        out = mapped if is_image(mapped) else image_like(mapped, out, affine=out.affine)
     if clip:
         out = clip_to_input(out, item)
     return out, None if swap is None else swap[2]
 
 
-def write_image(
-    image: MetaTensor, target: str | os.PathLike, source: str | os.PathLike, slice_factor: int = 1
-) -> list[str]:
+def write_image(image: Any, target: str | os.PathLike, source: str | os.PathLike, slice_factor: int = 1) -> list[str]:
     """Write an SR result of the input file ``source`` to ``target``: DICOM next to a DICOM input (unless the
     target is NIfTI; ``slice_factor``: HR slices per input slice), PNG/TIFF in the source's bit depth, else
     NIfTI; returns the files written."""
@@ -452,7 +465,7 @@ def remove_stale_outputs(target: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def swap_axes(img: MetaTensor, a: int, b: int) -> MetaTensor:
+def swap_axes(img: Any, a: int, b: int) -> Any:
     """Swap spatial axes ``a`` and ``b`` of a channel-first image, its affine's columns with them (the world
     position of every voxel is unchanged)."""
     perm = [0, *range(1, img.ndim)]
@@ -460,7 +473,7 @@ def swap_axes(img: MetaTensor, a: int, b: int) -> MetaTensor:
     aff = torch.as_tensor(img.affine, dtype=torch.float64).clone()
     aff[:, [a, b]] = aff[:, [b, a]]
     meta = {k: v for k, v in img.meta.items() if k != "affine"}
-    return MetaTensor(img.as_tensor().permute(*perm).contiguous(), affine=aff, meta=meta)
+    return image_like(img.as_tensor().permute(*perm).contiguous(), img, affine=aff, meta=meta)
 
 
 def thick_axis_swap(img: torch.Tensor, scale: Sequence[int] | None, name: str) -> tuple[int, int, str] | None:
@@ -504,7 +517,7 @@ def clip_to_input(output: torch.Tensor, item: dict, key: str = "image") -> torch
     The normalization (:mod:`medsr.transforms.intensity`) stores the input's range as ``min``/``max`` in
     ``meta["medsr_norm"]``; without it the output is returned as it is.
     """
-    from medsr.transforms import NORM_KEY
+    from medsr.transforms._utils import NORM_KEY
 
     src = item.get(key)
     params = getattr(src, "meta", {}).get(NORM_KEY) if src is not None else None
@@ -512,8 +525,9 @@ def clip_to_input(output: torch.Tensor, item: dict, key: str = "image") -> torch
         return output
     lo, hi = float(params["input_min"]), float(params["input_max"])
     clipped = output.clamp(lo, hi)
-    if isinstance(output, MetaTensor) and not isinstance(clipped, MetaTensor):
-        clipped = MetaTensor(clipped, affine=output.affine)
+    if is_image(output) and not is_image(clipped):  # an ImageTensor's data (a MetaTensor stays one)
+        meta = {k: v for k, v in output.meta.items() if k != "affine"} if isinstance(output, ImageTensor) else {}
+        clipped = image_like(clipped, output, affine=output.affine, meta=meta)
     return clipped
 
 
@@ -600,7 +614,7 @@ class SRFileInference:
         """The output path of input number ``index`` (``outputs[index]``, else a name in ``output_dir``)."""
         return self.outputs[index] if self.outputs is not None else output_path_for(path, self.output_dir)
 
-    def _prepare(self, path: str) -> tuple[MetaTensor, dict]:
+    def _prepare(self, path: str) -> tuple[Any, dict]:
         try:
             item = self.preprocessing({"image": path})
         except Exception as exc:
@@ -608,9 +622,7 @@ class SRFileInference:
             if named is exc:
                 raise
             raise named from exc
-        img = item["image"]
-        if not isinstance(img, MetaTensor):
-            img = MetaTensor(img)
+        img = as_image(item["image"])
         img = squeeze_spatial(img, self.spatial_dims)
         if img.ndim == 4 and img.shape[0] > 1 and img.meta.get("source_format") == "nifti":
             n = int(img.shape[0])
@@ -632,7 +644,7 @@ class SRFileInference:
         item["image"] = img
         return img, item
 
-    def upscale(self, path: str) -> tuple[MetaTensor, dict]:
+    def upscale(self, path: str) -> tuple[Any, dict]:
         """Return the SR image (channel first, input units, HR affine) for one input and its prepared item."""
         img, item = self._prepare(path)
         out, self.notes[path] = super_resolve(
@@ -684,16 +696,16 @@ def invert_intensity(output: torch.Tensor, item: dict, key: str = "image") -> to
     The normalization transforms (:mod:`medsr.transforms.intensity`) store ``meta["medsr_norm"]``; without
     it the output is returned unchanged.
     """
-    from medsr.transforms import NORM_KEY, invert_normalization
+    from medsr.transforms._utils import NORM_KEY
 
     src = item.get(key)
     params = getattr(src, "meta", {}).get(NORM_KEY) if src is not None else None
     if params is None:
         return output
     out = invert_normalization(output, params)
-    if isinstance(output, MetaTensor) and not isinstance(out, MetaTensor):
-        out = MetaTensor(out, affine=output.affine)
-    elif isinstance(out, MetaTensor) and isinstance(output, MetaTensor):
+    if is_image(output) and not is_image(out):
+        out = image_like(out, output, affine=output.affine)
+    elif is_image(out) and is_image(output):
         out.affine = output.affine
     return out
 
@@ -704,6 +716,22 @@ def inference_normalization(key: str = "image") -> Callable[[dict], dict]:
     from medsr.transforms import PercentileNormalized
 
     return PercentileNormalized(keys=key, lower=0.5, upper=99.5, clip=False)
+
+
+def read_normalized(item: dict, luminance: bool = True) -> dict:
+    """``{"image": path}`` -> ``{"image": the image, channel first, normalized}``: :func:`inference_preprocessing`
+    without MONAI for photos and 2D/3D NIfTI (:func:`medsr.pipeline.data.files.read_image`, then
+    :func:`medsr.transforms._utils.percentile_normalize`, the same values and ``meta["medsr_norm"]``); other
+    formats are read by MONAI's readers. The shipped-model path's preprocessing."""
+    from medsr.pipeline.data.files import read_image
+
+    image = read_image(str(item["image"]), luminance=luminance)
+    return {**item, "image": normalize_for_inference(image)}
+
+
+def normalize_for_inference(image: Any) -> Any:
+    """:func:`inference_normalization` of one image without MONAI (percentile 0.5/99.5, not clipped)."""
+    return percentile_normalize(image, lower=0.5, upper=99.5, clip=False)
 
 
 def inference_preprocessing(luminance: bool = True) -> Callable[[dict], dict]:
@@ -760,7 +788,7 @@ def check_model_fits(network: torch.nn.Module, info: dict, spatial_dims: int, sc
 
 
 def model_for_image(
-    image: MetaTensor,
+    image: Any,
     model: str | os.PathLike | None = None,
     scale: Any = 2,
     device: str | torch.device = "cpu",
@@ -795,7 +823,7 @@ def model_for_image(
         network = DihedralTTA(network, int(tta))
     if network.spatial_dims >= sd:
         return network, info, None
-    from medsr.networks import SliceWise
+    from medsr.networks.generators import SliceWise
 
     spacing = spacing_of(image)
     slice_axis = max(range(3), key=lambda a: (round(spacing[a], 4), a))
@@ -803,7 +831,7 @@ def model_for_image(
 
 
 def _inferer(
-    image: MetaTensor, net: Any, slice_axis: int | None, device: Any, roi_size: Any, overlap: float, progress: bool
+    image: Any, net: Any, slice_axis: int | None, device: Any, roi_size: Any, overlap: float, progress: bool
 ) -> SRSlidingWindowInferer:
     """Windows of 128 (2D, or in-plane slice by slice; 16 slices) or 64 (3D) LR voxels unless ``roi_size``;
     a progress bar over windows when ``progress`` and the image holds more than one window."""
@@ -855,7 +883,7 @@ def upscale_with_model(
         The record of :meth:`SRFileInference.run` plus ``model`` (name), ``model_path``, ``slice_axis``, ``tta``
         and, with ``report``, ``data_consistency``.
     """
-    prep = inference_preprocessing()
+    prep = read_normalized
     try:
         item = prep({"image": str(input_path)})
     except Exception as exc:  # a NaN, a bad header ...: the message names the input
@@ -927,13 +955,13 @@ def upscale_array(
     overlap: float = 0.25,
     progress: bool = False,
     clip: bool = True,
-) -> tuple[np.ndarray | MetaTensor, tuple[float, ...]]:
+) -> tuple[Any, tuple[float, ...]]:
     """Super-resolve an image in memory; see :func:`medsr.upscale` (the public name)."""
-    from medsr.pipeline.bundle import get_device
+    from medsr.pipeline.models import get_device
     from medsr.transforms.geometry import spacing_of
 
     device = get_device(device)
-    meta = isinstance(image, MetaTensor)
+    meta = is_meta_tensor(image)
     if meta:  # MONAI's convention: channel first, geometry in the affine
         img = image.detach().clone().float()
         if spacing is not None:
@@ -951,14 +979,14 @@ def upscale_array(
         spacing = (1.0,) * data.ndim if spacing is None else tuple(float(s) for s in spacing)
         if len(spacing) != data.ndim:
             raise ValueError(f"spacing: expected {data.ndim} values for a {data.ndim}D image, got {spacing}")
-        img = MetaTensor(data.float()[None], affine=_spacing_affine(spacing))
+        img = ImageTensor(data.float()[None], affine=_spacing_affine(spacing))
     if img.ndim - 1 not in (2, 3):
         raise ValueError(f"image: expected a 2D or 3D image (channel first), got shape {tuple(img.shape)}")
     given = model if isinstance(model, torch.nn.Module) else None
     if given is not None:
         given = given.to(device).eval()
     path = None if given is not None else model
-    item = inference_normalization()({"image": img})
+    item = {"image": normalize_for_inference(img)}
     norm = item["image"]
     net, _, slice_axis = model_for_image(norm, path, scale, device, given, {} if given is not None else None)
     inferer = _inferer(norm, net, slice_axis, device, roi_size, overlap, progress)

@@ -57,6 +57,7 @@ __all__ = [
     "export_bundle_model",
     "init_network",
     "sha256_of",
+    "get_device",
 ]
 
 MODEL_FORMAT = "medsr-model/1"
@@ -71,6 +72,21 @@ NORMALIZATION = {
 #: entries of a model file or checkpoint that are weights or training state, not its description
 _NOT_DESCRIPTION = ("state_dict", "objects", "rng", "engine")
 logger = logging.getLogger(__name__)
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """Return ``device`` if given, else CUDA when present, else CPU.
+
+    Args:
+        device: ``None``/``"auto"`` to pick, or anything ``torch.device`` accepts.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = "has no CUDA support" if torch.version.cuda is None else "sees no CUDA device"
+        raise ValueError(f"--device {device}: this PyTorch ({torch.__version__}) {why}; use --device cpu")
+    return dev
 
 
 def _unwrap(network: nn.Module) -> nn.Module:

@@ -59,6 +59,9 @@ def test_wheel_carries_bundles_and_models_and_works_from_any_folder(tmp_path):
     assert "y.png" in out
     with Image.open(away / "y.png") as im:
         assert im.size == (64, 48)
-    code = "import medsr, numpy as np; print(medsr.upscale(np.zeros((64,64),'float32'), scale=2)[0].shape)"
-    assert _run([python, "-c", code], away).strip().splitlines()[-1] == "(128, 128)"
+    code = (
+        "import sys, medsr, numpy as np; print(medsr.upscale(np.zeros((64,64),'float32'), scale=2)[0].shape, "
+        "sum(m.startswith('monai') for m in sys.modules))"
+    )
+    assert _run([python, "-c", code], away).strip().splitlines()[-1] == "(128, 128) 0"  # installed: no MONAI import
     print(f"wheel built, installed and used in {time.perf_counter() - start:.0f} s")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from medsr.pipeline.errors import MedsrError, user_error
+from medsr.pipeline.errors import name_files  # its home is errors (light); kept here for old imports
 
 __all__ = ["NamedCompose", "item_files", "name_files"]
 
@@ -31,18 +31,6 @@ def item_files(item: Any) -> list[str]:
         if name and name not in out and (os.sep in name or "." in Path(name).name):
             out.append(name)
     return out
-
-
-def name_files(exc: BaseException, files: Sequence[str], what: str = "datalist item") -> BaseException:
-    """``exc`` itself when its message already names one of ``files``, else a :class:`MedsrError` that does."""
-    if not files:
-        return exc
-    inner = user_error(exc)
-    msg = " ".join(str(inner.args[0] if isinstance(inner, KeyError) and inner.args else inner).split())
-    if any(f in msg or Path(f).name in msg for f in files):
-        return exc
-    kind = "" if type(inner) is ValueError or isinstance(inner, MedsrError) else f"{type(inner).__name__}: "
-    return MedsrError(f"{what} {', '.join(repr(f) for f in files)}: {kind}{msg}")
 
 
 class NamedCompose(Compose):

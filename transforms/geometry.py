@@ -4,21 +4,23 @@ Convention (shared by the degradation and pairing transforms, inference, metrics
 an axis with integer factor ``f``, LR voxel ``j`` is the centre of the HR block ``[j f - 1/2, (j + 1) f - 1/2]``
 (HR index units), so HR and LR cover the same physical extent. :func:`lr_affine` maps an HR affine to the
 LR one; :func:`sr_affine` is its inverse (LR -> HR, ``spacing / f`` with the shift ``(1/f - 1) / 2``).
+
+Light (torch and numpy, no MONAI import), so the upscale path imports it; the functions take MONAI
+MetaTensors and the upscale path's :class:`~medsr.transforms._utils.ImageTensor` alike.
+:class:`SqueezeSpatiald`, a MONAI ``MapTransform``, is built on first use.
 """
 
 from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.data.utils import affine_to_spacing
-from monai.transforms import MapTransform
-from monai.utils import ensure_tuple_rep
+
+from medsr.transforms._utils import ImageTensor, is_image, is_meta_tensor
 
 __all__ = [
     "affine_of",
@@ -30,15 +32,40 @@ __all__ = [
     "per_axis",
     "spacing_of",
     "squeeze_spatial",
-    "SqueezeSpatiald",
+    "SqueezeSpatiald",  # noqa: F822 - built on first use (module __getattr__)
     "sr_affine",
 ]
+
+
+def ensure_tuple_rep(tup: Any, dim: int) -> tuple[Any, ...]:
+    """MONAI's ``ensure_tuple_rep``: a scalar repeated ``dim`` times, or a sequence of length ``dim`` as a tuple.
+
+    Raises:
+        ValueError: a sequence of another length.
+    """
+    if isinstance(tup, torch.Tensor):
+        tup = tup.detach().cpu().numpy()
+    if isinstance(tup, np.ndarray):
+        tup = tup.tolist()
+    if (hasattr(tup, "ndim") and tup.ndim == 0) or not isinstance(tup, Iterable) or isinstance(tup, (str, bytes)):
+        return (tup,) * dim
+    if len(tup) == dim:
+        return tuple(tup)
+    raise ValueError(f"Sequence must have length {dim}, got {len(tup)}.")
+
+
+def affine_to_spacing(affine: torch.Tensor, r: int = 3) -> torch.Tensor:
+    """MONAI's ``affine_to_spacing`` of a float64 tensor: the column norms of ``affine[:r, :r]``, zeros as 1."""
+    a = torch.as_tensor(affine[:r, :r], dtype=torch.float64)
+    spacing = torch.sqrt(torch.sum(a * a, dim=0))
+    spacing[spacing == 0] = 1.0
+    return spacing
 
 
 def per_axis(value: Any, spatial_dims: int, name: str, allow_none: bool = True) -> tuple:
     """Broadcast a scalar to one value per spatial axis, or check that a sequence has one per axis.
 
-    Built on MONAI's :func:`~monai.utils.ensure_tuple_rep`, with errors that name the argument.
+    Built on :func:`ensure_tuple_rep` (MONAI's, without MONAI), with errors that name the argument.
 
     Args:
         value: a scalar (``None`` included unless ``allow_none`` is false) or a sequence of ``spatial_dims``.
@@ -116,8 +143,8 @@ def expand_size(size: Any, spatial_dims: int, name: str = "size") -> tuple[int, 
 
 
 def affine_of(img: torch.Tensor) -> torch.Tensor:
-    """The affine of ``img`` as float64 (identity 4×4 for non-MetaTensors)."""
-    if isinstance(img, MetaTensor):
+    """The affine of ``img`` as float64 (identity 4×4 for images without one)."""
+    if is_image(img):
         return torch.as_tensor(img.affine, dtype=torch.float64).clone()
     return torch.eye(4, dtype=torch.float64)
 
@@ -132,7 +159,7 @@ def spacing_of(img: Any, spatial_dims: int | None = None, default: float | None 
             ``None`` for such an image instead (metrics then work in voxels).
     """
     sd = img.ndim - 1 if spatial_dims is None else int(spatial_dims)
-    if not isinstance(img, MetaTensor):
+    if not is_image(img):
         return None if default is None else (float(default),) * sd
     aff = torch.as_tensor(img.affine, dtype=torch.float64)
     if aff.ndim == 3:
@@ -157,36 +184,55 @@ def squeeze_spatial(img: torch.Tensor, spatial_dims: int) -> torch.Tensor:
         return img  # not squeezable: the dimension check that follows names the shape
     keep = [a for a in range(sd) if a not in drop]
     out = img.reshape(img.shape[0], *(img.shape[1 + a] for a in keep))
-    if isinstance(img, MetaTensor):
+    if is_image(img):
         aff = affine_of(img)
         r = aff.shape[0] - 1
         order = keep + drop + list(range(sd, r))
         new = aff.clone()
         new[:r, :r] = aff[:r, order]
-        out = MetaTensor(out.as_tensor(), affine=new, meta={k: v for k, v in img.meta.items() if k != "affine"})
+        meta = {k: v for k, v in img.meta.items() if k != "affine"}
+        if is_meta_tensor(img):
+            from monai.data import MetaTensor
+
+            out = MetaTensor(out.as_tensor(), affine=new, meta=meta)
+        else:
+            out = ImageTensor(out, affine=new, meta=meta)
         out.meta["spatial_shape"] = np.asarray(out.shape[1:])
     return out
 
 
-class SqueezeSpatiald(MapTransform):
-    """Dictionary version of :func:`squeeze_spatial` for ``keys`` (missing keys are skipped).
+def _squeeze_spatiald() -> type:
+    """Build :class:`SqueezeSpatiald` (a MONAI ``MapTransform``: MONAI is imported here, on first use)."""
+    from monai.transforms import MapTransform
 
-    A deterministic MONAI ``MapTransform``, so cached datasets cache it and what comes before it.
-    """
+    class SqueezeSpatiald(MapTransform):
+        """Dictionary version of :func:`squeeze_spatial` for ``keys`` (missing keys are skipped).
 
-    def __init__(self, keys: Sequence[str] | str, spatial_dims: int) -> None:
-        super().__init__(keys, allow_missing_keys=True)
-        self.spatial_dims = int(spatial_dims)
+        A deterministic MONAI ``MapTransform``, so cached datasets cache it and what comes before it.
+        """
 
-    def __call__(self, data: dict) -> dict:
-        d = dict(data)
-        for k in self.key_iterator(d):
-            if isinstance(d[k], torch.Tensor):
-                d[k] = squeeze_spatial(d[k], self.spatial_dims)
-        return d
+        def __init__(self, keys: Sequence[str] | str, spatial_dims: int) -> None:
+            super().__init__(keys, allow_missing_keys=True)
+            self.spatial_dims = int(spatial_dims)
+
+        def __call__(self, data: dict) -> dict:
+            d = dict(data)
+            for k in self.key_iterator(d):
+                if isinstance(d[k], torch.Tensor):
+                    d[k] = squeeze_spatial(d[k], self.spatial_dims)
+            return d
+
+    SqueezeSpatiald.__module__, SqueezeSpatiald.__qualname__ = __name__, "SqueezeSpatiald"
+    return SqueezeSpatiald
 
 
-SqueezeSpatialD = SqueezeSpatialDict = SqueezeSpatiald
+def __getattr__(name: str) -> Any:
+    """``SqueezeSpatiald`` and its aliases, built (importing MONAI) on first use (PEP 562)."""
+    if name in ("SqueezeSpatiald", "SqueezeSpatialD", "SqueezeSpatialDict"):
+        cls = globals().get("SqueezeSpatiald") or _squeeze_spatiald()
+        globals().update(SqueezeSpatiald=cls, SqueezeSpatialD=cls, SqueezeSpatialDict=cls)
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def lr_affine(affine: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:

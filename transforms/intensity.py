@@ -11,14 +11,21 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.transforms.utils_pytorch_numpy_unification import percentile
 
-from medsr.transforms._utils import check_mask, to_metatensor, wrap
+from medsr.transforms._utils import (
+    NORM_KEY,
+    check_mask,
+    invert_normalization,
+    linear_map,
+    norm_info,
+    percentile_params,
+    to_metatensor,
+    wrap,
+)
 
 __all__ = [
     "NORM_KEY",
@@ -40,8 +47,6 @@ __all__ = [
     "InvertNormalizationD",
     "InvertNormalizationDict",
 ]
-
-NORM_KEY = "medsr_norm"
 
 
 def _region(img: MetaTensor, mask: Any, c: int | None) -> torch.Tensor:
@@ -76,24 +81,10 @@ class _Normalize(Transform):
         if len(chans) == 1:
             chans = chans * img.shape[0]
         x = img.as_tensor()
-        scale = torch.tensor([c[0] for c in chans], dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        offset = torch.tensor([c[1] for c in chans], dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        y = x * scale + offset
-        if self.clip and self.b_min is not None and self.b_max is not None:
-            y = y.clamp(min(self.b_min, self.b_max), max(self.b_min, self.b_max))
+        y = linear_map(x, chans, self.clip, self.b_min, self.b_max)
         if self.outside is not None and m is not None:
             y = torch.where((m.as_tensor() > 0).expand_as(y), y, torch.as_tensor(self.outside, dtype=y.dtype))
-        info: dict[str, Any] = {
-            "kind": self.kind,
-            "scale": [float(c[0]) for c in chans],
-            "offset": [float(c[1]) for c in chans],
-            "clip": int(bool(self.clip)),
-            "input_min": float(x.min()) if x.numel() else 0.0,  # the input's range: outputs may be clipped to it
-            "input_max": float(x.max()) if x.numel() else 0.0,
-        }
-        for k in chans[0][2]:
-            info[k] = [float(c[2][k]) for c in chans]
-        return wrap(y, img, extra={NORM_KEY: info})
+        return wrap(y, img, extra={NORM_KEY: norm_info(self.kind, x, chans, self.clip)})
 
     def _channels(self, img: MetaTensor) -> list[int | None]:
         return list(range(img.shape[0])) if self.channel_wise else [None]
@@ -133,10 +124,7 @@ class PercentileNormalize(_Normalize):
         out = []
         for c in self._channels(img):
             vals = _region(img, mask, c)
-            lo, hi = (float(v) for v in np.asarray(percentile(vals, [self.lower, self.upper])).reshape(-1))
-            span = hi - lo
-            scale = (self.b_max - self.b_min) / span if span > 1e-12 else 1.0
-            out.append((scale, self.b_min - lo * scale, {"lower_value": lo, "upper_value": hi}))
+            out.append(percentile_params(vals, self.lower, self.upper, self.b_min, self.b_max))
         return out
 
 
@@ -197,55 +185,6 @@ class CTWindow(_Normalize):
         lo = self.level - self.width / 2.0
         scale = (self.b_max - self.b_min) / self.width
         return [(scale, self.b_min - lo * scale, {"level": self.level, "width": self.width})]
-
-
-def _per_channel(value: Any, img: torch.Tensor, batched: bool) -> torch.Tensor:
-    """Broadcast stored per-channel values (floats, list, or collated tensors) against ``img``."""
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
-        t = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in value], dim=-1)  # (B, C)
-        if not batched:
-            t = t[0]
-    else:
-        t = torch.as_tensor(value, dtype=torch.float64)
-    lead = 2 if batched else 1
-    if t.ndim == 0:
-        return t.reshape([1] * img.ndim)
-    if batched and t.ndim == 1:
-        t = t.reshape(1, -1)
-    return t.reshape(*t.shape, *([1] * (img.ndim - t.ndim))) if t.ndim == lead else t
-
-
-def invert_normalization(img: torch.Tensor, params: Mapping[str, Any] | None = None) -> torch.Tensor:
-    """Map normalized intensities back to original units: ``x = (y - offset) / scale``.
-
-    Args:
-        img: normalized image ``(C, *spatial)`` or batch ``(B, C, *spatial)`` (a batch needs collated params).
-        params: the ``meta["medsr_norm"]`` dict (default: read from ``img.meta``). Collated params (lists of
-            tensors of length B) are handled, as is a single channel's scale applied to all output channels.
-
-    Returns:
-        the image in original units (a MetaTensor keeps its meta, without ``medsr_norm``).
-    """
-    if params is None:
-        if not isinstance(img, MetaTensor) or NORM_KEY not in img.meta:
-            raise ValueError(f"img: has no meta[{NORM_KEY!r}]; pass params= from the normalized input")
-        params = img.meta[NORM_KEY]
-    if "scale" not in params or "offset" not in params:
-        raise ValueError(f"params: expected keys 'scale' and 'offset' (from meta[{NORM_KEY!r}]), got {sorted(params)}")
-    x = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
-    scale, offset = params["scale"], params["offset"]
-    batched = isinstance(scale, (list, tuple)) and bool(scale) and isinstance(scale[0], torch.Tensor)
-    batched = batched or (x.ndim >= 4 and isinstance(scale, torch.Tensor) and scale.ndim == 2)
-    s = _per_channel(scale, x, batched)
-    o = _per_channel(offset, x, batched)
-    ch = 1 if batched else 0
-    if s.ndim > ch and s.shape[ch] not in (1, x.shape[ch]):
-        s, o = s.narrow(ch, 0, 1), o.narrow(ch, 0, 1)  # e.g. one output channel for 3 input channels
-    y = ((x.double() - o) / s).to(x.dtype)
-    if isinstance(img, MetaTensor):
-        meta = {k: v for k, v in img.meta.items() if k not in (NORM_KEY, "affine")}
-        return MetaTensor(y, affine=img.affine, meta=meta)
-    return y
 
 
 class InvertNormalization(Transform):

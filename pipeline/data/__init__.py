@@ -4,7 +4,9 @@ Names are imported lazily, so ``medsr demo`` does not pay for importing MONAI.
 
 * readers (:mod:`medsr.pipeline.data.readers`): :class:`MedicalImageReader`, :class:`NiftiReader`,
   :class:`DicomReader`, :class:`DicomSeriesReader`, :class:`PhotoReader`, :class:`FigshareMatReader`,
-  :func:`load_image`, :func:`read_figshare_mat`, :class:`ImageReadError`;
+  :func:`load_image`, :func:`read_figshare_mat`;
+* light files (:mod:`medsr.pipeline.data.files`, no MONAI): :func:`read_image`, :func:`detect_format`,
+  :class:`ImageReadError`;
 * datalists (:mod:`medsr.pipeline.data.datalist`): :func:`build_datalist`, :func:`load_datalist`,
   :func:`resolve_datalist` (what a bundle trains on), :func:`split_datalist`, :func:`label_names`;
 * demo data (:mod:`medsr.pipeline.data.demo`): :func:`demo_root`, :func:`ensure_demo_dataset`.
@@ -15,8 +17,8 @@ from __future__ import annotations
 from medsr.pipeline._lazy import lazy_exports
 
 _EXPORTS = {
+    "files": ("ImageReadError", "detect_format", "LUMINANCE_WEIGHTS", "read_image"),
     "readers": (
-        "ImageReadError",
         "NiftiReader",
         "DicomReader",
         "DicomSeriesReader",
@@ -25,8 +27,6 @@ _EXPORTS = {
         "MedicalImageReader",
         "load_image",
         "read_figshare_mat",
-        "detect_format",
-        "LUMINANCE_WEIGHTS",
     ),
     "datalist": (
         "build_datalist",

@@ -34,7 +34,25 @@ from monai.data import ImageReader, ITKReader, NibabelReader, PILReader, Pydicom
 from monai.data.meta_tensor import MetaTensor
 from monai.utils import ensure_tuple
 
-from medsr.pipeline.errors import MedsrError
+from medsr.pipeline.data.files import (
+    _FIGSHARE_FIELDS,
+    _HDF5_SIGNATURE,
+    _MAT_ALIASES,
+    DICOM_SUFFIXES,
+    LUMINANCE_WEIGHTS,
+    MAT_IMAGE_FIELDS,
+    MAT_SUFFIXES,
+    NIFTI_SUFFIXES,
+    PHOTO_SUFFIXES,
+    ImageReadError,
+    _normalise_pil_mode,
+    _require_file,
+    _split_mat_field,
+    _suffix_of,
+    _to_luminance,
+    detect_format,
+    nifti_affine,
+)
 
 __all__ = [
     "ImageReadError",
@@ -57,31 +75,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-#: ITU-R BT.601 luma weights (R, G, B), the ones PIL's ``convert("L")`` uses.
-LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
-NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img", ".img.gz")
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-MAT_SUFFIXES = (".mat",)
-#: fields of the figshare ``cjdata`` struct that are images on the image grid
-MAT_IMAGE_FIELDS = ("image", "tumorMask")
-_MAT_ALIASES = {"mask": "tumorMask", "tumormask": "tumorMask", "image": "image"}
-_FIGSHARE_FIELDS = ("image", "tumorMask", "tumorBorder", "label", "PID")
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-class ImageReadError(MedsrError):
-    """A file could not be read; the message names the file and the problem.
-
-    Attributes:
-        path: the offending file or folder.
-    """
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path!r}: {problem}")
-
 
 @dataclass
 class _Loaded:
@@ -93,86 +86,11 @@ class _Loaded:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _suffix_of(path: str | os.PathLike) -> str:
-    """Lower-case suffix, with ``.gz`` kept together with the one before it (``.nii.gz``)."""
-    name = Path(path).name.lower()
-    for suffix in sorted(NIFTI_SUFFIXES + DICOM_SUFFIXES + PHOTO_SUFFIXES + MAT_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return suffix
-    return Path(name).suffix
-
-
-def _split_mat_field(path: str | os.PathLike) -> tuple[str, str | None]:
-    """Split ``"x.mat#tumorMask"`` into ``("x.mat", "tumorMask")`` unless a file with the full name exists."""
-    text = str(path)
-    if "#" in text and not os.path.exists(text):
-        base, _, fld = text.rpartition("#")
-        if base.lower().endswith(MAT_SUFFIXES):
-            return base, fld
-    return text, None
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """Return the medsr format of a path: ``nifti``, ``dicom``, ``dicom-series``, ``image`` or ``mat``.
-
-    The suffix decides; files without a known suffix are sniffed by their magic bytes.
-
-    Raises:
-        ImageReadError: the path does not exist or its type is not supported.
-    """
-    base, _ = _split_mat_field(path)
-    p = Path(base)
-    if p.is_dir():
-        return "dicom-series"
-    suffix = _suffix_of(p)
-    if suffix in NIFTI_SUFFIXES:
-        return "nifti"
-    if suffix in DICOM_SUFFIXES:
-        return "dicom"
-    if suffix in PHOTO_SUFFIXES:
-        return "image"
-    if suffix in MAT_SUFFIXES:
-        return "mat"
-    if not p.exists():
-        raise ImageReadError(p, "no such file or folder")
-    with open(p, "rb") as fh:
-        head = fh.read(1024)
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if head[344:348] in (b"n+1\x00", b"ni1\x00"):
-        return "nifti"
-    if head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff" or head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image"
-    if head[:8] == _HDF5_SIGNATURE or head[512:520] == _HDF5_SIGNATURE or head[:10] == b"MATLAB 5.0":
-        return "mat"
-    raise ImageReadError(
-        p,
-        f"unsupported file type (suffix {suffix!r}, unknown magic bytes); medsr reads NIfTI {NIFTI_SUFFIXES}, "
-        f"DICOM {DICOM_SUFFIXES} or DICOM series folders, images {PHOTO_SUFFIXES} and figshare .mat files",
-    )
-
-
-def _require_file(path: str) -> None:
-    if os.path.isdir(path):
-        raise ImageReadError(path, "is a folder, expected a file")
-    if not os.path.exists(path):
-        raise ImageReadError(path, "no such file")
-
-
 def _spacing_affine(spacing: Sequence[float]) -> np.ndarray:
     affine = np.eye(4)
     for i, s in enumerate(spacing[:3]):
         affine[i, i] = float(s)
     return affine
-
-
-def _to_luminance(arr: np.ndarray, channel_dim: int = -1) -> np.ndarray:
-    """RGB(A) along ``channel_dim`` to one float32 luminance channel (alpha dropped)."""
-    arr = np.moveaxis(arr, channel_dim, -1)
-    if arr.shape[-1] not in (3, 4):
-        raise ValueError(f"luminance needs 3 (RGB) or 4 (RGBA) channels, got {arr.shape[-1]}")
-    weights = np.asarray(LUMINANCE_WEIGHTS, dtype=np.float32)
-    return (arr[..., :3].astype(np.float32) @ weights).astype(np.float32)
 
 
 def _finish_meta(meta: dict, arr: np.ndarray, *, source_format: str, spacing_source: str, path: str) -> dict:
@@ -281,33 +199,6 @@ class NiftiReader(_MedsrReader):
                 meta["affine"], meta["original_affine"] = affine, affine.copy()
                 meta["affine_source"] = source
         return arr, _finish_meta(meta, arr, source_format="nifti", spacing_source="header", path=item.path)
-
-
-def nifti_affine(path: str | os.PathLike, tolerance: float = 1e-3) -> tuple[np.ndarray | None, str]:
-    """The affine of a NIfTI file as nibabel (and FSL) choose it: the sform when its code is set, else the qform.
-
-    Logs a warning naming the file when both are set and differ by more than ``tolerance`` (mm, any entry).
-    Returns ``(None, "")`` for files that are not NIfTI-1/2 (Analyze).
-    """
-    import nibabel as nib
-
-    try:
-        hdr = nib.load(str(path)).header
-        s_code, q_code = int(hdr["sform_code"]), int(hdr["qform_code"])
-    except Exception:  # noqa: BLE001 - Analyze and friends: MONAI's affine stands
-        return None, ""
-    sform, qform = hdr.get_sform(), hdr.get_qform()
-    if s_code and q_code and not np.allclose(sform, qform, atol=tolerance, rtol=0):
-        worst = float(np.max(np.abs(sform - qform)))
-        _logger.warning(
-            f"{str(path)!r}: qform and sform disagree (largest difference {worst:.4g} mm); using the sform "
-            f"(code {s_code}), as nibabel and FSL do; check the header if the image looks misplaced"
-        )
-    if s_code:
-        return np.asarray(sform, dtype=np.float64), "sform"
-    if q_code:
-        return np.asarray(qform, dtype=np.float64), "qform"
-    return np.asarray(hdr.get_base_affine(), dtype=np.float64), "base"
 
 
 # ----------------------------------------------------------------------------------------------- DICOM
@@ -565,17 +456,6 @@ class PhotoReader(_MedsrReader):
             meta["original_channel_dim"] = float("nan")
         meta["affine"] = np.eye(4)
         return arr, _finish_meta(meta, arr, source_format="image", spacing_source="default", path=item.path)
-
-
-def _normalise_pil_mode(img: Any) -> Any:
-    """Palette/bilevel/CMYK/YCbCr images to RGB or L so the array is grey or RGB(A)."""
-    if img.mode in ("P", "PA"):
-        return img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
-    if img.mode in ("1",):
-        return img.convert("L")
-    if img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        return img.convert("RGB")
-    return img
 
 
 # -------------------------------------------------------------------------------------- figshare .mat

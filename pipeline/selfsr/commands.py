@@ -33,10 +33,10 @@ def _network(text: str | None) -> Any:
 def cmd_selfsr(args: argparse.Namespace) -> int:
     """Check the input (one-line errors), then train, reconstruct and optionally score."""
     started = time.time()
-    from medsr.pipeline.bundle import get_device
     from medsr.pipeline.bundles import parse_sets, run_bundle
     from medsr.pipeline.io import check_outputs
     from medsr.pipeline.literals import Expression, literal_expression
+    from medsr.pipeline.models import get_device
     from medsr.pipeline.selfsr.grid import load_profile, plan_grid
     from medsr.pipeline.selfsr.run import load_scan
     from medsr.pipeline.selfsr.schedule import default_budget

@@ -218,3 +218,27 @@ def test_registry_names_aliases_and_errors():
         list_networks("loss")
     with pytest.raises(ValueError, match="attention"):
         get_network("edsr", spatial_dims=2, attention="cbam")
+
+
+@pytest.mark.parametrize("spatial_dims", [1, 2, 3])
+def test_layer_type_gives_monai_factories_classes(spatial_dims):
+    from monai.networks.layers import Conv, Norm, Pool
+
+    from medsr.networks import layer_type
+
+    expected = {
+        "conv": Conv[Conv.CONV, spatial_dims],
+        "convtrans": Conv[Conv.CONVTRANS, spatial_dims],
+        "batch": Norm[Norm.BATCH, spatial_dims],
+        "instance": Norm[Norm.INSTANCE, spatial_dims],
+        "max": Pool[Pool.MAX, spatial_dims],
+        "avg": Pool[Pool.AVG, spatial_dims],
+        "adaptivemax": Pool[Pool.ADAPTIVEMAX, spatial_dims],
+        "adaptiveavg": Pool[Pool.ADAPTIVEAVG, spatial_dims],
+    }
+    for kind, cls in expected.items():
+        assert layer_type(kind, spatial_dims) is cls, kind
+    with pytest.raises(ValueError, match="layer kind"):
+        layer_type("conv2", spatial_dims)
+    with pytest.raises(ValueError, match="spatial_dims"):
+        layer_type("conv", 4)
