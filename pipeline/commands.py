@@ -340,6 +340,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             info["trained_on"] = args.trained_on
         if args.gan:
             info["gan"] = True  # a GAN-stage model: used only when named (--model)
+        if args.default:
+            info["default"] = True  # the model `medsr upscale` picks for its dims and scale
         path = export_bundle_model(args.bundle, args.checkpoint, args.output, args.name, parse_sets(args.set), info)
         print(f"medsr models export: wrote {path}")
         return 0
@@ -351,14 +353,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not models:
         print("no shipped models under bundles/*/models/")
         return 0
+    from medsr.pipeline.models import pick_model
+
+    defaults = set()  # what `medsr upscale` picks with no --model, for each scale a shipped model offers
+    for m in models:
+        try:
+            dims, scale = (2, m["scale"][0]) if m["spatial_dims"] == 2 else (3, tuple(m["scale"]))
+            defaults.add(pick_model(dims, scale, models=models)[0]["name"])
+        except ValueError:
+            pass
     head = "quality vs cubic, mean PSNR (external = out-of-distribution, first; each figure names its set)"
-    print(f"{'name':<18} {'dims':<4} {'scale':<7} {'pairs':<9} {'sha256':<13} {head}")
+    print(f"{'name':<20} {'dims':<4} {'scale':<7} {'pairs':<9} {'sha256':<13} {head}")
     for m in models:
         q = m.get("metrics", {}).get("summary", "")
         scale = "x".join(str(f) for f in m["scale"])
-        print(
-            f"{m['name']:<18} {m['spatial_dims']}D   {scale:<7} {m.get('degradation', ''):<9} {m['sha256'][:12]:<13} {q}"
-        )
+        name = m["name"] + (" *" if m["name"] in defaults else "")
+        print(f"{name:<20} {m['spatial_dims']}D   {scale:<7} {m.get('degradation', ''):<9} {m['sha256'][:12]:<13} {q}")
+    print("* the default for its scale (medsr upscale without --model)")
     return 0
 
 
@@ -455,6 +466,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--training-command", default=None, help="export: the exact training command (stored)")
     p.add_argument("--trained-on", default=None, help="export: what it was trained on (stored)")
     p.add_argument("--gan", action="store_true", help="export: a GAN-stage model (chosen only by name)")
+    p.add_argument(
+        "--default", action="store_true", help="export: the model medsr upscale picks for its dims and scale"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)
 

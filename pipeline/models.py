@@ -346,7 +346,8 @@ def pick_model(
     * A 3D input and a per-axis scale such as ``(1, 1, 4)``: the 3D model with that scale; a 3D input and a
       single factor ``s``: the 2D model with ``(s, s)``, run slice by slice across the thickest axis.
     * GAN-stage models (``"gan": true``) are only used when named.
-    * When several models fit, one trained on the realistic mix (``"degradation": "realistic"``: bicubic, PSFs,
+    * When several models fit, one exported as the default (``"default": true``, ``medsr models export
+      --default``) is preferred; then one trained on the realistic mix (``"degradation": "realistic"``: bicubic, PSFs,
       noise; the defaults that are measured out of distribution) is preferred, then one trained on both
       degradations (``"mixed"``).
 
@@ -371,7 +372,10 @@ def pick_model(
     if isinstance(scale, str) and scale.strip().startswith(("(", "[")):
         factors = _scale_tuple(scale, 3 if scale.count(",") == 2 else 2)
     preference = {"realistic": 0, "mixed": 1}
-    pool = sorted((m for m in models if not m.get("gan")), key=lambda m: preference.get(m.get("degradation"), 2))
+    pool = sorted(
+        (m for m in models if not m.get("gan")),
+        key=lambda m: (not m.get("default"), preference.get(m.get("degradation"), 2)),
+    )
     if factors is not None and len(factors) == 3:
         if spatial_dims != 3:
             raise ValueError(

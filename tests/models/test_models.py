@@ -112,6 +112,15 @@ def test_pick_model_prefers_a_model_trained_on_both_degradations():
     assert pick_model(2, 4, models=[both, *MODELS, real])[0]["name"] == "r4"  # the realistic mix comes first
 
 
+def test_pick_model_prefers_the_model_exported_as_default():
+    real = {"name": "r2", "spatial_dims": 2, "scale": [2, 2], "path": "r2.pt", "degradation": "realistic"}
+    chosen = {"name": "d2", "spatial_dims": 2, "scale": [2, 2], "path": "d2.pt", "degradation": "bicubic",
+              "default": True}
+    assert pick_model(2, 2, models=[real, *MODELS, chosen])[0]["name"] == "d2"
+    assert pick_model(2, 4, models=[real, *MODELS, chosen])[0]["name"] == "a4"  # only for its own scale
+    assert pick_model(2, 2, "r2", models=[real, *MODELS, chosen])[0]["name"] == "r2"  # a name still wins
+
+
 @pytest.mark.parametrize(
     "dims,scale,name,message",
     [
@@ -215,3 +224,11 @@ def test_medsr_models_lists_the_shipped_models(capsys):
     assert medsr_main(["models", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [m["name"] for m in listed] == sorted(SHIPPED)
+
+
+def test_medsr_models_marks_what_upscale_picks(capsys):
+    assert medsr_main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    marked = {line.split()[0] for line in lines if line.split()[1:2] == ["*"]}
+    expected = {pick_model(2, 2)[0]["name"], pick_model(2, 4)[0]["name"], pick_model(3, (1, 1, 4))[0]["name"]}
+    assert marked == expected
