@@ -114,8 +114,14 @@ def test_pick_model_prefers_a_model_trained_on_both_degradations():
 
 def test_pick_model_prefers_the_model_exported_as_default():
     real = {"name": "r2", "spatial_dims": 2, "scale": [2, 2], "path": "r2.pt", "degradation": "realistic"}
-    chosen = {"name": "d2", "spatial_dims": 2, "scale": [2, 2], "path": "d2.pt", "degradation": "bicubic",
-              "default": True}
+    chosen = {
+        "name": "d2",
+        "spatial_dims": 2,
+        "scale": [2, 2],
+        "path": "d2.pt",
+        "degradation": "bicubic",
+        "default": True,
+    }
     assert pick_model(2, 2, models=[real, *MODELS, chosen])[0]["name"] == "d2"
     assert pick_model(2, 4, models=[real, *MODELS, chosen])[0]["name"] == "a4"  # only for its own scale
     assert pick_model(2, 2, "r2", models=[real, *MODELS, chosen])[0]["name"] == "r2"  # a name still wins
