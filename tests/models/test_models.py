@@ -203,7 +203,7 @@ def test_medsr_upscale_without_checkpoint_on_png_nifti_and_dicom_series(tmp_path
     with Image.open(tmp_path / "out.png") as im:
         assert im.size == (48, 40) and im.mode == "L"
     line = capsys.readouterr().out
-    assert "out.png" in line and "model rdn_x2_realistic" in line  # preferred: trained on the realistic mix
+    assert "out.png" in line and "model rdn_x2_corpus" in line  # the x2 model exported with --default
     report = tmp_path / "report.json"
     args = ["upscale", str(png), str(tmp_path / "tta.png"), "--scale", "2", "--tta", "8", "--report", str(report)]
     assert medsr_main(args) == 0
