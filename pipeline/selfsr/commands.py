@@ -144,11 +144,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--network", default=None, help="a registered generator name or JSON '{\"name\": ..., ...}'")
     p.add_argument(
         "--init",
-        default="prior",
+        default="scratch",
         choices=("prior", "scratch"),
-        help="how the scan's network starts: 'prior' (default), the learned prior shipped as "
-        "bundles/selfsr/models/prior.pt (pretrained on demo data; used when --network is the default one, else "
-        "scratch, said in the log), or 'scratch' (random weights)",
+        help="how the scan's network starts: 'scratch' (default: random weights, a zero output layer), or 'prior', "
+        "the learned prior shipped as bundles/selfsr/models/prior.pt (pretrained on demo data; a head start for "
+        "the first ~1,000 steps, behind scratch after ~3,000: for budgets of a minute or two; used when --network "
+        "is the default one, else scratch, said in the log)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default cpu)")
     p.add_argument(

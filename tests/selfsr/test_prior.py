@@ -75,15 +75,17 @@ def test_the_prior_is_not_an_upscale_model(tmp_path, record):
     assert "selfsr prior" in verify_model_file(tmp_path / "selfsr" / "models" / "prior.pt")
 
 
-def _tiny_mni(tmp_path):
-    """A real crop of the demo MNI T1 (76 x 76 x 48 at 1 mm) and the same degraded to 1 x 1 x 4 mm."""
+@pytest.fixture(scope="module")
+def tiny_mni(tmp_path_factory):
+    """A real crop of the demo MNI T1 (64 x 64 x 40 at 1 mm) and the same degraded to 1 x 1 x 4 mm."""
     from monai.data import MetaTensor
 
     from medsr.pipeline.data.demo import demo_sources
     from medsr.transforms import SimulateLowResolution
 
+    tmp_path = tmp_path_factory.mktemp("mni")
     img = nib.load(demo_sources()["mni_t1"]["path"])
-    data = np.asarray(img.dataobj, dtype=np.float32)[60:136, 70:146, 70:118]
+    data = np.asarray(img.dataobj, dtype=np.float32)[66:130, 76:140, 74:114]
     ref = tmp_path / "ref.nii.gz"
     nib.save(nib.Nifti1Image(data, img.affine), str(ref))
     lr = SimulateLowResolution((None, None, 4.0), profile="gaussian")(
@@ -94,10 +96,10 @@ def _tiny_mni(tmp_path):
     return src, ref
 
 
-def test_init_prior_starts_better_than_scratch_after_no_training(tmp_path, capsys):
+def test_init_prior_starts_better_than_scratch_after_no_training(tmp_path, capsys, tiny_mni):
     from medsr.pipeline.selfsr.run import model_for, prepare, score_against, write_result
 
-    src, ref = _tiny_mni(tmp_path)
+    src, ref = tiny_mni
     scan = prepare(src)
     assert scan["grid"].scale == 4
     scores = {}
@@ -112,13 +114,11 @@ def test_init_prior_starts_better_than_scratch_after_no_training(tmp_path, capsy
     assert scores["prior"][1]["medsr_rmse"] < scores["scratch"][1]["medsr_rmse"], scores
 
 
-def test_init_falls_back_to_scratch_for_another_network_and_rejects_bad_values(tmp_path, capsys):
+def test_init_falls_back_to_scratch_for_another_network_and_rejects_bad_values(tmp_path, capsys, tiny_mni):
     from medsr.pipeline.cli import main
-    from medsr.pipeline.selfsr.run import model_for
+    from medsr.pipeline.selfsr.run import model_for, prepare
 
-    src, _ = _tiny_mni(tmp_path)
-    from medsr.pipeline.selfsr.run import prepare
-
+    src, _ = tiny_mni
     scan = prepare(src)
     model_for(scan, {"name": "slicenet", "num_features": 8, "num_blocks": 1}, "fp32", init="prior")
     assert "selfsr: init scratch (the network is not the prior's" in capsys.readouterr().out
