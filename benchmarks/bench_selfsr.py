@@ -17,8 +17,21 @@ input: steps/s, its GFLOP/s (FLOPs counted by ``torch.utils.flop_counter``) and 
 convolution peak measured in the same run (a 64 -> 64 3×3 convolution, channels-last, batch 8 of 64×64, same
 precision and threads): quote the ratio, the absolute figures move with the machine and its load.
 
+``--curve --init prior scratch``: the learned prior against training from scratch. For each ``--init`` and spacing,
+one training run of ``--minutes`` (the bundle's recipe: its pairs, Adam at 0.002 and the cosine schedule ending
+on time, in this process), whose weights are kept at ``--curve-at`` minutes of training and at the end; each
+snapshot reconstructs the volume (the bundle's reconstruction) and is scored inside the brain against cubic
+B-spline: PSNR gain against minutes, to ``--json`` and ``--curve-png``. A snapshot before the end has not
+annealed its learning rate: the curve shows how fast a run gets there, the end what a run of that budget gives.
+
+``--prior-2d``: the prior with no training on the external ITK MR slices (evaluation only;
+``benchmarks/fetch_external.sh``), each degraded along one axis (either axis in turn) at each ``--spacings`` factor
+with selfsr's own degradation (Gaussian profile, FWHM = factor): PSNR over the foreground against the network's
+base interpolation (zero head) and an untrained scratch network.
+
 Usage: ``python benchmarks/bench_selfsr.py [--precision float32] [--spacings 4 5] [--threads 2] [--minutes 8.5]
-[--eclare] [--real] [--json FILE]``
+[--eclare] [--real] [--json FILE]``; ``... --curve --init prior scratch --source inia19 --spacings 4 --minutes 4
+--json FILE --curve-png FILE``; ``... --prior-2d --spacings 4 5 --json FILE``
 """
 
 from __future__ import annotations
@@ -264,6 +277,127 @@ def check_real(work: Path, env: dict, threads: int, minutes: float | None, extra
     return records
 
 
+def curve(
+    lr: Path, ref: Path, work: Path, init: str, minutes: float, at: list[float], threads: int, precision: str
+) -> dict:
+    """One training run of ``minutes`` from ``init`` (the bundle's recipe, see the module docstring), its weights
+    kept at ``at`` minutes of training and at the end, each reconstructed and scored inside the brain."""
+    import copy
+
+    from medsr.pipeline.selfsr.run import model_for, pair_loader, prepare, write_result
+    from medsr.pipeline.selfsr.schedule import BudgetCosine
+
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    scan = prepare(lr)
+    pairs = pair_loader(scan, 10**9, batch_size=4, patch_rows=64, lr_length=16, seed=0)
+    model = model_for(scan, None, precision, init=init)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3, fused=True)
+    sched = BudgetCosine(opt, steps=10**9, minutes=minutes)
+    marks = sorted(t for t in at if t < minutes)
+    snaps: list[tuple[float, int, dict]] = []
+    steps = 0
+    model.train()
+    while True:
+        t = sched.elapsed() / 60.0
+        while marks and t >= marks[0]:
+            snaps.append((marks.pop(0), steps, copy.deepcopy(model.state_dict())))
+        if sched.done():
+            break
+        b = pairs.sample()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.l1_loss(model(b["lr"]), b["hr"]).backward()
+        opt.step()
+        sched.step()
+        steps += 1
+    snaps.append((minutes, steps, copy.deepcopy(model.state_dict())))
+    points = []
+    for t, n, state in snaps:
+        model.load_state_dict(state)
+        model.eval()
+        out = work / f"curve_{lr.name.split('.')[0]}_{init}_{t:g}min.nii.gz"
+        with torch.no_grad():
+            rep = write_result(scan, model, out, threads=threads)
+        sc = score_against(out, ref)
+        dc = rep["data_consistency"]
+        points.append(
+            {"minutes": t, "steps": n, "psnr_brain": sc["psnr_brain"], "ssim_brain": sc["ssim_brain"],
+             "dc_rmse_medsr": dc["medsr_rmse"], "dc_rmse_cubic": dc["cubic_rmse"]}
+        )  # fmt: skip
+        print(f"  {init:8} {t:5g} min ({n:6d} steps): PSNR brain {sc['psnr_brain']:.2f}", flush=True)
+        out.unlink(missing_ok=True)
+    return {"init": init, "minutes": minutes, "points": points}
+
+
+def curve_png(curves: list[dict], path: str) -> None:
+    """PSNR gain over cubic B-spline against minutes of training, one line per input and init."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for c in curves:
+        xs = [p["minutes"] for p in c["points"]]
+        ys = [p["gain_vs_cubic"] for p in c["points"]]
+        ax.plot(xs, ys, "o-" if c["init"] == "prior" else "s--", label=f"{c['input']}, {c['init']}")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xlabel("minutes of training (snapshots of one run)")
+    ax.set_ylabel("PSNR gain over cubic B-spline, brain (dB)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def prior_2d(spacings: list[float], threads: int) -> list[dict]:
+    """The prior with no training on the external ITK MR slices, degraded along either axis at each factor."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_quality import EXTERNAL, _read_any
+
+    from medsr.pipeline.selfsr.grid import apply_axis, degrade_matrix
+    from medsr.pipeline.selfsr.model import build_model
+    from medsr.pipeline.selfsr.pairs import foreground_mask
+    from medsr.pipeline.selfsr.prior import PRIOR_FILE, load_prior, prior_network, read_prior
+    from medsr.pipeline.selfsr.run import intensity_divisor
+
+    torch.set_num_threads(threads)
+    folder = INIA19.parent
+    if not all((folder / n).is_file() for n in EXTERNAL):
+        raise SystemExit(f"{folder}: the ITK example slices are missing; run benchmarks/fetch_external.sh first")
+    record = read_prior(PRIOR_FILE)
+    rows = []
+    for s in [int(round(x)) for x in spacings]:
+        prior = prior_network(record, s)
+        zero = dict(record, heads={})  # the prior's base: a zero head is the network's interpolation
+        with __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            base = load_prior(build_model(s, None, "fp32"), zero, s).eval()
+        torch.manual_seed(0)
+        scratch = build_model(s, None, "fp32").eval()
+        for name in EXTERNAL:
+            img = torch.from_numpy(np.asarray(_read_any(str(folder / name)))[0].astype(np.float32).copy())
+            img = img / intensity_divisor(img)
+            for axis in (0, 1):
+                hr = img if axis == 1 else img.T
+                n = (hr.shape[-1] // s) * s
+                hr = hr[:, :n].contiguous()
+                w = degrade_matrix(n, (np.arange(n // s) + 0.5) * s - 0.5, 1.0, float(s), "gaussian")
+                lr = apply_axis(hr.double(), w, -1).float()
+                fg = foreground_mask(hr)
+                rng = float(hr.max() - hr.min())
+                row = {"image": name.split(".")[0], "factor": s, "degraded_axis": axis}
+                with torch.no_grad():
+                    for key, net in (("cubic", base), ("prior", prior), ("scratch_untrained", scratch)):
+                        y = net(lr[None, None].contiguous(memory_format=torch.channels_last))[0, 0]
+                        mse = float(((y - hr)[fg]).double().square().mean())
+                        row[key] = 10 * np.log10(rng * rng / mse)
+                rows.append(row)
+    return rows
+
+
 def _cpu_name() -> str:
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -306,6 +440,13 @@ def main() -> int:
     parser.add_argument("--eclare-spacings", type=float, nargs="*", default=None, help="run ECLARE only for these")
     parser.add_argument("--real", action="store_true", help="also check real anisotropic scans (dipy, nibabel)")
     parser.add_argument("--real-minutes", type=float, default=2.0, help="medsr training budget on the real scans")
+    parser.add_argument("--curve", action="store_true", help="PSNR against minutes of training for each --init")
+    parser.add_argument("--init", nargs="+", choices=("prior", "scratch"), default=None,
+                        help="medsr selfsr --init (with --curve: the curves to draw, default prior scratch)")  # fmt: skip
+    parser.add_argument("--curve-at", type=float, nargs="+", default=[0, 0.25, 0.5, 1, 1.5, 2, 3],
+                        help="minutes of training at which --curve scores the weights (and at the end)")  # fmt: skip
+    parser.add_argument("--curve-png", default=None, help="--curve: also plot the curves here")
+    parser.add_argument("--prior-2d", action="store_true", help="the prior untrained on the external ITK MR slices")
     parser.add_argument("--work", default=str(ROOT / ".bench_env" / "selfsr_work"))
     parser.add_argument("--png", default=str(ROOT / "benchmarks" / "results" / "selfsr_mni_1x1x5.png"))
     parser.add_argument(
@@ -322,6 +463,8 @@ def main() -> int:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     started = load()
     print(f"load average at start: {started}  (threads {args.threads}, {os.cpu_count()} CPUs)", flush=True)
+    if args.prior_2d or args.curve:
+        return special(args, work, started)
     ref, inputs = make_inputs(work, args.spacings, args.source)
     speed = []
     if args.speed:  # one thread, and the --threads setting (0: the idle cores)
@@ -353,6 +496,8 @@ def main() -> int:
             cmd += ["--steps", str(args.steps)]
         if args.minutes:
             cmd += ["--minutes", str(args.minutes)]
+        if args.init:
+            cmd += ["--init", args.init[0]]
         cmd += args.medsr_args.split()
         if not args.skip_medsr:
             busy = subprocess.Popen([sys.executable, "-c", BUSY]) if s in (args.busy_spacings or []) else None
@@ -431,6 +576,56 @@ def main() -> int:
         "real_scans": real,
     }
     (work / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return 0
+
+
+def special(args: argparse.Namespace, work: Path, started: str) -> int:
+    """``--prior-2d`` and ``--curve`` (see the module docstring)."""
+    result: dict = {
+        "command": " ".join(["python", "benchmarks/bench_selfsr.py", *sys.argv[1:]]),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "cpu": _cpu_name(),
+        "load_average_start": started,
+    }
+    if args.prior_2d:
+        rows = prior_2d(args.spacings, args.threads or auto_threads())
+        result["prior_2d"] = rows
+        print(f"{'factor':>6} {'cubic':>7} {'prior':>7} {'untrained':>9}   (mean PSNR over the foreground, dB)")
+        for s in sorted({r["factor"] for r in rows}):
+            sel = [r for r in rows if r["factor"] == s]
+            m = {k: float(np.mean([r[k] for r in sel])) for k in ("cubic", "prior", "scratch_untrained")}
+            wins = sum(r["prior"] > r["cubic"] for r in sel)
+            result.setdefault("prior_2d_mean", {})[str(s)] = {**m, "prior_beats_cubic": f"{wins}/{len(sel)}"}
+            print(
+                f"{s:>6} {m['cubic']:7.2f} {m['prior']:7.2f} {m['scratch_untrained']:9.2f}   prior > cubic on {wins}/{len(sel)}"
+            )
+    if args.curve:
+        threads = args.medsr_threads or args.threads or auto_threads()
+        ref, inputs = make_inputs(work, args.spacings, args.source)
+        curves = []
+        for tag, lr in inputs.values():
+            out = work / f"cubic_{tag.replace(' ', '_')}.nii.gz"
+            subprocess.run([sys.executable, "-c", CUBIC, str(lr), str(out)], check=True)
+            cubic = score_against(out, ref)["psnr_brain"]
+            print(f"{tag}: cubic B-spline PSNR brain {cubic:.2f}", flush=True)
+            for init in args.init or ["prior", "scratch"]:
+                c = curve(lr, ref, work, init, args.minutes or 4.0, args.curve_at, threads, PRECISIONS[args.precision])
+                for p in c["points"]:
+                    p["gain_vs_cubic"] = p["psnr_brain"] - cubic
+                curves.append({"input": tag, "cubic_psnr_brain": cubic, **c})
+        result["curves"] = curves
+        print(f"\n{'input':22} {'init':8} " + " ".join(f"{p['minutes']:>6g}" for p in curves[0]["points"]) + "  (min)")
+        for c in curves:
+            print(f"{c['input']:22} {c['init']:8} " + " ".join(f"{p['gain_vs_cubic']:+6.2f}" for p in c["points"]))
+        if args.curve_png:
+            curve_png(curves, args.curve_png)
+    result["load_average_end"] = load()
+    print(f"load average at end: {result['load_average_end']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1, default=str) + "\n")

@@ -123,3 +123,13 @@ M=rdn_x4_realistic; if want "${ARGS[@]}"; then
   run medsr models export rdn "$(ls runs/ood_rdn_x4/latest/checkpoints/checkpoint_*.pt | tail -n 1)" bundles/rdn/models/model_realistic_x4.pt \
     --name rdn_x4_realistic --set scale=4 "${SET_R[@]/#/--set=}" --training-command "${CMD[*]}" --trained-on "$TRAINED_ON"
 fi
+
+# selfsr's learned prior (issue 24): the selfsr network (slicenet 32 x 4, residual over bicubic) with one shared
+# body and one sub-pixel head per factor 2-6, trained on selfsr's own through-plane-like pairs (Gaussian, box and
+# a thinner Gaussian profile) from demo sources only: the MNI152 T1's AXIAL planes, nibabel example4d, dipy
+# S0_10slices and t1_coronal_slice. Never MNI sagittal/coronal planes, inia19 or the ITK example slices (those
+# evaluate it: benchmarks/bench_selfsr.py --curve / --prior-2d). One thread, 18 minutes, no checkpoint choice
+# (the last weights ship). `medsr selfsr --init prior` (the default) starts a scan's training from it.
+M=selfsr_prior; if want "${ARGS[@]}"; then
+  run python -m medsr.pipeline.selfsr.prior --minutes 18 --threads 1 --batch-size 8 --out bundles/selfsr/models/prior.pt
+fi

@@ -70,7 +70,7 @@ NORMALIZATION = {
     "value_range": [0.0, 1.0],
 }
 #: entries of a model file or checkpoint that are weights or training state, not its description
-_NOT_DESCRIPTION = ("state_dict", "objects", "rng", "engine")
+_NOT_DESCRIPTION = ("state_dict", "heads", "objects", "rng", "engine")
 logger = logging.getLogger(__name__)
 
 
@@ -300,11 +300,14 @@ def load_generator(network: nn.Module, checkpoint: str | os.PathLike | None, use
 
 def shipped_models(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Every model file under ``<root>/*/models/*.pt`` (default: the repository's ``bundles/``), described by
-    :func:`read_model_info` plus its ``sha256``, sorted by name."""
+    :func:`read_model_info` plus its ``sha256``, sorted by name. Files with a ``role`` other than an upscale model
+    (``"prior"``: selfsr's starting network, :mod:`medsr.pipeline.selfsr.prior`) are not listed."""
     base = Path(root) if root is not None else BUNDLES_DIR
     out = []
     for path in sorted(base.glob(f"*/models/*{MODEL_SUFFIX}")):
         info = {k: v for k, v in _model_record(path).items() if k not in _NOT_DESCRIPTION}
+        if info.get("role", "upscale") != "upscale":
+            continue
         info["path"] = str(path)
         info["sha256"] = sha256_of(path)
         out.append(info)

@@ -112,8 +112,18 @@ def verify_model_file(path: str | os.PathLike) -> str:
     Raises:
         ValueError: naming the file when it is unreadable or its network does not do what it records.
     """
-    from medsr.pipeline.models import load_model
+    from medsr.pipeline.models import load_model, read_model_info
 
+    if read_model_info(path).get("role") == "prior":  # selfsr's starting network: one head per factor
+        from medsr.pipeline.selfsr.prior import prior_network, read_prior
+
+        record = read_prior(path)
+        for s in record["factors"]:
+            net = prior_network(record, int(s))
+            _check_maps(
+                f"model '{path}' (x{s} head)", net, [[8 * n] * 2 for n in (1, 2)], [1, int(s)], (1, 1), "float32"
+            )
+        return f"{Path(path).parent.name}/{Path(path).name} ({record.get('name')}): selfsr prior, 2D, output = (1, s) x input for s in {record['factors']}"
     net, info = load_model(path)
     scale, dims = [int(s) for s in info["scale"]], int(info["spatial_dims"])
     _check_maps(f"model '{path}'", net, [[8 * n] * dims for n in (1, 2)], scale, _model_file_channels(info), "float32")

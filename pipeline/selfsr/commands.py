@@ -88,7 +88,7 @@ def cmd_selfsr(args: argparse.Namespace) -> int:
     how = "the default on a CPU, from the command's start" if minutes and args.minutes is None else "as asked"
     how = "the default on this device" if not minutes and args.steps is None else how
     print(f"medsr selfsr: training for {budget} ({how}), then the reconstruction")
-    train = dict(common, steps=steps, minutes=minutes)
+    train = dict(common, steps=steps, minutes=minutes, init=args.init)
     if args.steps is None and args.minutes is None and minutes:  # the default budget includes the set-up
         train["budget_started"] = started
     if args.resume and (out_dir / "checkpoints").is_dir():
@@ -142,6 +142,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "that training and reconstruction of a brain MRI end within 10 minutes; with --steps: whichever "
                    "comes first)")  # fmt: skip
     p.add_argument("--network", default=None, help="a registered generator name or JSON '{\"name\": ..., ...}'")
+    p.add_argument(
+        "--init",
+        default="scratch",
+        choices=("prior", "scratch"),
+        help="how the scan's network starts: 'scratch' (default: random weights, a zero output layer), or 'prior', "
+        "the learned prior shipped as bundles/selfsr/models/prior.pt (pretrained on demo data; a head start for "
+        "the first ~1,000 steps, behind scratch after ~3,000: for budgets of a minute or two; used when --network "
+        "is the default one, else scratch, said in the log)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default cpu)")
     p.add_argument(
         "--threads",

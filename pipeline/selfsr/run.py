@@ -20,8 +20,10 @@ from medsr.pipeline.selfsr.recon import cubic_output, degrade_output, reconstruc
 __all__ = [
     "load_scan",
     "prepare",
+    "intensity_divisor",
     "pair_loader",
     "model_for",
+    "INITS",
     "auto_threads",
     "set_threads",
     "save_model",
@@ -78,11 +80,7 @@ def prepare(
     )
     prof = load_profile(profile)
     vol = torch.from_numpy(data)
-    fg = foreground_mask(vol)
-    vals = vol[fg] if bool(fg.any()) else vol.flatten()
-    scale = float(torch.quantile(vals[:: max(1, vals.numel() // 1_000_000)], 0.995))
-    if not scale > 0:
-        scale = float(vol.abs().max()) or 1.0
+    scale = intensity_divisor(vol)
     scan = {
         "vol": vol / scale,
         "raw": vol,
@@ -97,6 +95,17 @@ def prepare(
 
 
 _LAST_SCAN: dict[str, Any] = {}
+
+
+def intensity_divisor(vol: torch.Tensor) -> float:
+    """What selfsr divides a scan by: the 99.5th percentile of its foreground (:func:`foreground_mask`), so the
+    networks see values around 0..1 whatever the units (the learned prior's training images too)."""
+    fg = foreground_mask(vol)
+    vals = vol[fg] if bool(fg.any()) else vol.flatten()
+    scale = float(torch.quantile(vals[:: max(1, vals.numel() // 1_000_000)].float(), 0.995))
+    if not scale > 0:
+        scale = float(vol.abs().max()) or 1.0
+    return scale
 
 
 def _stamp(path: str | os.PathLike) -> tuple[int, int] | None:
@@ -122,14 +131,50 @@ def pair_loader(
     )  # fmt: skip
 
 
+#: how a scan's network starts: the learned prior (:mod:`medsr.pipeline.selfsr.prior`) or random weights
+INITS = ("prior", "scratch")
+
+
 def model_for(
     scan: dict[str, Any],
     network: dict[str, Any] | str | None = None,
     precision: str = "auto",
     device: str | torch.device = "cpu",
+    init: str = "scratch",
+    prior: str | os.PathLike | None = None,
 ) -> torch.nn.Module:
-    """The generator (``residual_interp=True``, scale ``(1, s)``) for the scan's integer scale, on ``device``."""
-    return build_model(scan["grid"].scale, network, resolve_precision(precision, device), device).to(device)
+    """The generator (``residual_interp=True``, scale ``(1, s)``) for the scan's integer scale, on ``device``.
+
+    Args:
+        init: ``"prior"``: start from the learned prior (``prior``, default the shipped
+            ``bundles/selfsr/models/prior.pt``) when it describes this network, else from scratch (said in the
+            log); ``"scratch"``: random weights (seeded by the bundle's ``set_determinism``).
+        prior: another prior file.
+    """
+    if init not in INITS:
+        raise ValueError(f"init: expected 'prior' or 'scratch', got {init!r}")
+    scale = int(scan["grid"].scale)
+    model = build_model(scale, network, resolve_precision(precision, device), device)
+    if init == "prior":
+        from medsr.pipeline.selfsr.prior import PRIOR_FILE, load_prior, prior_fits, read_prior
+
+        path = Path(prior) if prior else PRIOR_FILE
+        if not path.is_file():
+            if prior:
+                raise ValueError(f"prior '{path}': no such file")
+            print(f"selfsr: init scratch (the prior {path} is not installed)")
+        else:
+            record = read_prior(path)
+            if prior_fits(model, record):
+                load_prior(model, record, scale)
+                head = f"its x{scale} head" if str(scale) in record["heads"] else f"a zero x{scale} head"
+                print(f"selfsr: init prior ({path.name}: {record['training']['steps']} steps on demo data; {head})")
+            else:
+                print(f"selfsr: init scratch (the network is not the prior's {record['network']['target']} "
+                      f"{ {k: v for k, v in record['network']['args'].items() if k.startswith('num_')} })")  # fmt: skip
+    else:
+        print("selfsr: init scratch")
+    return model.to(device)
 
 
 def auto_threads() -> int:
