@@ -193,6 +193,7 @@ def train_prior(
     sched = BudgetCosine(opt, steps=10**9, minutes=minutes, started=started)
     loss_fn = nn.L1Loss()
     steps, run_loss, last_save, last_log = 0, 0.0, time.perf_counter(), time.perf_counter()
+    options = f"--minutes {minutes:g} --threads {threads} --batch-size {batch_size}"  # recorded in the file
     counts = dict.fromkeys(PRIOR_FACTORS, 0)
     log(
         f"prior: {sum(p.numel() for p in _parameters(nets))} parameters, factors {PRIOR_FACTORS}, sources "
@@ -216,23 +217,9 @@ def train_prior(
             log(f"prior: step {steps}, {sched.elapsed() / 60:.1f} min, loss {run_loss / max(1, steps):.5f}")
             last_log = now
         if now - last_save > save_every_minutes * 60:
-            info = save_prior(
-                nets,
-                out,
-                steps,
-                sched.elapsed(),
-                counts,
-                f"--minutes {minutes:g} --threads {threads} --batch-size {batch_size}",
-            )
+            info = save_prior(nets, out, steps, sched.elapsed(), counts, options)
             last_save = now
-    info = save_prior(
-        nets,
-        out,
-        steps,
-        sched.elapsed(),
-        counts,
-        f"--minutes {minutes:g} --threads {threads} --batch-size {batch_size}",
-    )
+    info = save_prior(nets, out, steps, sched.elapsed(), counts, options)
     log(f"prior: {steps} steps in {sched.elapsed() / 60:.1f} min -> {out} ({Path(out).stat().st_size / 1e6:.2f} MB)")
     return info
 

@@ -131,3 +131,17 @@ def test_init_falls_back_to_scratch_for_another_network_and_rejects_bad_values(t
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "argument --init: invalid choice: 'warm'" in err[-1]
+
+
+def test_the_prior_trainer_writes_a_loadable_prior_and_refuses_bad_options(tmp_path, capsys):
+    from medsr.pipeline.selfsr.prior import main
+
+    out = tmp_path / "prior.pt"
+    assert main(["--minutes", "0.05", "--threads", "1", "--batch-size", "2", "--out", str(out)]) == 0
+    rec = read_prior(out)
+    # the budget counts from the start, data loading included: a 3 s budget may end before the first step
+    assert rec["training"]["steps"] >= 0 and "--minutes 0.05 --threads 1 --batch-size 2" in rec["training_command"]
+    net = prior_network(rec, 4)
+    assert net(torch.rand(1, 1, 16, 8)).shape[-2:] == (16, 32)
+    assert main(["--minutes", "0", "--out", str(tmp_path / "other.pt")]) == 2
+    assert "--minutes must be > 0" in capsys.readouterr().err and not (tmp_path / "other.pt").exists()
