@@ -91,7 +91,7 @@ TRAINED_ON="medsr corpus training split (medsr demo --corpus: MNI152 T1 slices, 
 
 # rdn_x2_corpus, the x2 default: a wider RDN (48 features, growth 24) on the corpus' bicubic pairs, 6 000
 # iterations, EMA of the weights; best_network.pt = the EMA at the epoch the held-out sources scored highest.
-# 45 min on one thread sharing a 2-core CPU (about 25 min on a free core); CPU training is deterministic per thread count.
+# 45 min on one thread at nice 19 sharing a 2-core CPU; a rerun wrote the same best_network.pt (same SHA-256).
 M=rdn_x2_corpus; if want "${ARGS[@]}"; then
   CMD=(python -m monai.bundle run training --config_file bundles/rdn/train.json --output_dir runs/ood_rdn48_x2
     --datalist "$(corpus)" --scale 2 --patch_size 64 --epochs 60 --degradation bicubic --num_features 48 --num_blocks 4
