@@ -58,7 +58,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.5", "onnx>=1.16"],
+    # dipy: its sample MR files are training images of the selfsr prior (a test trains it briefly)
+    "test": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.5", "onnx>=1.16", "dipy>=1.9"],
     # torchio is only a point of comparison in benchmarks/
     "bench": ["torchio>=0.20", "dipy>=1.9"],
     # medsr models export-onnx (onnxruntime, when installable, checks the exported file)

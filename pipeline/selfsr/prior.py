@@ -69,10 +69,12 @@ def prior_planes() -> dict[str, tuple[torch.Tensor, tuple[float, float]]]:
     """The training images of the prior: ``{source: (planes (N, H, W) divided as selfsr divides a scan,
     in-plane spacing)}``, from the files the demo packages ship (no download)."""
     import importlib.resources
+    import importlib.util
 
     import nibabel as nib
 
     from medsr.pipeline.data.demo import demo_sources
+    from medsr.pipeline.errors import MedsrError
     from medsr.pipeline.selfsr.run import intensity_divisor
 
     def nifti(path: Any) -> tuple[np.ndarray, tuple[float, float]]:
@@ -82,6 +84,8 @@ def prior_planes() -> dict[str, tuple[torch.Tensor, tuple[float, float]]]:
         zooms = img.header.get_zooms()
         return np.ascontiguousarray(data.transpose(2, 0, 1)), (float(zooms[0]), float(zooms[1]))
 
+    if importlib.util.find_spec("dipy") is None:
+        raise MedsrError("prior: training reads dipy's sample MR files; install it: pip install dipy (or medsr[bench])")
     dipy = importlib.resources.files("dipy") / "data" / "files"
     out: dict[str, tuple[np.ndarray, tuple[float, float]]] = {}
     mni, sp = nifti(demo_sources()["mni_t1"]["path"])  # axial planes only: sagittal/coronal stay unseen
@@ -346,7 +350,13 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(a, name) > 0:
             print(f"prior: --{name.replace('_', '-')} must be > 0, got {getattr(a, name)}", file=sys.stderr)
             return 2
-    train_prior(a.minutes, a.out, threads=a.threads, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+    from medsr.pipeline.errors import MedsrError
+
+    try:
+        train_prior(a.minutes, a.out, threads=a.threads, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+    except MedsrError as e:
+        print(e, file=sys.stderr)
+        return 1
     return 0
 
 
