@@ -1,7 +1,7 @@
 """Light image files: PNG/JPEG/TIFF/BMP and NIfTI read without MONAI, as the upscale path needs them.
 
 :func:`read_image` gives what ``LoadImage`` with :class:`~medsr.pipeline.data.readers.MedicalImageReader` and
-``EnsureChannelFirst`` give (``tests/data/test_files.py`` compares them on real files): the same float32
+``EnsureChannelFirst`` give (``tests/data/test_light_files.py`` compares them on real files): the same float32
 array in MONAI's axis order (a 2D image ``I[row, col]`` as ``arr[col, row]``), the same affine (NIfTI: the
 sform when its code is set, else the qform, :func:`nifti_affine`; photos: the identity), channel first, as an
 :class:`~medsr.transforms._utils.ImageTensor` with ``meta["source_format"]``/``["spacing_source"]``. Other

@@ -6,8 +6,8 @@ with one shared body and one output layer (``tail.0``, the sub-pixel conv: a "he
 (:class:`~medsr.pipeline.selfsr.pairs.SlicePairs`: one in-plane axis degraded with the slice profile and sampled
 at the slice spacing) from the embedded demo sources only (:data:`PRIOR_SOURCES`): the MNI152 T1's axial
 planes, dipy's ``S0_10slices`` and ``t1_coronal_slice`` and nibabel's ``example4d``, at every factor with
-Gaussian and box profiles and a thinner Gaussian slice (a gap). The MNI's sagittal and coronal planes, inia19
-and the ITK example slices are never seen (they stay evaluation data).
+Gaussian and box profiles and a thinner Gaussian slice (a gap). The MNI's sagittal and coronal planes and the
+external evaluation set (``benchmarks/fetch_external.sh``) are never seen.
 
 The file (``bundles/selfsr/models/prior.pt``) is a medsr model file (:mod:`medsr.pipeline.models`) with
 ``role: "prior"``, ``factors`` and the per-factor heads under ``heads``; ``shipped_models`` skips it (it is no
@@ -254,7 +254,7 @@ def save_prior(
         + ", ".join(f"{p} (thickness {f:g} x spacing)" for p, f in PRIOR_VARIANTS),
         "trained_on": "demo sources only: "
         + ", ".join(PRIOR_SOURCES)
-        + " (never MNI sagittal/coronal planes, inia19 or the ITK example slices)",
+        + " (never MNI sagittal/coronal planes nor the external evaluation set of benchmarks/)",
         "training_command": f"OMP_NUM_THREADS=1 python -m medsr.pipeline.selfsr.prior {options} --out bundles/selfsr/models/prior.pt",
         "training": {"steps": int(steps), "seconds": round(float(seconds), 1), "steps_per_factor": counts},
     }

@@ -14,6 +14,7 @@ from medsr.pipeline.selfsr.prior import (
     HEAD,
     PRIOR_FACTORS,
     PRIOR_FILE,
+    PRIOR_SOURCES,
     load_prior,
     prior_fits,
     prior_network,
@@ -38,7 +39,8 @@ def test_shipped_prior_is_small_self_describing_and_has_every_head(record):
         k: DEFAULT_NETWORK[k] for k in ("num_features", "num_blocks")
     }
     assert "python -m medsr.pipeline.selfsr.prior" in record["training_command"]
-    assert "inia19" in record["trained_on"] and record["training"]["steps"] > 1000
+    assert all(source in record["trained_on"] for source in PRIOR_SOURCES) and record["training"]["steps"] > 1000
+    assert "never MNI sagittal/coronal planes nor the external evaluation set" in record["trained_on"]
     assert not any(k.startswith(HEAD + ".") for k in record["state_dict"])  # heads live apart from the body
     for s in PRIOR_FACTORS:
         net = prior_network(record, s)
