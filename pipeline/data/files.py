@@ -196,12 +196,19 @@ def _read_photo(path: str, luminance: bool) -> tuple[np.ndarray, dict]:
     arr = np.moveaxis(np.asarray(img), 0, 1)  # PIL rows/columns -> MONAI's (x, y)
     spatial = tuple(img.size)
     channel_dim: Any = float("nan") if arr.ndim == len(spatial) else -1
-    if luminance and arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        arr, channel_dim = _to_luminance(arr, -1), float("nan")
-    elif arr.ndim == 3 and arr.shape[-1] == 2:  # grey + alpha: drop alpha
-        arr, channel_dim = arr[..., 0], float("nan")
+    arr, channel_dim = photo_channels(arr, channel_dim, luminance)
     meta = {"affine": np.eye(4), "spatial_shape": np.asarray(spatial), "original_channel_dim": channel_dim}
     return arr, meta
+
+
+def photo_channels(arr: np.ndarray, channel_dim: Any, luminance: bool) -> tuple[np.ndarray, Any]:
+    """A decoded photo's channels as medsr reads them: RGB(A) to one luminance channel when ``luminance``,
+    grey + alpha to grey; returns the array and its ``original_channel_dim`` (NaN: no channel axis)."""
+    if luminance and arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        return _to_luminance(arr, -1), float("nan")
+    if arr.ndim == 3 and arr.shape[-1] == 2:  # grey + alpha: drop alpha
+        return arr[..., 0], float("nan")
+    return arr, channel_dim
 
 
 def _read_nifti(path: str) -> tuple[np.ndarray, dict] | None:

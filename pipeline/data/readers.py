@@ -52,6 +52,7 @@ from medsr.pipeline.data.files import (
     _to_luminance,
     detect_format,
     nifti_affine,
+    photo_channels,
 )
 
 __all__ = [
@@ -448,12 +449,9 @@ class PhotoReader(_MedsrReader):
 
     def _extract(self, item: _Loaded) -> tuple[np.ndarray, dict]:
         arr, meta = self._reader.get_data(item.obj)
-        if self.luminance and arr.ndim == 3 and arr.shape[-1] in (3, 4):
-            arr = _to_luminance(arr, -1)
-            meta["original_channel_dim"] = float("nan")
-        elif arr.ndim == 3 and arr.shape[-1] == 2:  # grey + alpha: drop alpha
-            arr = arr[..., 0]
-            meta["original_channel_dim"] = float("nan")
+        channels, channel_dim = photo_channels(arr, meta.get("original_channel_dim"), self.luminance)
+        if channels is not arr:  # luminance or alpha dropped: no channel axis left
+            arr, meta["original_channel_dim"] = channels, channel_dim
         meta["affine"] = np.eye(4)
         return arr, _finish_meta(meta, arr, source_format="image", spacing_source="default", path=item.path)
 
