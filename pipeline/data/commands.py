@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also build the training corpus ROOT/corpus (every real image installed packages ship; validation = "
         "held-out sources) and print its 2D datalist path last",
     )  # fmt: skip
+    d.add_argument(
+        "--weights", default=None, metavar="SOURCE=W,...",
+        help="with --corpus: also write the 2D datalist with these training sources reweighted (shares of the "
+        "training items; sources not named keep theirs; normalised to 1), e.g. "
+        "'mni152_2009a_t1=0.1,photos=0.43', and print its path last",
+    )  # fmt: skip
     d.set_defaults(func=run_demo)
 
 
@@ -79,6 +85,18 @@ def run_demo(args: argparse.Namespace) -> int:
     """Build (or find) the demo dataset and print where it is and its summary; returns the exit code."""
     from medsr.pipeline.data.demo import ensure_demo_dataset
 
+    weights = getattr(args, "weights", None)
+    if weights is not None:
+        from medsr.pipeline.data.corpus import parse_weights
+
+        if not getattr(args, "corpus", False):
+            print("medsr demo: error: --weights reweights the corpus: add --corpus", file=sys.stderr)
+            return 2
+        try:
+            weights = parse_weights(weights)
+        except ValueError as err:
+            print(f"medsr demo: error: {err}", file=sys.stderr)
+            return 2
     result = ensure_demo_dataset(args.root, progress=not args.no_progress, force=args.force, verify=args.verify)
     summary = result["summary"]
     print(f"medsr demo dataset: {result['root']} ({'built' if result['built'] else 'already complete'})")
@@ -97,5 +115,15 @@ def run_demo(args: argparse.Namespace) -> int:
         for name, src in corpus["manifest"]["sources"].items():
             print(f"  {name:<24} {src['split']:<10} items {src['items']:>4} x{src['repeats']:<3} "
                   f"share {src['training_share']:.3f}  {src['licence']}")  # fmt: skip
-        print(corpus["datalist_2d"])
+        if weights is None:
+            print(corpus["datalist_2d"])
+            return 0
+        from medsr.pipeline.data.corpus import weighted_datalist
+
+        try:
+            path = weighted_datalist(corpus["datalist_2d"], weights)
+        except ValueError as err:
+            print(f"medsr demo: error: {err}", file=sys.stderr)
+            return 2
+        print(path)
     return 0

@@ -30,6 +30,7 @@ anatomy above a low threshold; photographs: everything). Idempotent like the dem
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.metadata
 import importlib.resources
 import json
@@ -43,10 +44,14 @@ import numpy as np
 from medsr.pipeline.data.demo import _lock, _Writer, demo_root, ensure_demo_dataset
 from medsr.pipeline.io import build_folder_atomic, sha256_of, write_json_atomic
 
-__all__ = ["CORPUS_VERSION", "CORPUS_DIRNAME", "MIN_SIZE", "SOURCES", "corpus_sources", "ensure_corpus_dataset"]
+__all__ = [
+    "CORPUS_VERSION", "CORPUS_DIRNAME", "MIN_SIZE", "SOURCES", "WEIGHTED_ITEMS", "corpus_sources",
+    "ensure_corpus_dataset", "parse_weights", "weighted_datalist",
+]  # fmt: skip
 
 CORPUS_VERSION = "1"
 CORPUS_DIRNAME = "corpus"
+WEIGHTED_ITEMS = 3000  # a reweighted training list has about this many (repeated) items
 MIN_SIZE = 96  # an image (or slice) must be at least this many pixels on both axes: one HR training patch
 #: share of the training items each source family gets (sampling weight, before rounding to repeats)
 _SKIMAGE_PHOTOS = (
@@ -285,3 +290,67 @@ def ensure_corpus_dataset(
                         "sources": built["table"], "summary": built["summary"], "files": built["files"]}  # fmt: skip
             write_json_atomic(manifest, tmp / "manifest.json")
     return {"root": folder, "datalist_2d": folder / manifest["datalist"], "manifest": manifest, "built": True}
+
+
+# ------------------------------------------------------------------------------------------- reweighting
+def parse_weights(text: str) -> dict[str, float]:
+    """``"name=0.1,other=0.4"`` -> ``{"name": 0.1, "other": 0.4}`` (plain numbers only; nothing is evaluated).
+
+    Raises:
+        ValueError: an entry is not ``name=number`` or a number is negative or not finite (the message says which).
+    """
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        try:
+            number = float(value) if sep and name else None
+        except ValueError:
+            number = None
+        if number is None or not np.isfinite(number) or number < 0:
+            raise ValueError(f"--weights: {part!r} is not SOURCE=WEIGHT with a weight >= 0 (e.g. photos=0.4)")
+        if name in out:
+            raise ValueError(f"--weights: source {name!r} is given twice")
+        out[name] = number
+    return out
+
+
+def weighted_datalist(datalist: str | os.PathLike, weights: dict[str, float]) -> Path:
+    """Write the corpus' 2D datalist with its training sources reweighted; returns the new file's path.
+
+    ``weights`` maps a training item's ``source`` (as the datalist names it: ``mni152_2009a_t1``,
+    ``skimage_retina``, ``photos``, ...) to its share of the training items; sources not named keep their current
+    share, and all shares are normalised to sum to 1. Each source's distinct items are repeated
+    ``max(1, round(share * WEIGHTED_ITEMS / items))`` times, sources and items in their order in the datalist.
+    Validation and test are unchanged. The file lands next to ``datalist`` as
+    ``datalist_2d_weighted_<hash of the weights>.json`` (written atomically; the same weights give the same file).
+
+    Raises:
+        ValueError: a name is not a training source of the datalist, or every share is 0 (the message says which).
+    """
+    path = Path(datalist)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    unique: dict[str, dict[str, dict]] = {}
+    for entry in data["training"]:
+        unique.setdefault(entry["source"], {}).setdefault(entry["image"], entry)
+    unknown = sorted(set(weights) - set(unique))
+    if unknown:
+        raise ValueError(
+            f"--weights: {unknown[0]!r} is not a training source of {path} (choose from {', '.join(unique)})"
+        )
+    counts = {name: 0 for name in unique}
+    for entry in data["training"]:
+        counts[entry["source"]] += 1
+    shares = {name: weights.get(name, counts[name] / len(data["training"])) for name in unique}
+    total = sum(shares.values())
+    if total <= 0:
+        raise ValueError("--weights: every training source has weight 0")
+    training = []
+    for name, items in unique.items():
+        share = shares[name] / total
+        if share > 0:
+            training.extend(list(items.values()) * max(1, round(share * WEIGHTED_ITEMS / len(items))))
+    data.update(training=training, numTraining=len(training))
+    canonical = json.dumps({k: shares[k] / total for k in sorted(shares)}, sort_keys=True)
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+    return write_json_atomic(data, path.with_name(f"datalist_2d_weighted_{digest}.json"))

@@ -49,3 +49,48 @@ def test_manifest_lists_licence_split_and_weight_and_shares_follow_the_weights(c
 def test_second_call_is_a_no_op(corpus):
     again = ensure_corpus_dataset(Path(corpus["root"]).parent, progress=False)
     assert not again["built"] and again["datalist_2d"] == corpus["datalist_2d"]
+
+
+def test_weighted_datalist_follows_the_weights_and_keeps_validation_and_test(corpus):
+    from collections import Counter
+
+    from medsr.pipeline.data.corpus import WEIGHTED_ITEMS, weighted_datalist
+
+    base = json.loads(Path(corpus["datalist_2d"]).read_text())
+    weights = {"mni152_2009a_t1": 0.1, "photos": 0.45}
+    path = weighted_datalist(corpus["datalist_2d"], weights)
+    assert path.parent == Path(corpus["datalist_2d"]).parent and path.name.startswith("datalist_2d_weighted_")
+    data = json.loads(path.read_text())
+    assert data["validation"] == base["validation"] and data["test"] == base["test"]
+    share = {k: v / len(data["training"]) for k, v in Counter(e["source"] for e in data["training"]).items()}
+    old = {k: v / len(base["training"]) for k, v in Counter(e["source"] for e in base["training"]).items()}
+    assert share.keys() == old.keys()
+    # each source's items repeat a whole number of times, so a share lands within a few hundredths of its weight
+    assert share["mni152_2009a_t1"] == pytest.approx(0.1, abs=0.05) and share["photos"] == pytest.approx(0.45, abs=0.05)
+    rest = 1 - old["mni152_2009a_t1"] - old["photos"]  # the unnamed sources keep their relative shares
+    for name in share.keys() - weights.keys():
+        assert share[name] == pytest.approx(old[name] * (1 - 0.55) / rest, abs=0.03), name
+    assert abs(len(data["training"]) - WEIGHTED_ITEMS) < 0.15 * WEIGHTED_ITEMS
+    assert weighted_datalist(corpus["datalist_2d"], dict(weights)) == path  # same weights, same file
+    assert json.loads(path.read_text()) == data
+    with pytest.raises(ValueError, match="'mni152' is not a training source"):
+        weighted_datalist(corpus["datalist_2d"], {"mni152": 0.1})
+    with pytest.raises(ValueError, match="'skimage_camera' is not a training source"):  # held out stays held out
+        weighted_datalist(corpus["datalist_2d"], {"skimage_camera": 0.5})
+
+
+@pytest.mark.parametrize("text", ["photos", "photos=", "=0.2", "photos=-1", "photos=inf", "photos=0.1,photos=0.2",
+                                  "photos=__import__('os').getcwd()"])  # fmt: skip
+def test_weights_parser_rejects_anything_but_plain_numbers(text):
+    from medsr.pipeline.data.corpus import parse_weights
+
+    with pytest.raises(ValueError, match="--weights: "):
+        parse_weights(text)
+
+
+def test_cli_weights_without_corpus_is_one_line(capsys):
+    from medsr.pipeline.cli import main
+
+    assert main(["demo", "--weights", "photos=0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["medsr demo: error: --weights reweights the corpus: add --corpus"]
