@@ -3,8 +3,9 @@
 Every reader here is a :class:`monai.data.ImageReader`, so a bundle uses it as
 ``LoadImaged(keys=["image", "mask"], reader=MedicalImageReader(luminance=True))`` or by dotted name
 (``"reader": "medsr.pipeline.data.MedicalImageReader"``). They build on MONAI's readers
-(:class:`~monai.data.NibabelReader`, :class:`~monai.data.PydicomReader`, :class:`~monai.data.ITKReader`,
-:class:`~monai.data.PILReader`) and add what medsr needs:
+(:class:`~monai.data.NibabelReader`, :class:`~monai.data.PydicomReader`, :class:`~monai.data.ITKReader`;
+photos are decoded by :mod:`medsr.pipeline.data.files`, the same code as the MONAI-free path) and add what medsr
+needs:
 
 * errors that name the file and the problem (:class:`ImageReadError`, a ``ValueError``);
 * physical spacing as the affine for every format that has it, and ``meta["spacing_source"]`` saying where
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.data import ImageReader, ITKReader, NibabelReader, PILReader, PydicomReader
+from monai.data import ImageReader, ITKReader, NibabelReader, PydicomReader
 from monai.data.meta_tensor import MetaTensor
 from monai.utils import ensure_tuple
 
@@ -45,14 +46,13 @@ from medsr.pipeline.data.files import (
     NIFTI_SUFFIXES,
     PHOTO_SUFFIXES,
     ImageReadError,
-    _normalise_pil_mode,
+    _read_photo,
     _require_file,
     _split_mat_field,
     _suffix_of,
     _to_luminance,
     detect_format,
     nifti_affine,
-    photo_channels,
 )
 
 __all__ = [
@@ -416,7 +416,8 @@ class DicomSeriesReader(_MedsrReader):
 
 # ---------------------------------------------------------------------------------------- PNG/JPEG/TIFF
 class PhotoReader(_MedsrReader):
-    """PNG, JPEG, TIFF and BMP through MONAI's :class:`~monai.data.PILReader`.
+    """PNG, JPEG, TIFF and BMP, decoded by :func:`medsr.pipeline.data.files.read_array` (PIL, in MONAI's
+    ``PILReader`` axis order): one decoding path for photos, with or without MONAI.
 
     These formats carry no physical spacing: the affine is the identity and ``meta["spacing_source"]`` is
     ``"default"``. Palette images become RGB; with ``luminance=True`` RGB(A) becomes one float32 channel
@@ -424,36 +425,24 @@ class PhotoReader(_MedsrReader):
 
     Args:
         luminance: turn colour images into one luminance channel.
-        kwargs: passed to :class:`~monai.data.PILReader`.
     """
 
     source_format = "image"
 
-    def __init__(self, luminance: bool = False, **kwargs):
+    def __init__(self, luminance: bool = False):
         super().__init__()
         self.luminance = luminance
-        self._reader = PILReader(converter=_normalise_pil_mode, **kwargs)
 
     def verify_suffix(self, filename: Sequence[os.PathLike | str] | os.PathLike | str) -> bool:
         """True for PNG/JPEG/TIFF/BMP names."""
         return all(_suffix_of(f) in PHOTO_SUFFIXES for f in ensure_tuple(filename))
 
     def _open(self, path: str, **kwargs) -> _Loaded:
-        _require_file(path)
-        try:
-            img = self._reader.read(path, **kwargs)
-            img.load()  # decode now, so a truncated file fails here with its name
-        except Exception as err:
-            raise ImageReadError(path, f"not a readable image file ({type(err).__name__}: {err})") from err
-        return _Loaded(path, img)
+        return _Loaded(path, _read_photo(path, self.luminance))  # decoded now: a truncated file fails with its name
 
     def _extract(self, item: _Loaded) -> tuple[np.ndarray, dict]:
-        arr, meta = self._reader.get_data(item.obj)
-        channels, channel_dim = photo_channels(arr, meta.get("original_channel_dim"), self.luminance)
-        if channels is not arr:  # luminance or alpha dropped: no channel axis left
-            arr, meta["original_channel_dim"] = channels, channel_dim
-        meta["affine"] = np.eye(4)
-        return arr, _finish_meta(meta, arr, source_format="image", spacing_source="default", path=item.path)
+        arr, meta = item.obj
+        return arr, _finish_meta(dict(meta), arr, source_format="image", spacing_source="default", path=item.path)
 
 
 # -------------------------------------------------------------------------------------- figshare .mat
