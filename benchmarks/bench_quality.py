@@ -4,7 +4,7 @@
    evaluation only: never used for training, recipe tuning or checkpoint choice). Antialiased-bicubic LR at
    the model's scale (the protocol of issue 23), upscaled by ``medsr upscale``'s own code path.
 2. **held-out sources**: the corpus' validation sources (``medsr.pipeline.data.corpus``: matplotlib's MR
-   slice, nibabel's two DICOM slices, scikit-image's microaneurysms and camera), whole sources no model saw in
+   slice, scikit-image's microaneurysms and camera), whole sources no model saw in
    training, same protocol. They picked the checkpoint, so this is a leave-sources-out figure, not a blind one.
 3. **leave-one-source-out** (``--sets loso``): models that ``benchmarks/train_loso.sh`` trained (short runs)
    on the corpus without one demo source, each scored on that source's demo test images (bicubic pairs).

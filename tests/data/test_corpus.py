@@ -94,3 +94,23 @@ def test_cli_weights_without_corpus_is_one_line(capsys):
     assert main(["demo", "--weights", "photos=0.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["medsr demo: error: --weights reweights the corpus: add --corpus"]
+
+
+def test_no_two_corpus_images_share_their_pixels(corpus):
+    # corpus version 1 held out nibabel's 0.dcm and 1.dcm: one synthetic ramp image twice, which outweighed the
+    # real held-out images in the checkpoint choice
+    import hashlib
+
+    from medsr.pipeline.data.files import read_array
+
+    data = json.loads(Path(corpus["datalist_2d"]).read_text())
+    folder = Path(corpus["datalist_2d"]).parent
+    # the MNI template is left-right symmetric, so its sagittal slices mirrored about the midline are equal
+    images = {e["image"] for split in ("training", "validation") for e in data[split] if e.get("plane") != "sagittal"}
+    seen: dict[str, str] = {}
+    for image in sorted(images):
+        arr, _ = read_array(folder / image)
+        digest = hashlib.sha256(arr.tobytes()).hexdigest()
+        assert digest not in seen, f"{image} has the same pixels as {seen[digest]}"
+        seen[digest] = image
+    assert "nibabel_dicom" not in {e["source"] for split in ("training", "validation") for e in data[split]}
