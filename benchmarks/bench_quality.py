@@ -2,7 +2,9 @@
 
 1. **external (out-of-distribution)**: the 8 MR slices of ITK's example data (``benchmarks/fetch_external.sh``,
    evaluation only: never used for training, recipe tuning or checkpoint choice). Antialiased-bicubic LR at
-   the model's scale (the protocol of issue 23), upscaled by ``medsr upscale``'s own code path.
+   the model's scale (the protocol of issue 23), upscaled by ``medsr upscale``'s own code path. The 3D model:
+   the 0.5 mm inia19 macaque T1 template (same script), degraded at its per-axis scale with the physical
+   (Gaussian slice profile) model, scored inside the brain.
 2. **held-out sources**: the corpus' validation sources (``medsr.pipeline.data.corpus``: matplotlib's MR
    slice, scikit-image's microaneurysms and camera), whole sources no model saw in
    training, same protocol. They picked the checkpoint, so this is a leave-sources-out figure, not a blind one.
@@ -83,6 +85,7 @@ EXTERNAL = (
     "FatMRISlice.png", "BrainMidSagittalSlice.png", "VisibleWomanHeadSlice.png", "VisibleWomanEyeSlice.png",
     "BrainT1Slice.png", "BrainProtonDensitySlice256x256.png", "RatLungSlice1.mha", "RatLungSlice2.mha",
 )  # fmt: skip
+EXTERNAL_3D = "inia19-t1-brain.nii.gz"  # 0.5 mm macaque T1 template (fetch_external.sh), evaluation only
 SET_LABELS = {
     "external": "external (out-of-distribution)",
     "heldout": "held-out sources (leave-sources-out)",
@@ -107,7 +110,7 @@ def external_items(folder: Path) -> list[dict]:
     """The external images (fetched by ``benchmarks/fetch_external.sh`` when missing)."""
     import subprocess
 
-    if not all((folder / name).is_file() for name in EXTERNAL):
+    if not all((folder / name).is_file() for name in EXTERNAL + (EXTERNAL_3D,)):
         script = Path(__file__).with_name("fetch_external.sh")
         subprocess.run(["bash", str(script)], check=True, env={**__import__("os").environ,
                        "MEDSR_DATA": str(folder.parent)})  # fmt: skip
@@ -150,13 +153,23 @@ def score_2d(models: list[dict], items: list[dict], degradations: list[str], tmp
     return rows
 
 
-def bench_3d(models: list[dict], root: Path, tmp: Path) -> list[dict]:
-    lists = json.loads((root / "datalist_3d.json").read_text())
+def bench_3d(models: list[dict], root: Path, tmp: Path, external: Path | None = None,
+             indist: bool = True) -> list[dict]:  # fmt: skip
+    """3D rows: the demo's MNI test slab (in-distribution) and, with ``external``, the inia19 macaque template
+    (external, out-of-distribution; skull-stripped, so the brain is its non-zero voxels), each degraded at the
+    model's per-axis scale with the physical (Gaussian slice profile) model and scored inside the brain."""
+    items = []
+    if indist:
+        lists = json.loads((root / "datalist_3d.json").read_text())
+        items += [("indist", str(root / e["image"]), str(root / e["mask"])) for e in lists["test"]]
+    if external is not None:
+        items.append(("external", str(external), None))
     rows = []
     for info in models:
         network, info = load_model(info["path"])
-        for item in lists["test"]:
-            hr_img, mask_img = _read(str(root / item["image"])), _read(str(root / item["mask"]))
+        for set_name, image, mask_path in items:
+            hr_img = _read(image)
+            mask_img = _read(mask_path) if mask_path else (hr_img > 0).to(torch.uint8)
             pair = MakeSRPaird(image_key="image", mask_keys=["mask"], label_keys=[], scale_factor=tuple(info["scale"]),
                                mode="physical")  # fmt: skip
             p = pair({"image": hr_img, "mask": mask_img})
@@ -170,7 +183,7 @@ def bench_3d(models: list[dict], root: Path, tmp: Path) -> list[dict]:
             lr_t, hr_t, m = lr.as_tensor().float(), hr.as_tensor().float(), mask.as_tensor()[0] > 0
             for method, pred in (("cubic", upsample(lr_t, hr_t.shape[1:], "cubic")), (info["name"], sr)):
                 ps, ss = _scores(pred, hr_t, m)
-                rows.append(dict(set="indist", image=Path(item["image"]).name, modality="MR (3D, inside brain)", scale="x" + "x".join(map(str, info["scale"])),
+                rows.append(dict(set=set_name, image=Path(image).name, modality="MR (3D, inside brain)", scale="x" + "x".join(map(str, info["scale"])),
                                  degradation="physical", method=method, model=info["name"], psnr=ps, ssim=ss,
                                  seconds=seconds if method == info["name"] else None))  # fmt: skip
     return rows
@@ -332,9 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     models_2d = [m for m in models if m["spatial_dims"] == 2]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="medsr_bench_quality_") as tmp:
+        models_3d = [m for m in models if m["spatial_dims"] == 3]
         if "external" in args.sets:
             items = cut(external_items(Path(demo["cache_root"]) / "external"))
             rows += score_2d(models_2d, items, ["bicubic"], Path(tmp), "external", args.tta)
+            inia19 = Path(demo["cache_root"]) / "external" / EXTERNAL_3D
+            rows += bench_3d(models_3d, root, Path(tmp), external=inia19, indist=False)
         if "heldout" in args.sets:
             from medsr.pipeline.data.corpus import ensure_corpus_dataset
 
@@ -356,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             lists = json.loads((root / "datalist_2d.json").read_text())
             items = [dict(e, image=str(root / e["image"])) for e in cut(lists["test"])]
             rows += score_2d(models_2d, items, args.degradations, Path(tmp), "indist")
-            rows += bench_3d([m for m in models if m["spatial_dims"] == 3], root, Path(tmp))
+            rows += bench_3d(models_3d, root, Path(tmp))
     print_images(rows, "external")
     summary = summarise(rows)
     print_table(summary)
