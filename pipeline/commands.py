@@ -342,7 +342,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             info["gan"] = True  # a GAN-stage model: used only when named (--model)
         if args.default:
             info["default"] = True  # the model `medsr upscale` picks for its dims and scale
-        path = export_bundle_model(args.bundle, args.checkpoint, args.output, args.name, parse_sets(args.set), info)
+        path = export_bundle_model(
+            args.bundle, args.checkpoint, args.output, args.name, parse_sets(args.set), info, use_ema=args.ema
+        )
         print(f"medsr models export: wrote {path}")
         return 0
 
@@ -468,6 +470,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gan", action="store_true", help="export: a GAN-stage model (chosen only by name)")
     p.add_argument(
         "--default", action="store_true", help="export: the model medsr upscale picks for its dims and scale"
+    )
+    p.add_argument(
+        "--ema", action="store_true", help="export: take the EMA of the weights from a medsr training checkpoint"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)

@@ -405,12 +405,14 @@ def export_bundle_model(
     overrides: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
     half: bool = True,
+    use_ema: bool = False,
 ) -> Path:
     """Package a bundle's trained generator as a self-describing model file.
 
     The network is built from ``bundles/<bundle>/train.json`` with the training run's ``overrides`` (widths,
     scale, dims, ``residual_interp``...), its weights loaded from ``checkpoint`` (a medsr checkpoint, a
-    ``best_network.pt`` or a folder, see :func:`load_generator`).
+    ``best_network.pt`` or a folder, see :func:`load_generator`); ``use_ema``: the EMA of the weights a medsr
+    checkpoint holds (an error naming the file when it has none).
     """
     from monai.bundle import ConfigParser
 
@@ -422,7 +424,15 @@ def export_bundle_model(
     for key, value in config_overrides(overrides or {}).items():  # user text as literals, never expressions
         parser[key] = value
     network = parser.get_parsed_content("network_def", instantiate=True)
-    network = load_generator(network, checkpoint)  # the checkpoint may rebuild it (its recorded widths win)
+    if use_ema:
+        from medsr.pipeline.engines.checkpoint import FORMAT, find_checkpoint, load_checkpoint
+
+        found = find_checkpoint(checkpoint)
+        ckpt = load_checkpoint(found)
+        if ckpt.get("format") != FORMAT or "ema" not in ckpt.get("objects", {}):
+            raise ValueError(f"--ema: '{found}' is not a medsr training checkpoint with EMA weights")
+    # the checkpoint may rebuild it (its recorded widths win)
+    network = load_generator(network, checkpoint, use_ema=use_ema)
     record = {
         "name": name,
         "bundle": bundle,

@@ -67,6 +67,30 @@ def test_export_keeps_the_checkpoint_weights_when_its_network_differs_from_the_c
     torch.testing.assert_close(loaded(x), net.eval()(x), atol=2e-3, rtol=1e-2)
 
 
+def test_export_ema_takes_the_averaged_weights_of_a_training_checkpoint(tmp_path):
+    from medsr.pipeline.engines import ModelEMA
+    from medsr.pipeline.engines.checkpoint import FORMAT, save_checkpoint
+
+    net = _tiny()
+    ema = ModelEMA(net, decay=0.5)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5)  # the raw weights move away from the average
+    ema.update(net)
+    ckpt = save_checkpoint({"format": FORMAT, "objects": {"network": net.state_dict(), "ema": ema.state_dict()}},
+                           tmp_path / "checkpoint_00000010.pt")  # fmt: skip
+    sets = {"scale": 2, "num_features": 4, "num_blocks": 1, "num_layers": 1, "growth_channels": 2,
+            "residual_interp": True}  # fmt: skip
+    x = torch.rand(1, 1, 7, 6)
+    for use_ema, reference in ((True, ema.module), (False, net)):
+        out = export_bundle_model("rdn", ckpt, tmp_path / f"m{use_ema}.pt", "e", overrides=sets, half=False,
+                                  use_ema=use_ema)  # fmt: skip
+        torch.testing.assert_close(load_model(out)[0](x), reference.eval()(x))
+    plain = save_model(net, tmp_path / "best_network.pt", {"name": "c", "spatial_dims": 2, "scale": [2, 2]})
+    with pytest.raises(ValueError, match="--ema: .*best_network.pt' is not a medsr training checkpoint with EMA"):
+        export_bundle_model("rdn", plain, tmp_path / "x.pt", "e", overrides=sets, use_ema=True)
+
+
 def test_bad_model_files_are_named(tmp_path):
     (tmp_path / "text.pt").write_text("not a model")
     with pytest.raises(ValueError, match="text.pt"):
