@@ -288,9 +288,10 @@ def record(summary: list[dict], models: list[dict]) -> None:
         if ext:
             parts.append(f"external (out-of-distribution, {ext['n']} ITK MR slices, bicubic): {ext['psnr_gain']:+.2f} dB "
                          f"vs cubic (mean; worst image {ext.get('worst_gain_model', float('nan')):+.2f})")  # fmt: skip
-        ext3d = sets["external"].get("physical")  # the 3D model: the inia19 template
+        ext3d = sets["external"].get("physical")  # the 3D model: the macaque template (EXTERNAL_3D)
         if ext3d:
-            parts.append(f"external (out-of-distribution, inia19 macaque T1, physical, inside the brain): "
+            parts.append(f"external (out-of-distribution, the 0.5 mm macaque T1 template of benchmarks/, physical, "
+                         f"inside the brain): "
                          f"{ext3d['psnr_gain']:+.2f} dB vs cubic")  # fmt: skip
         held = sets["heldout"].get("bicubic")
         if held:
