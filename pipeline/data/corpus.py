@@ -4,8 +4,8 @@ The embedded demo (:mod:`medsr.pipeline.data.demo`) stays small and fast; this c
 other real image the installed packages carry, so a model learns a general prior instead of one template:
 
 * MR (real scans): matplotlib's ``s1045.ima.gz`` slice, dipy's ``t1_coronal_slice.npy``, ``S0_10slices`` (b0
-  EPI), ``test_piesno`` (noisy EPI) and nibabel's ``example4d`` (EPI). In-plane slices of the volumes only (never across the thick axis), each at least
-  :data:`MIN_SIZE` pixels on both axes.
+  EPI), ``test_piesno`` (noisy EPI) and nibabel's ``example4d`` (EPI). In-plane slices of the volumes only
+  (never across the thick axis), each at least :data:`MIN_SIZE` pixels on both axes.
 * Fundus and microscopy: scikit-image ``microaneurysms``, ``cell``; the demo's ``retina`` and ``ihc`` tiles.
 * Natural photographs (a general prior, as in SwinIR / Real-ESRGAN): scikit-image ``astronaut``, ``camera``,
   ``coffee``, ``chelsea``, ``rocket``, ``hubble_deep_field``, ``coins``, ``moon``, ``page``, ``text``, ``brick``,
@@ -38,6 +38,7 @@ import importlib.resources
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -332,9 +333,7 @@ def weighted_datalist(datalist: str | os.PathLike, weights: dict[str, float]) ->
         raise ValueError(
             f"--weights: {unknown[0]!r} is not a training source of {path} (choose from {', '.join(unique)})"
         )
-    counts = {name: 0 for name in unique}
-    for entry in data["training"]:
-        counts[entry["source"]] += 1
+    counts = Counter(entry["source"] for entry in data["training"])
     shares = {name: weights.get(name, counts[name] / len(data["training"])) for name in unique}
     total = sum(shares.values())
     if total <= 0:

@@ -416,7 +416,7 @@ class DicomSeriesReader(_MedsrReader):
 
 # ---------------------------------------------------------------------------------------- PNG/JPEG/TIFF
 class PhotoReader(_MedsrReader):
-    """PNG, JPEG, TIFF and BMP, decoded by :func:`medsr.pipeline.data.files.read_array` (PIL, in MONAI's
+    """PNG, JPEG, TIFF and BMP, decoded by the light reader of :mod:`medsr.pipeline.data.files` (PIL, in MONAI's
     ``PILReader`` axis order): one decoding path for photos, with or without MONAI.
 
     These formats carry no physical spacing: the affine is the identity and ``meta["spacing_source"]`` is
