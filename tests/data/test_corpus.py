@@ -51,7 +51,7 @@ def test_second_call_is_a_no_op(corpus):
     assert not again["built"] and again["datalist_2d"] == corpus["datalist_2d"]
 
 
-def test_weighted_datalist_follows_the_weights_and_keeps_validation_and_test(corpus):
+def test_weighted_datalist_follows_the_weights_and_keeps_validation_and_test(corpus, capsys):
     from collections import Counter
 
     from medsr.pipeline.data.corpus import WEIGHTED_ITEMS, weighted_datalist
@@ -73,6 +73,13 @@ def test_weighted_datalist_follows_the_weights_and_keeps_validation_and_test(cor
     assert abs(len(data["training"]) - WEIGHTED_ITEMS) < 0.15 * WEIGHTED_ITEMS
     assert weighted_datalist(corpus["datalist_2d"], dict(weights)) == path  # same weights, same file
     assert json.loads(path.read_text()) == data
+    from medsr.pipeline.cli import main
+
+    root = str(Path(corpus["root"]).parent)
+    assert (
+        main(["demo", "--root", root, "--corpus", "--no-progress", "--weights", "photos=0.45,mni152_2009a_t1=0.1"]) == 0
+    )
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(path)  # the command prints the same file last
     with pytest.raises(ValueError, match="'mni152' is not a training source"):
         weighted_datalist(corpus["datalist_2d"], {"mni152": 0.1})
     with pytest.raises(ValueError, match="'skimage_camera' is not a training source"):  # held out stays held out

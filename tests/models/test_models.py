@@ -86,6 +86,9 @@ def test_export_ema_takes_the_averaged_weights_of_a_training_checkpoint(tmp_path
         out = export_bundle_model("rdn", ckpt, tmp_path / f"m{use_ema}.pt", "e", overrides=sets, half=False,
                                   use_ema=use_ema)  # fmt: skip
         torch.testing.assert_close(load_model(out)[0](x), reference.eval()(x))
+    args = ["models", "export", "rdn", str(ckpt), str(tmp_path / "cli.pt"), "--name", "e", "--ema"]
+    assert medsr_main(args + [f"--set={k}={v}" for k, v in sets.items()]) == 0  # the command line takes the EMA
+    torch.testing.assert_close(load_model(tmp_path / "cli.pt")[0](x), ema.module(x), atol=2e-3, rtol=1e-2)  # fp16
     plain = save_model(net, tmp_path / "best_network.pt", {"name": "c", "spatial_dims": 2, "scale": [2, 2]})
     with pytest.raises(ValueError, match="--ema: .*best_network.pt' is not a medsr training checkpoint with EMA"):
         export_bundle_model("rdn", plain, tmp_path / "x.pt", "e", overrides=sets, use_ema=True)
