@@ -45,3 +45,47 @@ def test_augmentations_flip_and_rotate_every_key_alike(spatial_dims, patch, scal
     assert len(seen) >= min(len(allowed), 6)  # the draws do vary
     if rotate:
         assert any(i % 2 == 1 for i in seen)  # rotations happen
+
+
+def test_hr_noise_adds_rician_or_gaussian_noise_to_the_image_of_half_the_patches():
+    """``hr_noise``: the HR image (not its masks) gets noise of std up to ``hr_noise`` on about half the draws,
+    with or without the flips; 0 adds nothing; a negative value is refused in one line naming it."""
+    assert augmentations(False, 2, (32, 32), 2, hr_noise=0.0) == []
+    aug = Compose(augmentations(False, 2, (32, 32), 2, hr_noise=0.05))
+    image = torch.full((1, 32, 32), 0.5)
+    mask = torch.ones((1, 32, 32), dtype=torch.uint8)
+    changed, stds = 0, []
+    for seed in range(40):
+        aug.set_random_state(seed)
+        out = aug({"image": image.clone(), "mask": mask.clone()})
+        assert torch.equal(torch.as_tensor(out["mask"]), mask)
+        diff = torch.as_tensor(out["image"]) - image
+        if diff.abs().max() > 0:
+            changed += 1
+            stds.append(float(diff.std()))
+    assert 10 <= changed <= 30  # prob 0.5
+    assert max(stds) <= 0.05 * 1.3 and max(stds) > 0.02  # std drawn in [0, 0.05]
+    with pytest.raises(ValueError, match="hr_noise: must be >= 0"):
+        augmentations(True, 2, (32, 32), 2, hr_noise=-0.1)
+
+
+def test_bundle_hr_noise_knob_reaches_the_training_transforms(monkeypatch):
+    """``--hr_noise`` on any bundle adds the noise to its training chain, after the crop and before the pair."""
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    from medsr.transforms import RandAcquisitionNoised
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    for hr_noise, expected in ((0.0, 0), (0.03, 1)):
+        parser = ConfigParser()
+        parser.read_config("bundles/rdn/train.json")
+        parser["hr_noise"] = hr_noise
+        chain = parser.get_parsed_content("data#train_transforms").transforms
+        names = [type(t).__name__ for t in chain]
+        assert names.count("RandAcquisitionNoised") == expected
+        if expected:
+            i = next(k for k, t in enumerate(chain) if isinstance(t, RandAcquisitionNoised))
+            assert names.index("MaskAwareCropd") < i < names.index("MakeSRPaird")
+            assert chain[i].transform.std_range == (0.0, 0.03)
