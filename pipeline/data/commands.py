@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "training items; sources not named keep theirs; normalised to 1), e.g. "
         "'mni152_2009a_t1=0.1,photos=0.43', and print its path last",
     )  # fmt: skip
+    d.add_argument(
+        "--multiscale", default=None, metavar="F,...",
+        help="with --corpus: also write the 2D datalist with a copy of every training image downscaled by each "
+        "factor (antialiased bicubic; e.g. 1.5,2), each copy sampled as often as its original (after "
+        "--weights when given), and print its path last",
+    )  # fmt: skip
     d.set_defaults(func=run_demo)
 
 
@@ -85,15 +91,17 @@ def run_demo(args: argparse.Namespace) -> int:
     """Build (or find) the demo dataset and print where it is and its summary; returns the exit code."""
     from medsr.pipeline.data.demo import ensure_demo_dataset
 
-    weights = getattr(args, "weights", None)
-    if weights is not None:
-        from medsr.pipeline.data.corpus import parse_weights
-
-        if not getattr(args, "corpus", False):
-            print("medsr demo: error: --weights reweights the corpus: add --corpus", file=sys.stderr)
+    weights, factors = getattr(args, "weights", None), getattr(args, "multiscale", None)
+    for option, value in (("--weights", weights), ("--multiscale", factors)):
+        if value is not None and not getattr(args, "corpus", False):
+            print(f"medsr demo: error: {option} builds on the corpus: add --corpus", file=sys.stderr)
             return 2
+    if weights is not None or factors is not None:
+        from medsr.pipeline.data.corpus import parse_factors, parse_weights
+
         try:
-            weights = parse_weights(weights)
+            weights = parse_weights(weights) if weights is not None else None
+            factors = parse_factors(factors) if factors is not None else None
         except ValueError as err:
             print(f"medsr demo: error: {err}", file=sys.stderr)
             return 2
@@ -115,13 +123,14 @@ def run_demo(args: argparse.Namespace) -> int:
         for name, src in corpus["manifest"]["sources"].items():
             print(f"  {name:<24} {src['split']:<10} items {src['items']:>4} x{src['repeats']:<3} "
                   f"share {src['training_share']:.3f}  {src['licence']}")  # fmt: skip
-        if weights is None:
-            print(corpus["datalist_2d"])
-            return 0
-        from medsr.pipeline.data.corpus import weighted_datalist
+        from medsr.pipeline.data.corpus import multiscale_datalist, weighted_datalist
 
+        path = corpus["datalist_2d"]
         try:
-            path = weighted_datalist(corpus["datalist_2d"], weights)
+            if weights is not None:
+                path = weighted_datalist(path, weights)
+            if factors is not None:
+                path = multiscale_datalist(path, factors)
         except ValueError as err:
             print(f"medsr demo: error: {err}", file=sys.stderr)
             return 2

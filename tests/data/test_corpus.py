@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medsr.pipeline.data import load_datalist
@@ -100,7 +101,7 @@ def test_cli_weights_without_corpus_is_one_line(capsys):
 
     assert main(["demo", "--weights", "photos=0.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["medsr demo: error: --weights reweights the corpus: add --corpus"]
+    assert err == ["medsr demo: error: --weights builds on the corpus: add --corpus"]
 
 
 def test_no_two_corpus_images_share_their_pixels(corpus):
@@ -121,3 +122,85 @@ def test_no_two_corpus_images_share_their_pixels(corpus):
         assert digest not in seen, f"{image} has the same pixels as {seen[digest]}"
         seen[digest] = image
     assert "nibabel_dicom" not in {e["source"] for split in ("training", "validation") for e in data[split]}
+
+
+def test_multiscale_datalist_adds_antialiased_downscaled_copies_after_each_entry(corpus, capsys):
+    import nibabel as nib
+    import torch
+    import torch.nn.functional as F
+
+    from medsr.pipeline.data.corpus import MIN_SIZE, multiscale_datalist
+    from medsr.pipeline.data.files import read_array
+
+    base = Path(corpus["datalist_2d"])
+    data = json.loads(base.read_text())
+    by_source = {}
+    for e in data["training"]:
+        by_source.setdefault(e["source"], e)
+    picked = [by_source["mni152_2009a_t1"], by_source["photos"], by_source["dipy_s0_10slices"]]  # 2D NIfTI, PNG, EPI
+    small = {**data, "training": picked + picked[:1], "numTraining": 4}  # a repeated entry keeps its repeats
+    mini = base.with_name("datalist_2d_mini.json")
+    mini.write_text(json.dumps(small))
+    path = multiscale_datalist(mini, (1.5, 2.0))
+    out = json.loads(path.read_text())
+    assert out["validation"] == data["validation"] and out["test"] == data["test"]
+    sizes = [read_array(base.parent / e["image"], luminance=True)[0].shape[:2] for e in picked]
+    kept = [[f for f in (1.5, 2.0) if min(round(n / f) for n in s) >= MIN_SIZE] for s in sizes]
+    assert kept[2] == [] and kept[0] and kept[1] == [1.5, 2.0]  # no copy of the small EPI slice; the photo has two
+    expected = []
+    for e, fs in zip(picked + picked[:1], kept + kept[:1]):
+        expected += [(e["image"], None)] + [(e["image"], f) for f in fs]
+    got = [(e["image"], None) if "downscale" not in e else (None, e["downscale"]) for e in out["training"]]
+    assert [g[1] for g in got] == [x[1] for x in expected]
+    for entry, (src, f) in zip(out["training"], expected):
+        if f is None:
+            assert entry == next(p for p in picked if p["image"] == src)
+            continue
+        original = next(p for p in picked if p["image"] == src)
+        assert (
+            "label" not in entry and entry["source"] == original["source"] and entry["patient"] == original["patient"]
+        )
+        hr, _ = read_array(base.parent / original["image"], luminance=True)
+        hr = torch.as_tensor(np.asarray(hr, dtype=np.float32)).reshape(1, 1, *hr.shape[:2])
+        size = tuple(round(n / f) for n in hr.shape[-2:])
+        want = F.interpolate(hr, size=size, mode="bicubic", antialias=True, align_corners=False)[0, 0]
+        img = nib.load(str(path.parent / entry["image"]))
+        assert img.shape[:2] == size
+        assert np.allclose(
+            np.asarray(img.dataobj, dtype=np.float32).reshape(size), want.numpy(), atol=1e-3 * float(want.max())
+        )
+        zooms = img.header.get_zooms()[:2]
+        ref = (
+            nib.load(str(base.parent / original["image"])).header.get_zooms()[:2]
+            if original["image"].endswith(".gz")
+            else (1.0, 1.0)
+        )
+        assert np.allclose(zooms, [r * n / s for r, n, s in zip(ref, hr.shape[-2:], size)], rtol=1e-4)
+        mask = nib.load(str(path.parent / entry["mask"]))
+        assert mask.shape[:2] == size and set(np.unique(np.asarray(mask.dataobj))) <= {0.0, 1.0}
+    stamp = path.stat().st_mtime_ns
+    assert multiscale_datalist(mini, (1.5, 2.0)) == path and path.stat().st_mtime_ns == stamp  # reused
+    assert multiscale_datalist(mini, (2.0,)) != path
+    with pytest.raises(ValueError, match="--multiscale: give at least one factor"):
+        multiscale_datalist(mini, ())
+
+
+@pytest.mark.parametrize("text", ["1", "0.5", "x", "2,2", "nan", "9", "__import__('os').getcwd()", ""])
+def test_multiscale_parser_takes_plain_factors_above_one(text):
+    from medsr.pipeline.data.corpus import parse_factors
+
+    with pytest.raises(ValueError, match="--multiscale: "):
+        parse_factors(text)
+    assert parse_factors("1.5, 2") == (1.5, 2.0)
+
+
+def test_cli_multiscale_needs_the_corpus_and_plain_factors(capsys):
+    from medsr.pipeline.cli import main
+
+    assert main(["demo", "--multiscale", "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "medsr demo: error: --multiscale builds on the corpus: add --corpus"
+    ]
+    assert main(["demo", "--corpus", "--multiscale", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medsr demo: error: --multiscale: '0.5' is not a downscaling factor")
