@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
@@ -230,7 +231,7 @@ def test_medsr_upscale_without_checkpoint_on_png_nifti_and_dicom_series(tmp_path
     with Image.open(tmp_path / "out.png") as im:
         assert im.size == (48, 40) and im.mode == "L"
     line = capsys.readouterr().out
-    assert "out.png" in line and "model rdn_x2_corpus" in line  # the x2 model exported with --default
+    assert "out.png" in line and "model rdn_x2_multiscale" in line  # the x2 model exported with --default
     report = tmp_path / "report.json"
     args = ["upscale", str(png), str(tmp_path / "tta.png"), "--scale", "2", "--tta", "8", "--report", str(report)]
     assert medsr_main(args) == 0
@@ -265,3 +266,9 @@ def test_medsr_models_marks_what_upscale_picks(capsys):
     marked = {line.split()[0] for line in lines if line.split()[1:2] == ["*"]}
     expected = {pick_model(2, 2)[0]["name"], pick_model(2, 4)[0]["name"], pick_model(3, (1, 1, 4))[0]["name"]}
     assert marked == expected
+
+
+def test_at_most_one_shipped_default_per_dims_and_scale():
+    """Two files exported with ``--default`` for one scale would leave ``medsr upscale``'s pick to file order."""
+    defaults = Counter((m["spatial_dims"], tuple(m["scale"])) for m in SHIPPED.values() if m.get("default"))
+    assert defaults and max(defaults.values()) == 1, defaults
