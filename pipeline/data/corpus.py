@@ -377,8 +377,10 @@ def _downscaled(image: Any, mask: Any | None, factor: float) -> tuple[Any, Any] 
     import torch.nn.functional as F
     from monai.data import MetaTensor
 
-    image = image[..., 0] if image.ndim == 4 else image
-    mask = mask if mask is None or mask.ndim == 3 else mask[..., 0]
+    from medsr.transforms.geometry import squeeze_spatial
+
+    image = squeeze_spatial(image, 2)
+    mask = None if mask is None else squeeze_spatial(mask, 2)
     h, w = image.shape[1:]
     size = (round(h / factor), round(w / factor))
     if min(size) < MIN_SIZE:

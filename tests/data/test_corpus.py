@@ -183,6 +183,13 @@ def test_multiscale_datalist_adds_antialiased_downscaled_copies_after_each_entry
     assert multiscale_datalist(mini, (2.0,)) != path
     with pytest.raises(ValueError, match="--multiscale: give at least one factor"):
         multiscale_datalist(mini, ())
+    from medsr.pipeline.cli import main
+
+    root = str(Path(corpus["root"]).parent)
+    assert main(["demo", "--root", root, "--corpus", "--no-progress", "--multiscale", "2"]) == 0
+    printed = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == multiscale_datalist(base, (2.0,))  # the command writes the same file and prints it last
+    assert len(json.loads(printed.read_text())["training"]) > len(data["training"])
 
 
 @pytest.mark.parametrize("text", ["1", "0.5", "x", "2,2", "nan", "9", "__import__('os').getcwd()", ""])
