@@ -13,7 +13,13 @@ from medsr.pipeline._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "augment": ("augmentations",),
+        "augment": (
+            "augmentations",
+            "RandContrastRemap",
+            "RandContrastRemapD",
+            "RandContrastRemapd",
+            "RandContrastRemapDict",
+        ),
         "crop": (
             "MaskAwareCropD",
             "MaskAwareCropd",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from monai.transforms import RandFlipd, RandRotate90d
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, RandFlipd, RandomizableTransform, RandRotate90d
 
 from medsr.transforms.degradation import RandAcquisitionNoised
 from medsr.transforms.geometry import parse_scale
 
-__all__ = ["augmentations"]
+__all__ = ["augmentations", "RandContrastRemap", "RandContrastRemapd", "RandContrastRemapD", "RandContrastRemapDict"]
 
 
 def augmentations(
@@ -20,6 +23,7 @@ def augmentations(
     scale: Any,
     keys: Sequence[str] = ("image", "mask", "label"),
     hr_noise: float = 0.0,
+    hr_contrast: float = 0.0,
 ) -> list:
     """Random flips on every spatial axis and in-plane 90° rotations (when the in-plane patch is square).
 
@@ -32,7 +36,13 @@ def augmentations(
     full resolution), so the network sees LR noise it should not sharpen into structure; the clean templates
     and photographs of the corpus carry none. (Fine-tuning the x2 default with ``hr_noise=0.03`` left its
     out-of-distribution figure unchanged: README, "Quality against interpolation".)
+
+    ``hr_contrast > 0`` remaps the HR image's intensities on that share of the patches, before pairing
+    (:class:`RandContrastRemapd`: a random gamma in [0.5, 2] within the image's own range, inverted on half of
+    those draws), so that a T1 template's contrast also stands in for the T2, PD or FLAIR slices users bring.
     """
+    if not 0.0 <= hr_contrast <= 1.0:
+        raise ValueError(f"hr_contrast: must be a probability in [0, 1], got {hr_contrast}")
     if hr_noise < 0:
         raise ValueError(f"hr_noise: must be >= 0 (std as a fraction of the normalised range), got {hr_noise}")
     out: list = []
@@ -46,4 +56,73 @@ def augmentations(
     if hr_noise > 0:
         noise = RandAcquisitionNoised(keys=keys[0], kinds=("rician", "gaussian"), std_range=(0.0, hr_noise), prob=0.5)
         out.append(noise)
+    if hr_contrast > 0:
+        out.append(RandContrastRemapd(keys=keys[0], prob=hr_contrast))
     return out
+
+
+class RandContrastRemap(RandomizableTransform):
+    """A random monotonic remap of the intensities between the image's own minimum and maximum, so that one
+    source's tissue contrast stands in for others (a T1 template's grey/white ordering reversed, its mid-tones
+    compressed or stretched), as a user's T2, PD or FLAIR slice would have.
+
+    With probability ``prob``: ``t = (x - min) / (max - min)``, then ``t ** gamma`` with ``gamma`` drawn
+    log-uniformly in ``[1 / max_gamma, max_gamma]``, then ``1 - t`` with probability ``invert_prob``, mapped back
+    to ``[min, max]``. The range, the shape and the meta (affine, spacing) are kept; an image of one value is
+    returned unchanged. Applied to the HR image before pairing, the LR is degraded from the remapped image.
+    """
+
+    def __init__(self, max_gamma: float = 2.0, invert_prob: float = 0.5, prob: float = 1.0) -> None:
+        if max_gamma < 1.0:
+            raise ValueError(f"max_gamma: must be >= 1 (gamma is drawn in [1/max_gamma, max_gamma]), got {max_gamma}")
+        if not 0.0 <= invert_prob <= 1.0:
+            raise ValueError(f"invert_prob: must be a probability in [0, 1], got {invert_prob}")
+        RandomizableTransform.__init__(self, prob)
+        self.max_gamma, self.invert_prob = float(max_gamma), float(invert_prob)
+        self.gamma, self.invert = 1.0, False
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        log_g = math.log(self.max_gamma)
+        self.gamma = float(math.exp(self.R.uniform(-log_g, log_g)))
+        self.invert = bool(self.R.rand() < self.invert_prob)
+
+    def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img
+        lo, hi = img.min(), img.max()
+        if not bool(hi > lo):
+            return img
+        t = ((img - lo) / (hi - lo)).clamp(0.0, 1.0) ** self.gamma
+        if self.invert:
+            t = 1.0 - t
+        return t * (hi - lo) + lo
+
+
+class RandContrastRemapd(RandomizableTransform, MapTransform):
+    """Dictionary version of :class:`RandContrastRemap` (one draw shared by all ``keys``)."""
+
+    def __init__(self, keys: KeysCollection, max_gamma: float = 2.0, invert_prob: float = 0.5, prob: float = 1.0,
+                 allow_missing_keys: bool = False) -> None:  # fmt: skip
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, 1.0)
+        self.transform = RandContrastRemap(max_gamma, invert_prob, prob)
+
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> RandContrastRemapd:
+        self.transform.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        self.transform.randomize()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key], randomize=False)
+        return d
+
+
+RandContrastRemapD = RandContrastRemapDict = RandContrastRemapd

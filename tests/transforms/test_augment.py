@@ -89,3 +89,75 @@ def test_bundle_hr_noise_knob_reaches_the_training_transforms(monkeypatch):
             i = next(k for k, t in enumerate(chain) if isinstance(t, RandAcquisitionNoised))
             assert names.index("MaskAwareCropd") < i < names.index("MakeSRPaird")
             assert chain[i].transform.std_range == (0.0, 0.03)
+
+
+def test_contrast_remap_is_a_monotonic_gamma_or_its_inversion_within_the_image_range():
+    """``RandContrastRemap``: a gamma drawn log-uniformly in ``[1/max_gamma, max_gamma]`` on the image scaled to
+    its own [min, max], inverted on about ``invert_prob`` of the draws; the range and the meta are kept."""
+    from monai.data import MetaTensor
+
+    from medsr.transforms import RandContrastRemap
+
+    ramp = torch.linspace(2.0, 6.0, 64).reshape(1, 8, 8)
+    image = MetaTensor(ramp, affine=torch.diag(torch.tensor([0.5, 0.7, 1.0, 1.0])))
+    remap = RandContrastRemap(max_gamma=2.0, invert_prob=0.5, prob=1.0)
+    gammas, inverted = [], 0
+    for seed in range(60):
+        remap.set_random_state(seed)
+        out = remap(image)
+        assert isinstance(out, MetaTensor) and torch.equal(out.affine, image.affine)
+        assert torch.isclose(out.min(), torch.tensor(2.0)) and torch.isclose(out.max(), torch.tensor(6.0))
+        t = (ramp - 2.0) / 4.0
+        expected = t**remap.gamma
+        if remap.invert:
+            inverted += 1
+            expected = 1.0 - expected
+        torch.testing.assert_close(out.as_tensor(), expected * 4.0 + 2.0)
+        steps = torch.diff(out.as_tensor().flatten())
+        assert (steps <= 0).all() if remap.invert else (steps >= 0).all()  # monotonic either way
+        gammas.append(remap.gamma)
+    assert 0.5 <= min(gammas) < 0.7 and 1.5 < max(gammas) <= 2.0
+    assert 20 <= inverted <= 40
+    flat = torch.full((1, 4, 4), 3.0)
+    assert torch.equal(remap(flat), flat)  # one value: nothing to remap
+    with pytest.raises(ValueError, match="max_gamma: must be >= 1"):
+        RandContrastRemap(max_gamma=0.5)
+
+
+def test_hr_contrast_remaps_the_image_of_that_share_of_the_patches_not_its_masks():
+    """``hr_contrast``: the HR image (not its mask) is remapped on about ``hr_contrast`` of the draws; 0 adds no
+    transform; a value outside [0, 1] is refused in one line naming it."""
+    assert augmentations(False, 2, (32, 32), 2, hr_contrast=0.0) == []
+    aug = Compose(augmentations(False, 2, (32, 32), 2, hr_contrast=0.5))
+    image = torch.linspace(0.0, 1.0, 32 * 32).reshape(1, 32, 32)
+    mask = torch.ones((1, 32, 32), dtype=torch.uint8)
+    changed = 0
+    for seed in range(40):
+        aug.set_random_state(seed)
+        out = aug({"image": image.clone(), "mask": mask.clone()})
+        assert torch.equal(torch.as_tensor(out["mask"]), mask)
+        changed += int(not torch.allclose(torch.as_tensor(out["image"]), image))
+    assert 10 <= changed <= 30  # prob 0.5
+    with pytest.raises(ValueError, match="hr_contrast: must be a probability"):
+        augmentations(True, 2, (32, 32), 2, hr_contrast=1.5)
+
+
+def test_bundle_hr_contrast_knob_reaches_the_training_transforms(monkeypatch):
+    """``--hr_contrast`` on any bundle remaps the HR image in its training chain, after the crop, before the pair."""
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    for bundle in ("rdn", "esrgan_se", "vdsr"):
+        for hr_contrast, expected in ((0.0, 0), (0.5, 1)):
+            parser = ConfigParser()
+            parser.read_config(f"bundles/{bundle}/train.json")
+            parser["hr_contrast"] = hr_contrast
+            chain = parser.get_parsed_content("data#train_transforms").transforms
+            names = [type(t).__name__ for t in chain]
+            assert names.count("RandContrastRemapd") == expected, bundle
+            if expected:
+                i = names.index("RandContrastRemapd")
+                assert names.index("MaskAwareCropd") < i < names.index("MakeSRPaird")
+                assert chain[i].transform.prob == 0.5
