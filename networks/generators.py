@@ -276,6 +276,12 @@ class VDSR(SRGenerator):
     The shared arguments (``in_channels``, ``out_channels``, ``scale_factor``, ``residual_interp``,
     ``interp_mode``) are those of :class:`SRGenerator`.
 
+    The hidden convolutions start with He (Kaiming normal, ReLU gain) weights and zero biases, as in the paper;
+    the output layer starts at zero like every generator's. With PyTorch's default initialisation the input's
+    signal fades through a plain stack this deep (the last hidden layer's spread is a tenth of the first's, mostly
+    its biases), and under the zero output layer the last hidden layer's ReLUs died: on x2 corpus patches, 16 layers x 48 features stayed at bicubic's L1 after 300 Adam steps (1e-3) with
+    0.1 % of those ReLUs active; with He weights 11 % stay active and the L1 falls 17 % below bicubic's.
+
     Args:
         num_features: hidden width.
         num_layers: total number of convolutions (>= 2).
@@ -307,6 +313,10 @@ class VDSR(SRGenerator):
         )
         self.conv_last = conv_nd(dims, num_features, self.out_channels, 3, bias=bias)
         self.act = nn.ReLU(inplace=True)
+        for conv in (self.conv_first, *self.body):
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
         self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
