@@ -39,7 +39,9 @@ def augmentations(
 
     ``hr_contrast > 0`` remaps the HR image's intensities on that share of the patches, before pairing
     (:class:`RandContrastRemapd`: a random gamma in [0.5, 2] within the image's own range, inverted on half of
-    those draws), so that a T1 template's contrast also stands in for the T2, PD or FLAIR slices users bring.
+    those draws), meant to let a T1 template's contrast also stand in for the T2, PD or FLAIR slices users
+    bring. (Training the x2 default's recipe with ``hr_contrast=0.5`` left its out-of-distribution figure level,
+    +2.04 against +2.02 dB, and lowered the held-out fundus image: README, "Quality against interpolation".)
     """
     if not 0.0 <= hr_contrast <= 1.0:
         raise ValueError(f"hr_contrast: must be a probability in [0, 1], got {hr_contrast}")
