@@ -279,8 +279,9 @@ class VDSR(SRGenerator):
     The hidden convolutions start with He (Kaiming normal, ReLU gain) weights and zero biases, as in the paper;
     the output layer starts at zero like every generator's. With PyTorch's default initialisation the input's
     signal fades through a plain stack this deep (the last hidden layer's spread is a tenth of the first's, mostly
-    its biases), and under the zero output layer the last hidden layer's ReLUs died: on x2 corpus patches, 16 layers x 48 features stayed at bicubic's L1 after 300 Adam steps (1e-3) with
-    0.1 % of those ReLUs active; with He weights 11 % stay active and the L1 falls 17 % below bicubic's.
+    its biases), and under the zero output layer the last hidden layer's ReLUs died: on x2 corpus patches,
+    16 layers x 48 features stayed at bicubic's L1 after 300 Adam steps (1e-3) with 0.1 % of those ReLUs
+    active; with He weights 11 % stay active and the L1 falls 17 % below bicubic's.
 
     Args:
         num_features: hidden width.

@@ -64,9 +64,10 @@ def augmentations(
 
 
 class RandContrastRemap(RandomizableTransform):
-    """A random monotonic remap of the intensities between the image's own minimum and maximum, so that one
-    source's tissue contrast stands in for others (a T1 template's grey/white ordering reversed, its mid-tones
-    compressed or stretched), as a user's T2, PD or FLAIR slice would have.
+    """A random monotonic remap of the intensities between the image's own minimum and maximum, meant to let one
+    source's tissue contrast stand in for others (a T1 template's grey/white ordering reversed, its mid-tones
+    compressed or stretched, as in a T2, PD or FLAIR slice). Measured on the x2 recipe: no out-of-distribution
+    gain (see :func:`augmentations`).
 
     With probability ``prob``: ``t = (x - min) / (max - min)``, then ``t ** gamma`` with ``gamma`` drawn
     log-uniformly in ``[1 / max_gamma, max_gamma]``, then ``1 - t`` with probability ``invert_prob``, mapped back
