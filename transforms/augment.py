@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandFlipd, RandomizableTransform, RandRotate90d
 
-from medsr.transforms.degradation import RandAcquisitionNoised
+from medsr.transforms.degradation import RandAcquisitionNoised, _RandDict
 from medsr.transforms.geometry import parse_scale
 
 __all__ = ["augmentations", "RandContrastRemap", "RandContrastRemapd", "RandContrastRemapD", "RandContrastRemapDict"]
@@ -104,28 +104,13 @@ class RandContrastRemap(RandomizableTransform):
         return t * (hi - lo) + lo
 
 
-class RandContrastRemapd(RandomizableTransform, MapTransform):
-    """Dictionary version of :class:`RandContrastRemap` (one draw shared by all ``keys``)."""
+class RandContrastRemapd(_RandDict):
+    """Dictionary version of :class:`RandContrastRemap` (one draw per item, shared by all ``keys``)."""
 
     def __init__(self, keys: KeysCollection, max_gamma: float = 2.0, invert_prob: float = 0.5, prob: float = 1.0,
                  allow_missing_keys: bool = False) -> None:  # fmt: skip
         MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, 1.0)
         self.transform = RandContrastRemap(max_gamma, invert_prob, prob)
-
-    def set_random_state(self, seed: int | None = None, state: Any = None) -> RandContrastRemapd:
-        self.transform.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        self.transform.randomize()
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        self.randomize()
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key], randomize=False)
-        return d
 
 
 RandContrastRemapD = RandContrastRemapDict = RandContrastRemapd
