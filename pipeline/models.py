@@ -267,7 +267,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return network.to(device).eval(), info
 
 
-def load_generator(network: nn.Module, checkpoint: str | os.PathLike | None, use_ema: bool = False) -> nn.Module:
+def load_generator(
+    network: nn.Module, checkpoint: str | os.PathLike | None, use_ema: bool = False, require_ema: bool = False
+) -> nn.Module:
     """Load generator weights into ``network`` from a checkpoint file or run folder; return the network.
 
     When the checkpoint describes its network (:func:`model_info`) and that differs from ``network`` (other
@@ -276,7 +278,8 @@ def load_generator(network: nn.Module, checkpoint: str | os.PathLike | None, use
     medsr checkpoint, MONAI ``CheckpointSaver`` file or plain state dict) or a folder searched with
     :func:`~medsr.pipeline.engines.checkpoint.find_checkpoint`; the loading itself is
     :func:`~medsr.pipeline.engines.checkpoint.load_generator_weights`. ``None`` or ``""`` returns the network
-    untouched (random weights: tests and dry runs).
+    untouched (random weights: tests and dry runs). ``use_ema``/``require_ema``: as in
+    :func:`~medsr.pipeline.engines.checkpoint.load_generator_weights`.
     """
     from medsr.pipeline.engines.checkpoint import find_checkpoint, load_generator_weights
 
@@ -295,7 +298,7 @@ def load_generator(network: nn.Module, checkpoint: str | os.PathLike | None, use
         network = build_network(spec)
         if param is not None:
             network = network.to(param.device)
-    return load_generator_weights(network, path, use_ema=use_ema)
+    return load_generator_weights(network, path, use_ema=use_ema, require_ema=require_ema)
 
 
 def shipped_models(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -424,15 +427,8 @@ def export_bundle_model(
     for key, value in config_overrides(overrides or {}).items():  # user text as literals, never expressions
         parser[key] = value
     network = parser.get_parsed_content("network_def", instantiate=True)
-    if use_ema:
-        from medsr.pipeline.engines.checkpoint import FORMAT, find_checkpoint, load_checkpoint
-
-        found = find_checkpoint(checkpoint)
-        ckpt = load_checkpoint(found)
-        if ckpt.get("format") != FORMAT or "ema" not in ckpt.get("objects", {}):
-            raise ValueError(f"--ema: '{found}' is not a medsr training checkpoint with EMA weights")
-    # the checkpoint may rebuild it (its recorded widths win)
-    network = load_generator(network, checkpoint, use_ema=use_ema)
+    # the checkpoint may rebuild it (its recorded widths win); a file without EMA weights is an error with --ema
+    network = load_generator(network, checkpoint, use_ema=use_ema, require_ema=use_ema)
     record = {
         "name": name,
         "bundle": bundle,

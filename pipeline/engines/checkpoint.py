@@ -167,6 +167,7 @@ def load_generator_weights(
     key: str | None = None,
     use_ema: bool = False,
     strict: bool = True,
+    require_ema: bool = False,
 ) -> torch.nn.Module:
     """Warm-start ``model`` from a file: a medsr checkpoint, a MONAI ``CheckpointSaver`` file or a plain state dict.
 
@@ -177,6 +178,7 @@ def load_generator_weights(
             ``net``, ``model``, ``state_dict`` that exists, else the file itself.
         use_ema: with a medsr checkpoint, take the EMA weights when present.
         strict: as in ``load_state_dict``.
+        require_ema: with ``use_ema``, a file without EMA weights is an error naming it (else the raw weights).
     """
     path = Path(path)
     if not path.is_file():
@@ -184,6 +186,9 @@ def load_generator_weights(
             f"generator weights '{path}' do not exist (set g_pretrained=None to train from scratch)"
         )
     ckpt = read_file(path, "generator weights")
+    has_ema = isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and "ema" in ckpt.get("objects", {})
+    if use_ema and require_ema and not has_ema:
+        raise ValueError(f"--ema: '{path}' is not a medsr training checkpoint with EMA weights")
     if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT and key is None:
         sd = ckpt["state_dict"]
     elif isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
