@@ -21,6 +21,8 @@ __all__ = [
     "make_attention",
     "channels_last_format",
     "conv_nd",
+    "ZeroMeanConv",
+    "remove_biases",
     "conv_pixel_shuffle",
     "follow_format",
     "scaled_conv",
@@ -115,6 +117,36 @@ def conv_nd(
     conv_type = layer_type("conv", spatial_dims)
     pad = kernel_size // 2 if padding is None else padding
     return conv_type(in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=bias, groups=groups)
+
+
+class ZeroMeanConv(nn.Module):
+    """A bias-free "same" convolution whose kernels are used minus their mean (per output channel), with
+    replicate padding: blind to a constant offset of its input, borders included.
+
+    ``weight`` is stored as learned (initialised as :func:`conv_nd`'s); the forward pass subtracts each output
+    channel's mean over its input channels and taps. The first layer of an intensity-equivariant generator
+    (``RDN(equivariant=True)``).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.spatial_dims, self.padding = spatial_dims, kernel_size // 2
+        self.weight = conv_nd(spatial_dims, in_channels, out_channels, kernel_size, bias=False).weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight - self.weight.mean(dim=tuple(range(1, self.weight.ndim)), keepdim=True)
+        if self.padding:
+            x = nn.functional.pad(x, (self.padding,) * (2 * self.spatial_dims), mode="replicate")
+        conv = (nn.functional.conv1d, nn.functional.conv2d, nn.functional.conv3d)[self.spatial_dims - 1]
+        return conv(x, w)
+
+
+def remove_biases(module: nn.Module) -> nn.Module:
+    """Drop the bias of every convolution in ``module`` (in place; returns it)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.bias is not None:
+            m.register_parameter("bias", None)
+    return module
 
 
 def channels_last_format(spatial_dims: int) -> torch.memory_format | None:

@@ -29,10 +29,12 @@ from torch import nn
 
 from medsr.networks.blocks import (
     PixelShuffle,
+    ZeroMeanConv,
     conv_nd,
     ensure_scale,
     layer_type,
     make_attention,
+    remove_biases,
     upsample_stages,
 )
 
@@ -603,6 +605,10 @@ class RDN(SRGenerator):
         num_blocks: D.
         num_layers: C.
         growth_channels: G.
+        equivariant: intensity-equivariant: every convolution bias-free and the first one zero-mean with
+            replicate padding (:class:`~medsr.networks.blocks.ZeroMeanConv`), so the learned residual ignores
+            a constant offset and scales with the input. With ``residual_interp`` (required), the output
+            follows any window or normalization: ``f(a * x + b) = a * f(x) + b`` for every ``a > 0``, ``b``.
     """
 
     def __init__(
@@ -615,6 +621,7 @@ class RDN(SRGenerator):
         num_blocks: int = 16,
         num_layers: int = 8,
         growth_channels: int = 64,
+        equivariant: bool = False,
         residual_interp: bool = False,
         interp_mode: str | None = None,
     ) -> None:
@@ -624,10 +631,17 @@ class RDN(SRGenerator):
             "num_layers": num_layers,
             "growth_channels": growth_channels,
         }
+        equivariant = _flag(equivariant, "equivariant")
+        if equivariant:  # recorded only when set: files of plain RDNs describe them as before
+            options["equivariant"] = True
         super().__init__(spatial_dims, in_channels, out_channels, scale_factor, residual_interp, interp_mode, options)
+        self.equivariant = equivariant
+        if self.equivariant and not self.residual_interp:
+            raise ValueError("RDN: equivariant=True needs residual_interp=True (the interpolation carries the offset)")
         dims = self.spatial_dims
         g0, g = num_features, growth_channels
-        self.SFENet1 = conv_nd(dims, self.in_channels, g0, 3)  # noqa: N815
+        first = ZeroMeanConv if self.equivariant else conv_nd
+        self.SFENet1 = first(dims, self.in_channels, g0, 3)  # noqa: N815
         self.SFENet2 = conv_nd(dims, g0, g0, 3)  # noqa: N815
         self.RDBs = nn.ModuleList([_RDB(dims, g0, g, num_layers) for _ in range(num_blocks)])  # noqa: N815
         self.GFF = nn.Sequential(conv_nd(dims, num_blocks * g0, g0, 1), conv_nd(dims, g0, g0, 3))  # noqa: N815
@@ -635,6 +649,8 @@ class RDN(SRGenerator):
         cin = g if ups else g0
         self.UPNet = nn.Sequential(*ups, conv_nd(dims, cin, self.out_channels, 3))  # noqa: N815
         self.output_layer = f"UPNet.{len(ups)}"
+        if self.equivariant:
+            remove_biases(self)
         self._finish_generator()
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -20,6 +20,7 @@ SMOKE = {
     "bench_inference": (["--shape", "48", "48", "12", "--roi", "32", "32", "8", "--threads", "1"], "peak RSS growth"),
     "bench_quality": (["--models", "rdn_x2_realistic", "--limit", "2", "--degradations", "bicubic", "--threads", "1",
                        "--sets", "heldout", "indist", "--tta", "2"], "rdn_x2_realistic+tta2"),
+    "bench_intensity": (["--models", "rdn_x2_realistic", "--sets", "heldout", "--threads", "1"], "heldout mean"),
     "bench_convergence": (["--choices", "study", "residual_interp", "--epochs", "1", "--epoch_length", "2",
                            "--max_val_items", "1", "--val_crop", "64", "--batch_size", "2", "--threads", "1"],
                           "residual_interp"),

@@ -257,3 +257,43 @@ def test_vdsr_hidden_activations_keep_their_scale_through_the_depth(spatial_dims
     first, last = feats[0], feats[-1]
     assert 0.25 < float(last.std() / first.std()) < 4.0  # He: 0.52 (2D), 0.53 (3D); default init: 0.09, 0.06
     assert 0.2 < float((last > 0).float().mean()) < 0.8
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_equivariant_rdn_follows_any_intensity_window(spatial_dims, tmp_path):
+    """``RDN(equivariant=True)``: bias-free with a zero-mean, replicate-padded first layer, so with its residual over
+    interpolation ``f(a * x + b) = a * f(x) + b`` for ``a > 0`` (a window or a normalization changes nothing but the
+    units), borders included; the plain RDN with the same weights does not follow a window."""
+    torch.manual_seed(0)
+    kw = dict(num_features=8, num_blocks=2, num_layers=2, growth_channels=4, residual_interp=True)
+    eq = RDN(spatial_dims, 1, 1, 2, equivariant=True, **kw)
+    plain = RDN(spatial_dims, 1, 1, 2, **kw)
+    assert not [k for k, _ in eq.named_parameters() if k.endswith("bias")]
+    assert eq.init_args["equivariant"] is True and "equivariant" not in plain.init_args  # plain files as before
+    with torch.no_grad():
+        for net in (eq, plain):
+            for p in net.parameters():  # the output layer starts at zero: give every layer weight
+                p.normal_(0.0, 0.1)
+    x = torch.rand(1, 1, *([10] * spatial_dims))
+    with torch.no_grad():
+        y = eq(x)
+        interp = F.interpolate(x, scale_factor=2, mode="bicubic" if spatial_dims == 2 else "trilinear")
+        assert float((y - interp).abs().max()) > 0.01  # the residual is not zero
+        for a, b in ((0.5, -1.0), (3.0, 2.0), (1.0, 100.0)):
+            torch.testing.assert_close(eq(a * x + b), a * y + b, atol=1e-4 * (1 + abs(b)), rtol=1e-4)
+        assert float((plain(3.0 * x + 2.0) - (3.0 * plain(x) + 2.0)).abs().max()) > 0.1
+        const = torch.full((1, 1, *([6] * spatial_dims)), 7.0)
+        assert float(eq.SFENet1(const).abs().max()) < 1e-5  # blind to an offset, borders included
+    from medsr.pipeline.models import load_model, save_model
+
+    back, _ = load_model(save_model(eq, tmp_path / "eq.pt", {"name": "eq", "spatial_dims": spatial_dims}, half=False))
+    assert back.init_args["equivariant"] is True  # the model file rebuilds it
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), y)
+
+
+def test_equivariant_rdn_needs_the_interpolation_residual():
+    with pytest.raises(ValueError, match="equivariant=True needs residual_interp=True"):
+        RDN(2, 1, 1, 2, num_features=8, num_blocks=1, num_layers=1, growth_channels=4, equivariant=True)
+    with pytest.raises(ValueError, match="equivariant: expected true or false"):
+        RDN(2, 1, 1, 2, num_features=8, num_blocks=1, num_layers=1, growth_channels=4, equivariant="maybe")
