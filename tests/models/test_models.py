@@ -231,7 +231,7 @@ def test_medsr_upscale_without_checkpoint_on_png_nifti_and_dicom_series(tmp_path
     with Image.open(tmp_path / "out.png") as im:
         assert im.size == (48, 40) and im.mode == "L"
     line = capsys.readouterr().out
-    assert "out.png" in line and "model rdn_x2_multiscale" in line  # the x2 model exported with --default
+    assert "out.png" in line and "model rdn_x2_equivariant" in line  # the x2 model exported with --default
     report = tmp_path / "report.json"
     args = ["upscale", str(png), str(tmp_path / "tta.png"), "--scale", "2", "--tta", "8", "--report", str(report)]
     assert medsr_main(args) == 0
@@ -272,3 +272,16 @@ def test_at_most_one_shipped_default_per_dims_and_scale():
     """Two files exported with ``--default`` for one scale would leave ``medsr upscale``'s pick to file order."""
     defaults = Counter((m["spatial_dims"], tuple(m["scale"])) for m in SHIPPED.values() if m.get("default"))
     assert defaults and max(defaults.values()) == 1, defaults
+
+
+def test_the_2d_defaults_are_the_equivariant_rdns():
+    """``medsr upscale`` picks the intensity-equivariant RDNs at x2 and x4: the files rebuild them as such, and
+    their output follows a change of the input's window (the same image in other units gives the same image)."""
+    for scale in (2, 4):
+        info, _ = pick_model(2, scale)
+        assert info["name"] == f"rdn_x{scale}_equivariant"
+        net, _ = load_model(info["path"])
+        assert net.init_args["equivariant"] is True
+        x = torch.rand(1, 1, 12, 10)
+        with torch.no_grad():
+            torch.testing.assert_close(net(40.0 * x - 3.0), 40.0 * net(x) - 3.0, atol=1e-3, rtol=1e-4)
