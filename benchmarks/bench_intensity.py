@@ -28,8 +28,10 @@ from bench_quality import EXTERNAL, _read_any, _scores
 
 from medsr.pipeline.data.demo import ensure_demo_dataset
 from medsr.pipeline.evaluation.baselines import upsample
+from medsr.pipeline.inference import clip_to_input, invert_intensity
 from medsr.pipeline.models import load_model, pick_model, shipped_models
 from medsr.transforms import MakeSRPaird
+from medsr.transforms._utils import percentile_normalize
 
 WINDOWS = ((0.5, 99.5), (0.0, 100.0), (1.0, 99.0), (2.0, 98.0))  # the first is medsr's
 
@@ -62,10 +64,9 @@ def gains(network: torch.nn.Module, scale: int, items: list[tuple[str, str, Path
         lr, hr = p["lr"].as_tensor().float(), p["hr"].as_tensor().float()
         cubic = _scores(upsample(lr, hr.shape[1:], "cubic"), hr)[0]
         row = {"set": set_name, "image": name}
-        for lower, upper in WINDOWS:
-            lo, hi = (float(np.percentile(lr.numpy(), q)) for q in (lower, upper))
-            out = network(((lr - lo) / (hi - lo))[None])[0] * (hi - lo) + lo
-            out = out.clamp(float(lr.min()), float(lr.max()))
+        for lower, upper in WINDOWS:  # medsr upscale's normalization, inverse and clip, with another window
+            item = {"image": percentile_normalize(lr, lower, upper, clip=False)}
+            out = clip_to_input(invert_intensity(network(item["image"][None])[0], item), item)
             row[f"{lower:g}/{upper:g}"] = _scores(out, hr)[0] - cubic
         rows.append(row)
     return rows
